@@ -1,0 +1,339 @@
+"""Command-line interface: ``python -m core build|evaluate|search|info``.
+
+The sub-commands, flags and JSON keys are a contract other tools rely on: add to them, never
+rename. Errors the user can fix print one line on stderr and exit with status 2; Ctrl-C exits
+with 130 after saving what was finished; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from core.paths import DEFAULT_CSV, DEFAULT_SUBSET
+
+DEFAULT_DB = "chroma_db"
+DEFAULT_OUTPUT = "output"
+
+
+def _add_model_flags(parser: argparse.ArgumentParser, for_build: bool) -> None:
+    default = " (default: ViT-B-32-quickgelu, OpenAI's ViT-B/32)" if for_build else " (default: the index's model)"
+    parser.add_argument("--model", help="open_clip model name" + default)
+    parser.add_argument(
+        "--pretrained",
+        help="pretrained tag (e.g. openai), a local checkpoint file (.pt/.bin/.safetensors), "
+        "or 'none' for random weights",
+    )
+    parser.add_argument("--model-config", help="custom open_clip JSON config; --model defaults to its file name")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+
+
+def _add_index_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=DEFAULT_DB, help=f"ChromaDB folder (default: {DEFAULT_DB}/)")
+    parser.add_argument("--collection", help="collection to use when the folder holds several (default: newest)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m core",
+        description="Index video frames with CLIP into ChromaDB, evaluate how well CLIP matches them to "
+        "action labels, and search them by text.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    build = sub.add_parser("build", help="extract frames, embed them and add them to the index")
+    build.add_argument("--videos", required=True, help="videos folder (one sub-folder per label, or clips for a CSV)")
+    build.add_argument("--annotations", help="annotations.json, or the official Kinetics CSV")
+    build.add_argument("--db", default=DEFAULT_DB, help=f"ChromaDB folder (default: {DEFAULT_DB}/)")
+    build.add_argument(
+        "--output", default=DEFAULT_OUTPUT, help=f"output folder for thumbnails (default: {DEFAULT_OUTPUT}/)"
+    )
+    _add_model_flags(build, for_build=True)
+    build.add_argument("--frames", default="middle", help="middle (default) or uniform:K, K from 1 to 32")
+    build.add_argument("--batch-size", type=int, default=32, help="images per encoding batch (default: 32)")
+    build.add_argument("--workers", type=int, default=2, help="decoding threads (default: 2)")
+    build.add_argument("--json", help="also write the build summary as JSON to this file ('-' for stdout)")
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    evaluate = sub.add_parser("evaluate", help="precision@k, MRR and similarities of frames vs. class prompts")
+    _add_index_flags(evaluate)
+    _add_model_flags(evaluate, for_build=False)
+    evaluate.add_argument(
+        "--prompt",
+        action="append",
+        help="a prompt set name (english, reference-fr, kinetics-ensemble) or a template with {label}; "
+        "repeat to ensemble (default: english)",
+    )
+    evaluate.add_argument("--pooling", default="mean", help="mean (default), max, middle or frame")
+    evaluate.add_argument("--json", help="write the metrics as JSON to this file ('-' for stdout)")
+
+    search = sub.add_parser("search", help="find the frames that best match a text")
+    search.add_argument("text", help="what to look for, e.g. 'someone juggling fire'")
+    search.add_argument("--k", type=int, default=5, help="number of results (default: 5)")
+    _add_index_flags(search)
+    _add_model_flags(search, for_build=False)
+    search.add_argument("--one-per-video", action="store_true", help="at most one frame per video")
+    search.add_argument("--label", help="only frames of this label")
+    search.add_argument("--json", help="write the hits as JSON to this file ('-' for stdout)")
+
+    subset = sub.add_parser("subset", help="write the class subset file with candidate clips per class")
+    subset.add_argument(
+        "--csv",
+        default=str(DEFAULT_CSV),
+        help="official Kinetics CSV (default: annotations/kinetics700_2020_validate.csv)",
+    )
+    subset.add_argument(
+        "--classes",
+        nargs="+",
+        default=["reference"],
+        help="'reference' (the study's 50, default), 'all', a file with one class per line, or class names",
+    )
+    subset.add_argument("--per-class", type=int, default=5, help="clips wanted per class (default: 5)")
+    subset.add_argument("--candidates", type=int, default=15, help="candidate clips kept per class (default: 15)")
+    subset.add_argument(
+        "--out", default=str(DEFAULT_SUBSET), help="where to write it (default: annotations/selected_subset.json)"
+    )
+
+    samples = sub.add_parser("sample-videos", help="generate small synthetic labelled clips to try the pipeline")
+    samples.add_argument("--out", default="videos/sample", help="folder to write (default: videos/sample)")
+    samples.add_argument("--classes", type=int, default=10, help="how many classes of the reference subset (10)")
+    samples.add_argument("--per-class", type=int, default=5, help="clips per class (default: 5)")
+    samples.add_argument("--frames", type=int, default=48, help="frames per clip (default: 48)")
+
+    info = sub.add_parser("info", help="list the collections of an index folder")
+    info.add_argument("--db", default=DEFAULT_DB, help=f"ChromaDB folder (default: {DEFAULT_DB}/)")
+    info.add_argument("--json", help="write the list as JSON to this file ('-' for stdout)")
+    return parser
+
+
+def write_json(target: str, data: Any) -> None:
+    """Write JSON to a file (temporary name, then rename) or to stdout for '-'."""
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    if target == "-":
+        sys.stdout.write(text + "\n")
+        return
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _report_stream(args: argparse.Namespace):
+    """Where human-readable lines go: stderr when the JSON itself goes to stdout."""
+    return sys.stderr if getattr(args, "json", None) == "-" else sys.stdout
+
+
+def _requested_spec(args: argparse.Namespace):
+    from core.embed import ModelSpec
+
+    if not (args.model or args.pretrained or args.model_config):
+        return None
+    return ModelSpec.resolve(args.model, args.pretrained, args.model_config)
+
+
+def _open(args: argparse.Namespace):
+    """The index named by --db/--collection and the model to query it with (the index's own by default)."""
+    from core.embed import load_model
+    from core.errors import IndexUnavailableError
+    from core.index import connect, open_index
+
+    db = Path(args.db)
+    if not db.is_dir():
+        raise IndexUnavailableError(
+            f"There is no index at {db}/: build one first with python -m core build --videos DIR --db {db}."
+        )
+    requested = _requested_spec(args)
+    index = open_index(connect(db), spec=requested, name=args.collection, where=f"the index at {db}/")
+    return index, load_model(requested or index.spec, args.device)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from core.build import BuildProgress, run_build
+    from core.embed import ModelSpec
+
+    spec = _requested_spec(args) or ModelSpec.resolve()
+    bar = None
+    say = partial(print, file=_report_stream(args))
+
+    def progress(p: BuildProgress) -> None:
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            bar = tqdm(total=p.videos_total, unit="video", desc="Indexing", file=sys.stderr, dynamic_ncols=True)
+        bar.total = p.videos_total
+        bar.n = p.videos_done
+        bar.set_postfix(frames=p.frames_done, fps=f"{p.frames_per_s:.1f}", skipped=len(p.skipped), refresh=False)
+        bar.refresh()
+
+    summary = run_build(
+        args.videos,
+        args.db,
+        args.output,
+        spec=spec,
+        frames=args.frames,
+        annotations=args.annotations,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=progress,
+        workers=args.workers,
+        lock_owner="python -m core build",
+    )
+    if bar is not None:
+        bar.close()
+    say(summary.line())
+    for note in summary.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.json:
+        write_json(args.json, summary.to_json())
+    if summary.cancelled:
+        print("Interrupted: run the same command again to finish; finished videos are kept.", file=sys.stderr)
+        return 130
+    if summary.videos_indexed == 0 and summary.videos_already_indexed == 0:
+        print(f"error: no usable video was found in {args.videos}.", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from core.evaluation import evaluate_index
+
+    index, model = _open(args)
+    result = evaluate_index(index, model, prompts=args.prompt, pooling=args.pooling)
+    rep = result.report
+    say = partial(print, file=_report_stream(args))
+    say(f"Index:   {index.name} ({index.info().describe()})")
+    say(
+        f"Prompt:  {result.prompts.name} ({len(result.prompts.templates)} template(s): {result.prompts.templates[0]!r}"
+        f"{', ...' if len(result.prompts.templates) > 1 else ''})"
+    )
+    say(f"Pooling: {result.pooling}   videos: {rep.n_videos}   classes: {rep.n_classes}")
+    for k in (1, 3, 5):
+        low, high = rep.interval(k)
+        value = getattr(rep, f"precision_at_{k}")
+        say(f"  precision@{k}: {value:.3f}  (95% CI {low:.3f}-{high:.3f})")
+    say(f"  MRR:         {rep.mrr:.3f}")
+    say(f"  mean cosine, correct prompt:   {rep.mean_similarity_correct:.4f}")
+    say(f"  mean cosine, incorrect prompts: {rep.mean_similarity_incorrect:.4f}")
+    if args.json:
+        write_json(args.json, result.to_json())
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from core.search import check_k, normalise_query, search
+
+    normalise_query(args.text)  # fail fast, before loading a model
+    check_k(args.k)
+    say = partial(print, file=_report_stream(args))
+    index, model = _open(args)
+    hits = search(model, index, args.text, k=args.k, one_per_video=args.one_per_video, label=args.label)
+    if not hits:
+        say("No frame matched (the index or the label filter is empty).")
+    for rank, hit in enumerate(hits, start=1):
+        where = f"{hit.video_id}  t={hit.timestamp_s:.2f}s  {hit.frame_path}"
+        say(f"{rank:3d}. {hit.similarity:+.4f}  {hit.label:<30.30}  {where}")
+    if args.json:
+        write_json(args.json, [h.to_json() for h in hits])
+    return 0
+
+
+def _subset_classes(items: list[str], csv_path: str) -> list[str]:
+    from core.sources import read_kinetics_csv
+    from core.subset import reference_classes
+
+    classes: list[str] = []
+    for item in items:
+        if item == "reference":
+            classes.extend(reference_classes())
+        elif item == "all":
+            classes.extend(sorted({" ".join(r["label"].split()) for r in read_kinetics_csv(csv_path)}))
+        elif Path(item).is_file():
+            classes.extend(line.strip() for line in Path(item).read_text(encoding="utf-8").splitlines() if line.strip())
+        else:
+            classes.append(" ".join(item.split()))
+    return list(dict.fromkeys(classes))
+
+
+def cmd_subset(args: argparse.Namespace) -> int:
+    from core.subset import make_subset, write_subset
+
+    classes = _subset_classes(args.classes, args.csv)
+    subset = make_subset(args.csv, classes, per_class=args.per_class, candidates=args.candidates)
+    path = write_subset(subset, args.out)
+    short = [c for c, clips in subset["candidates"].items() if len(clips) < args.candidates]
+    print(f"Wrote {path}: {len(classes)} classes, up to {args.candidates} candidate clips each.")
+    if short:
+        print(f"note: fewer candidates than asked for: {', '.join(short)}", file=sys.stderr)
+    return 0
+
+
+def cmd_sample_videos(args: argparse.Namespace) -> int:
+    from core.samples import make_sample_videos
+    from core.subset import reference_classes
+
+    labels = reference_classes()[: max(1, args.classes)]
+    paths = make_sample_videos(args.out, labels, per_class=max(1, args.per_class), n_frames=max(1, args.frames))
+    print(f"Wrote {len(paths)} clips of {len(labels)} classes under {args.out}/ (one folder per label).")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from core.index import connect, list_indexes
+
+    db = Path(args.db)
+    say = partial(print, file=_report_stream(args))
+    indexes = list_indexes(connect(db)) if db.is_dir() else []
+    if not indexes:
+        say(f"No index in {db}/.")
+    rows = []
+    for ix in indexes:
+        info = ix.info()
+        say(f"{info.name}: {info.describe()}")
+        rows.append(
+            {
+                "name": info.name,
+                "model": info.spec.to_metadata(),
+                "frames": info.frames,
+                "embed_dim": info.embed_dim,
+                "count": info.count,
+                "created_at": info.created_at,
+                "built_at": info.built_at,
+            }
+        )
+    if args.json:
+        write_json(args.json, rows)
+    return 0
+
+
+COMMANDS = {
+    "build": cmd_build,
+    "evaluate": cmd_evaluate,
+    "search": cmd_search,
+    "subset": cmd_subset,
+    "sample-videos": cmd_sample_videos,
+    "info": cmd_info,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from core.errors import UserError
+
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130

@@ -1,0 +1,312 @@
+"""The CLIP model: which one (`ModelSpec`), loading it once (`load_model`), and encoding (`ClipModel`).
+
+A model is named as open_clip names it, plus either a pretrained tag (downloaded once from
+open_clip's hub into the usual cache), a local checkpoint file, or ``none`` (random weights, for
+tests and timing). A custom architecture can be given as an open_clip JSON config, registered under
+its file name. The default is the reference study's model, OpenAI's ViT-B/32, which was trained
+with QuickGELU: hence ``ViT-B-32-quickgelu``.
+
+Everything that can go wrong because of the user (unknown name, weights missing offline, a corrupt
+or mismatched checkpoint) becomes a `ModelError` with one sentence; the rest are bugs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import text_global_pool
+from PIL import Image
+
+from core.errors import ModelError
+
+DEFAULT_MODEL = "ViT-B-32-quickgelu"
+DEFAULT_PRETRAINED = "openai"
+RANDOM_WEIGHTS = "none"
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+TEXT_BATCH = 256
+
+
+def _looks_like_path(value: str) -> bool:
+    return os.sep in value or "/" in value or value.lower().endswith(CHECKPOINT_SUFFIXES)
+
+
+def _config_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def register_model_config(path: Path | str) -> str:
+    """Register an open_clip JSON config and return the model name it defines (its file stem)."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise ModelError(f"The model config {path} does not exist.")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelError(f"The model config {path} is not a readable JSON file.") from None
+    if not isinstance(config, dict) or not all(k in config for k in ("embed_dim", "vision_cfg", "text_cfg")):
+        raise ModelError(
+            f"The model config {path} is not an open_clip config (it needs embed_dim, vision_cfg and text_cfg)."
+        )
+    open_clip.add_model_config(path)
+    return path.stem
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which CLIP model: an open_clip name, its weights, and an optional custom config file."""
+
+    name: str = DEFAULT_MODEL
+    pretrained: str = DEFAULT_PRETRAINED  # a tag, an absolute checkpoint path, or "none"
+    config_path: str = ""  # absolute path of a custom JSON config ("" for built-in architectures)
+    config_json: str = ""  # that config's text, kept so an index still loads if the file moves
+
+    @classmethod
+    def resolve(
+        cls, model: str | None = None, pretrained: str | None = None, model_config: str | Path | None = None
+    ) -> ModelSpec:
+        """Apply defaults to command-line style choices and check them, without loading anything."""
+        config_path, config_json = "", ""
+        if model_config:
+            stem = register_model_config(model_config)
+            config_path = str(Path(model_config).expanduser().resolve())
+            config_json = Path(config_path).read_text(encoding="utf-8")
+            if model and model != stem:
+                raise ModelError(
+                    f"--model {model} does not match the config file {Path(config_path).name}: open_clip "
+                    f"names a config after its file, so use --model {stem} or leave --model out."
+                )
+            model = stem
+        name = (model or DEFAULT_MODEL).strip()
+        if open_clip.get_model_config(name) is None:
+            raise ModelError(
+                f"Unknown model '{name}': it is not an open_clip architecture (see open_clip.list_models()); "
+                "for a custom one pass its JSON config with --model-config."
+            )
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if not pretrained:
+            if name == DEFAULT_MODEL:
+                pretrained = DEFAULT_PRETRAINED
+            else:
+                known = f"one of its tags ({', '.join(tags)})" if tags else "a checkpoint file"
+                raise ModelError(
+                    f"Model '{name}' needs --pretrained: {known}, a checkpoint file, or 'none' for random "
+                    "weights (useful only for tests)."
+                )
+        pretrained = pretrained.strip()
+        if pretrained.lower() == RANDOM_WEIGHTS:
+            pretrained = RANDOM_WEIGHTS
+        elif Path(pretrained).expanduser().is_file():
+            pretrained = str(Path(pretrained).expanduser().resolve())
+        elif _looks_like_path(pretrained):
+            raise ModelError(f"The checkpoint file {pretrained} does not exist.")
+        elif pretrained not in tags:
+            known = f"its tags are {', '.join(tags)}" if tags else "it has no published weights"
+            raise ModelError(
+                f"'{pretrained}' is neither a pretrained tag of {name} ({known}) nor an existing checkpoint file."
+            )
+        return cls(name=name, pretrained=pretrained, config_path=config_path, config_json=config_json)
+
+    @property
+    def is_checkpoint(self) -> bool:
+        return self.pretrained not in (RANDOM_WEIGHTS, "") and Path(self.pretrained).is_absolute()
+
+    def describe(self) -> str:
+        weights = Path(self.pretrained).name if self.is_checkpoint else self.pretrained
+        return f"{self.name} ({weights})"
+
+    def identity(self) -> str:
+        """A stable key: same name, weights and config text mean the same embeddings."""
+        parts = [self.name, self.pretrained, _config_digest(self.config_json) if self.config_json else ""]
+        return hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()[:12]
+
+    def to_metadata(self) -> dict[str, str]:
+        return {
+            "model_name": self.name,
+            "pretrained": self.pretrained,
+            "model_config": self.config_path,
+            "model_config_json": self.config_json,
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict) -> ModelSpec:
+        return cls(
+            name=str(meta.get("model_name", DEFAULT_MODEL)),
+            pretrained=str(meta.get("pretrained", DEFAULT_PRETRAINED)),
+            config_path=str(meta.get("model_config", "") or ""),
+            config_json=str(meta.get("model_config_json", "") or ""),
+        )
+
+    def ensure_registered(self) -> None:
+        """Make a custom architecture known to open_clip (from its file, or the copy kept in the index)."""
+        if not self.config_json or open_clip.get_model_config(self.name) is not None:
+            return
+        path = Path(self.config_path)
+        if not (path.is_file() and path.read_text(encoding="utf-8") == self.config_json):
+            folder = Path(tempfile.gettempdir()) / "clip-explorer-configs" / _config_digest(self.config_json)
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{self.name}.json"
+            path.write_text(self.config_json, encoding="utf-8")
+        register_model_config(path)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    device = (device or "auto").lower()
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError("--device cuda was asked for, but no CUDA GPU is available here; use --device cpu.")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ModelError(f"Unknown device '{device}': use auto, cpu or cuda.")
+    return torch.device(device)
+
+
+def _load_checkpoint(model: torch.nn.Module, spec: ModelSpec) -> None:
+    path = spec.pretrained
+    try:
+        state = open_clip.factory.load_state_dict(path)
+    except Exception:
+        raise ModelError(
+            f"The checkpoint {path} cannot be read: it is damaged or not a PyTorch/safetensors weights file."
+        ) from None
+    if not isinstance(state, dict) or not state:
+        raise ModelError(f"The checkpoint {path} holds no model weights.")
+    try:
+        open_clip.load_checkpoint(model, path, strict=True)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        detail = "missing or unexpected weights" if "state_dict" in str(exc) else exc.__class__.__name__
+        raise ModelError(
+            f"The checkpoint {Path(path).name} does not match the architecture {spec.name} ({detail}); "
+            "pass the --model (or --model-config) it was trained with."
+        ) from None
+
+
+def _create(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
+    tag = spec.pretrained if not (spec.is_checkpoint or spec.pretrained == RANDOM_WEIGHTS) else None
+    model_cfg = open_clip.get_model_config(spec.name) or {}
+    tag_cfg = open_clip.get_pretrained_cfg(spec.name, tag) if tag else {}
+    # Weights trained with QuickGELU (OpenAI's) are wrong under plain GELU; open_clip only warns.
+    quick_gelu = bool(tag_cfg.get("quick_gelu", False)) and not model_cfg.get("quick_gelu", False)
+    try:
+        # open_clip logs (on the root logger) about weights it did not load or could not download; the
+        # first is expected before a local checkpoint is loaded, the second becomes a ModelError below.
+        logging.disable(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            model = open_clip.create_model(spec.name, pretrained=tag, device=device, force_quick_gelu=quick_gelu)
+    except RuntimeError as exc:
+        if tag and "download" in str(exc).lower():
+            raise ModelError(
+                f"The weights of {spec.name} (pretrained '{tag}') are not in the local cache and could not be "
+                "downloaded (no internet?): connect once so open_clip can fetch them, or pass a local file "
+                "with --pretrained /path/to/weights.pt."
+            ) from None
+        raise
+    finally:
+        logging.disable(logging.NOTSET)
+    if spec.is_checkpoint:
+        _load_checkpoint(model, spec)
+        model.to(device)
+    return model
+
+
+class ClipModel:
+    """A loaded CLIP model with its own preprocessing and tokenizer; encodes to normalised float32."""
+
+    def __init__(self, spec: ModelSpec, model: torch.nn.Module, device: torch.device) -> None:
+        self.spec = spec
+        self.device = device
+        self.model = model.eval()
+        preprocess_cfg = open_clip.transform.PreprocessCfg(**open_clip.get_model_preprocess_cfg(model))
+        self.preprocess = open_clip.transform.image_transform_v2(preprocess_cfg, is_train=False)
+        self.image_size = preprocess_cfg.size
+        self.tokenizer = open_clip.get_tokenizer(spec.name)
+        self.embed_dim = int(self._probe_dim())
+        self._trim_text = self._text_can_be_trimmed()
+
+    def _probe_dim(self) -> int:
+        projection = getattr(self.model, "text_projection", None)
+        if isinstance(projection, torch.nn.Linear):
+            return projection.out_features
+        if isinstance(projection, torch.Tensor):
+            return projection.shape[1]
+        return self.encode_texts_full(["a"]).shape[1]
+
+    def _text_can_be_trimmed(self) -> bool:
+        # Cutting the token sequence to the longest prompt is exact only for a causal text tower
+        # pooled at the end-of-text token, with zero padding (open_clip's CLIP + SimpleTokenizer).
+        m = self.model
+        return (
+            isinstance(m, open_clip.CLIP)
+            and isinstance(self.tokenizer, open_clip.SimpleTokenizer)
+            and getattr(m, "attn_mask", None) is not None
+            and getattr(m, "text_pool_type", "") in ("argmax", "eos")
+        )
+
+    def preprocess_rgb(self, rgb: np.ndarray) -> torch.Tensor:
+        """One RGB uint8 frame → the model's input tensor (its own resize, crop and normalisation)."""
+        return self.preprocess(Image.fromarray(rgb))
+
+    @torch.inference_mode()
+    def encode_images(self, batch: torch.Tensor) -> np.ndarray:
+        """A batch of preprocessed images → L2-normalised float32 embeddings (N × D)."""
+        features = self.model.encode_image(batch.to(self.device))
+        return F.normalize(features.float(), dim=-1).cpu().numpy()
+
+    def encode_rgb(self, frames: list[np.ndarray]) -> np.ndarray:
+        return self.encode_images(torch.stack([self.preprocess_rgb(f) for f in frames]))
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(texts)
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Texts → L2-normalised float32 embeddings, in batches, each cut to its longest prompt."""
+        out = []
+        for start in range(0, len(texts), TEXT_BATCH):
+            tokens = self.tokenize(list(texts[start : start + TEXT_BATCH])).to(self.device)
+            features = self._encode_trimmed(tokens) if self._trim_text else self.model.encode_text(tokens)
+            out.append(F.normalize(features.float(), dim=-1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
+
+    @torch.inference_mode()
+    def encode_texts_full(self, texts: list[str]) -> np.ndarray:
+        """open_clip's stock `encode_text` on the full context: the reference for `encode_texts`."""
+        tokens = self.tokenize(list(texts)).to(self.device)
+        return F.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu().numpy()
+
+    def _encode_trimmed(self, tokens: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        length = max(1, int((tokens != 0).sum(dim=1).max()))
+        tokens = tokens[:, :length]
+        cast_dtype = m.transformer.get_cast_dtype()
+        x = m.token_embedding(tokens).to(cast_dtype) + m.positional_embedding[:length].to(cast_dtype)
+        x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
+        x = m.ln_final(x)
+        x = text_global_pool(x, tokens, m.text_pool_type, eos_token_id=getattr(m, "text_eos_id", None))
+        projection = m.text_projection
+        if projection is not None:
+            x = projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+        return x
+
+
+def load_model(spec: ModelSpec, device: str = "auto") -> ClipModel:
+    """Build the model and its weights once; the caller keeps it and passes it around."""
+    spec.ensure_registered()
+    torch_device = resolve_device(device)
+    return ClipModel(spec, _create(spec, torch_device), torch_device)
+
+
+def with_random_weights(spec: ModelSpec) -> ModelSpec:
+    """The same architecture without weights (timing, tests)."""
+    return replace(spec, pretrained=RANDOM_WEIGHTS)

@@ -1,0 +1,172 @@
+"""Evaluate an index: score each video against one text embedding per class, then compute metrics.
+
+The frame embeddings are read from the index once (`IndexContents`) and never re-encoded: changing
+the prompt only re-encodes the class texts, changing the pooling is arithmetic. Poolings:
+
+- ``mean``: a video is the re-normalised mean of its frames' embeddings;
+- ``max``: a video scores against a class as its best frame does;
+- ``middle``: the frame nearest the clip's centre alone (what the reference did);
+- ``frame``: every frame is a sample of its own (how much does pooling add?).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.embed import ClipModel
+from core.errors import UserError
+from core.index import FrameIndex, IndexContents
+from core.metrics import MetricsReport, compute_metrics
+from core.prompts import PromptSet, class_text_embeddings, resolve_prompts
+
+POOLINGS = ("mean", "max", "middle", "frame")
+
+
+@dataclass
+class Samples:
+    """What is scored: videos (or frames, for ``frame`` pooling) and their similarity to each class."""
+
+    ids: list[str]
+    labels: list[str]
+    similarity: np.ndarray
+    frame_paths: list[str]
+    timestamps: list[float]
+    video_paths: list[str]
+
+
+def _video_starts(contents: IndexContents) -> np.ndarray:
+    ids = contents.video_ids
+    if len(ids) == 0:
+        return np.zeros(0, np.int64)
+    change = np.ones(len(ids), dtype=bool)
+    change[1:] = ids[1:] != ids[:-1]
+    return np.flatnonzero(change)
+
+
+def _middle_frames(contents: IndexContents, starts: np.ndarray) -> np.ndarray:
+    """Per video, the row of the frame nearest the centre of the clip."""
+    stops = np.append(starts[1:], len(contents))
+    centre = contents.video_frames / 2.0
+    distance = np.abs(contents.frame_index - centre)
+    return np.array([s + int(np.argmin(distance[s:e])) for s, e in zip(starts, stops, strict=True)], np.int64)
+
+
+def score_samples(contents: IndexContents, text: np.ndarray, pooling: str = "mean") -> Samples:
+    """Similarities (samples × classes) of the index's videos to `text` (classes × D) for a pooling."""
+    if pooling not in POOLINGS:
+        raise UserError(f"Unknown pooling {pooling!r}: use one of {', '.join(POOLINGS)}.")
+    E = contents.embeddings
+    if pooling == "frame":
+        rows = np.arange(len(contents))
+        S = E @ text.T
+    else:
+        starts = _video_starts(contents)
+        rows = _middle_frames(contents, starts) if len(starts) else starts
+        if pooling == "mean":
+            sums = np.add.reduceat(E, starts, axis=0) if len(starts) else np.zeros((0, E.shape[1]), np.float32)
+            pooled = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+            S = pooled @ text.T
+        elif pooling == "max":
+            S = np.maximum.reduceat(E @ text.T, starts, axis=0) if len(starts) else np.zeros((0, len(text)))
+        else:
+            S = E[rows] @ text.T
+    return Samples(
+        ids=[str(contents.video_ids[r]) if pooling != "frame" else contents.ids[r] for r in rows],
+        labels=[str(contents.labels[r]) for r in rows],
+        similarity=np.asarray(S, dtype=np.float32),
+        frame_paths=[str(contents.frame_paths[r]) for r in rows],
+        timestamps=[float(contents.timestamp_s[r]) for r in rows],
+        video_paths=[str(contents.video_paths[r]) for r in rows],
+    )
+
+
+@dataclass
+class Evaluation:
+    """One evaluation: settings, metrics, and the per-sample scores behind them."""
+
+    report: MetricsReport
+    samples: Samples
+    prompts: PromptSet
+    pooling: str
+    label_mode: str
+    class_names: list[str]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.report.to_json(), "settings": dict(self.settings)}
+
+    def sample_rows(self, top: int = 3) -> list[dict[str, Any]]:
+        """The per-video table: true label, best-matching prompts with scores, rank of the truth."""
+        rep = self.report
+        rows = []
+        for i, sample_id in enumerate(self.samples.ids):
+            best = [
+                (rep.class_names[j], float(s))
+                for j, s in zip(rep.top_indices[i, :top], rep.top_scores[i, :top], strict=True)
+            ]
+            rows.append(
+                {
+                    "video_id": sample_id,
+                    "label": self.samples.labels[i],
+                    "predicted": rep.class_names[int(rep.predicted_index[i])],
+                    "correct": bool(rep.ranks[i] == 1),
+                    "rank": int(rep.ranks[i]),
+                    "similarity_true": float(rep.similarities_correct[i]),
+                    "top": best,
+                    "frame_path": self.samples.frame_paths[i],
+                    "timestamp_s": self.samples.timestamps[i],
+                    "video_path": self.samples.video_paths[i],
+                }
+            )
+        return rows
+
+
+def evaluate_contents(
+    contents: IndexContents,
+    model: ClipModel,
+    prompts: PromptSet | str | Sequence[str] | None = None,
+    pooling: str = "mean",
+    class_names: Sequence[str] | None = None,
+    label_mode: str = "keep",
+    text_embeddings: np.ndarray | None = None,
+) -> Evaluation:
+    """Metrics of `contents` with the given prompts and pooling; `class_names` defaults to the labels present."""
+    prompt_set = prompts if isinstance(prompts, PromptSet) else resolve_prompts(prompts)
+    present = sorted({str(x) for x in contents.labels})
+    names = list(dict.fromkeys([*(class_names or []), *present])) if class_names else present
+    if not present:
+        raise UserError("The index holds no complete video yet: build it first, or wait for the build to progress.")
+    text = (
+        text_embeddings if text_embeddings is not None else class_text_embeddings(model, names, prompt_set, label_mode)
+    )
+    samples = score_samples(contents, text, pooling)
+    position = {name: i for i, name in enumerate(names)}
+    truth = np.array([position[label] for label in samples.labels], dtype=np.int64)
+    report = compute_metrics(samples.similarity, truth, names)
+    settings = {
+        "model": model.spec.describe(),
+        "prompt_set": prompt_set.name,
+        "templates": list(prompt_set.templates),
+        "pooling": pooling,
+        "label_mode": label_mode,
+        "classes": "present" if class_names is None else f"{len(names)} names",
+    }
+    return Evaluation(report, samples, prompt_set, pooling, label_mode, names, settings)
+
+
+def evaluate_index(
+    index: FrameIndex,
+    model: ClipModel,
+    prompts: PromptSet | str | Sequence[str] | None = None,
+    pooling: str = "mean",
+    class_names: Sequence[str] | None = None,
+    label_mode: str = "keep",
+) -> Evaluation:
+    """Read the index's complete videos and evaluate them (see `evaluate_contents`)."""
+    evaluation = evaluate_contents(index.contents(), model, prompts, pooling, class_names, label_mode)
+    evaluation.settings.update({"index": index.name, "frames": index.frames})
+    return evaluation

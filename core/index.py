@@ -1,0 +1,315 @@
+"""The frame index: ChromaDB collections of frame embeddings, one per model identity and frame strategy.
+
+A record's id is ``<video_id>:<frame_index>`` and it is written with ``upsert``, so a rebuild never
+adds a frame twice. Its metadata: ``video_id, label, frame_index, timestamp_s, video_path,
+frame_path`` plus ``frames_in_video`` (how many frames the video contributes), which lets a video
+count as indexed only once all its frames are in. The collection's metadata records the model
+(name, pretrained tag or absolute checkpoint path, custom config), the embedding size and the frame
+strategy, so `evaluate`, `search` and the app use the right model without being told, and refuse
+another one.
+
+Chroma's cosine distance is turned into a similarity (1 − distance, the dot product of the
+normalised vectors, in [−1, 1]) here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.embed import ModelSpec
+from core.errors import IndexUnavailableError
+
+# Chroma's anonymous usage reporting stays off, whatever Settings a caller builds.
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+import chromadb
+from chromadb.config import Settings
+
+COLLECTION_PREFIX = "frames"
+SCHEMA_VERSION = 1
+# HNSW settings: cosine space; generous graph and search breadth so the approximate neighbours
+# match exact cosine ranking (recall@10 is measured by the benchmark).
+HNSW_CONFIG = {"space": "cosine", "ef_construction": 200, "ef_search": 200, "max_neighbors": 32}
+_PAGE = 5000
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def connect(db: Path | str) -> chromadb.ClientAPI:
+    """The embedded, on-disk Chroma store at `db` (created when missing), telemetry off."""
+    path = Path(db).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
+
+
+def similarity_from_distance(distance: float | np.ndarray) -> float | np.ndarray:
+    """Chroma's cosine distance → cosine similarity, unclamped."""
+    return 1.0 - distance
+
+
+def collection_name(spec: ModelSpec, frames: str) -> str:
+    safe_model = "".join(c if c.isalnum() or c in "-_." else "-" for c in spec.name)[:60].strip("-_.")
+    safe_frames = frames.replace(":", "")
+    return f"{COLLECTION_PREFIX}-{safe_model}-{safe_frames}-{spec.identity()}"
+
+
+@dataclass
+class IndexInfo:
+    """What a collection holds and how it was built."""
+
+    name: str
+    spec: ModelSpec
+    frames: str
+    embed_dim: int
+    created_at: str
+    built_at: str
+    count: int
+
+    def describe(self) -> str:
+        when = self.built_at or self.created_at
+        return f"{self.spec.describe()}, frames {self.frames}, {self.count} frames, built {when}"
+
+
+@dataclass
+class IndexContents:
+    """Every record of a collection, as arrays (frames sorted by video, then frame index)."""
+
+    ids: list[str]
+    embeddings: np.ndarray
+    video_ids: np.ndarray
+    labels: np.ndarray
+    frame_index: np.ndarray
+    timestamp_s: np.ndarray
+    frame_paths: np.ndarray
+    video_paths: np.ndarray
+    frames_in_video: np.ndarray
+    video_frames: np.ndarray
+    extra: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _is_frame_collection(meta: dict | None) -> bool:
+    return bool(meta) and "model_name" in meta and "frames" in meta
+
+
+class FrameIndex:
+    """One collection of frame embeddings and what it knows about itself."""
+
+    def __init__(self, client: chromadb.ClientAPI, collection: Any) -> None:
+        self.client = client
+        self.collection = collection
+
+    @property
+    def name(self) -> str:
+        return self.collection.name
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self.collection.metadata or {})
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec.from_metadata(self.metadata)
+
+    @property
+    def frames(self) -> str:
+        return str(self.metadata.get("frames", "middle"))
+
+    def info(self) -> IndexInfo:
+        meta = self.metadata
+        return IndexInfo(
+            name=self.name,
+            spec=self.spec,
+            frames=self.frames,
+            embed_dim=int(meta.get("embed_dim", 0)),
+            created_at=str(meta.get("created_at", "")),
+            built_at=str(meta.get("built_at", "")),
+            count=self.count(),
+        )
+
+    def count(self) -> int:
+        return int(self.collection.count())
+
+    def mark_built(self) -> None:
+        meta = self.metadata
+        meta["built_at"] = now_iso()
+        self.collection.modify(metadata=meta)
+
+    def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict[str, Any]]) -> None:
+        limit = max(1, int(self.client.get_max_batch_size()))
+        for start in range(0, len(ids), limit):
+            stop = start + limit
+            self.collection.upsert(
+                ids=ids[start:stop], embeddings=embeddings[start:stop], metadatas=metadatas[start:stop]
+            )
+
+    def _pages(self, include: list[str], where: dict | None = None) -> Iterator[dict]:
+        offset = 0
+        while True:
+            page = self.collection.get(include=include, where=where, limit=_PAGE, offset=offset)
+            if not page["ids"]:
+                return
+            yield page
+            offset += len(page["ids"])
+            if len(page["ids"]) < _PAGE:
+                return
+
+    def video_frame_counts(self) -> dict[str, tuple[int, int]]:
+        """video_id → (frames present, frames expected)."""
+        present: Counter[str] = Counter()
+        expected: dict[str, int] = {}
+        for page in self._pages(include=["metadatas"]):
+            for meta in page["metadatas"]:
+                vid = str(meta["video_id"])
+                present[vid] += 1
+                expected[vid] = int(meta.get("frames_in_video", 1))
+        return {vid: (present[vid], expected[vid]) for vid in present}
+
+    def complete_videos(self) -> set[str]:
+        """Videos whose frames are all in (a build killed mid-video leaves some that are not)."""
+        return {vid for vid, (have, want) in self.video_frame_counts().items() if have >= want}
+
+    def contents(self, complete_only: bool = True) -> IndexContents:
+        """All records with their embeddings, sorted by (video_id, frame_index)."""
+        ids: list[str] = []
+        embeddings: list[np.ndarray] = []
+        metas: list[dict[str, Any]] = []
+        for page in self._pages(include=["embeddings", "metadatas"]):
+            ids.extend(page["ids"])
+            embeddings.append(np.asarray(page["embeddings"], dtype=np.float32))
+            metas.extend(page["metadatas"])
+        dim = int(self.metadata.get("embed_dim", 0))
+        matrix = np.concatenate(embeddings) if embeddings else np.zeros((0, dim), np.float32)
+        if complete_only and metas:
+            have = Counter(str(m["video_id"]) for m in metas)
+            keep = [i for i, m in enumerate(metas) if have[str(m["video_id"])] >= int(m.get("frames_in_video", 1))]
+            ids, matrix, metas = [ids[i] for i in keep], matrix[keep], [metas[i] for i in keep]
+        order = sorted(range(len(ids)), key=lambda i: (str(metas[i]["video_id"]), int(metas[i]["frame_index"])))
+        metas = [metas[i] for i in order]
+
+        def column(key: str, dtype: Any, default: Any) -> np.ndarray:
+            return np.array([m.get(key, default) for m in metas], dtype=dtype)
+
+        return IndexContents(
+            ids=[ids[i] for i in order],
+            embeddings=matrix[order] if len(order) else matrix,
+            video_ids=column("video_id", object, ""),
+            labels=column("label", object, ""),
+            frame_index=column("frame_index", np.int64, 0),
+            timestamp_s=column("timestamp_s", np.float64, 0.0),
+            frame_paths=column("frame_path", object, ""),
+            video_paths=column("video_path", object, ""),
+            frames_in_video=column("frames_in_video", np.int64, 1),
+            video_frames=column("video_frames", np.int64, 0),
+            extra=metas,
+        )
+
+    def query(
+        self, embedding: np.ndarray, k: int, where: dict | None = None
+    ) -> list[tuple[str, float, dict[str, Any]]]:
+        """Nearest frames to `embedding`: (id, cosine similarity, metadata), most similar first."""
+        n = min(int(k), self.count())
+        if n <= 0:
+            return []
+        result = self.collection.query(
+            query_embeddings=np.asarray(embedding, dtype=np.float32).reshape(1, -1),
+            n_results=n,
+            where=where,
+            include=["metadatas", "distances"],
+        )
+        return [
+            (rid, float(similarity_from_distance(dist)), meta or {})
+            for rid, dist, meta in zip(result["ids"][0], result["distances"][0], result["metadatas"][0], strict=True)
+        ]
+
+    def labels(self) -> list[str]:
+        labels: set[str] = set()
+        for page in self._pages(include=["metadatas"]):
+            labels.update(str(m.get("label", "")) for m in page["metadatas"])
+        return sorted(labels)
+
+
+def list_indexes(client: chromadb.ClientAPI) -> list[FrameIndex]:
+    """Frame collections in the store, most recently built first."""
+    found = [FrameIndex(client, c) for c in client.list_collections() if _is_frame_collection(c.metadata)]
+    return sorted(found, key=lambda ix: str(ix.metadata.get("built_at") or ix.metadata.get("created_at")), reverse=True)
+
+
+def open_index(
+    client: chromadb.ClientAPI,
+    spec: ModelSpec | None = None,
+    frames: str | None = None,
+    name: str | None = None,
+    where: str = "this index",
+) -> FrameIndex:
+    """The collection to read: by name, else the newest one matching `spec`/`frames` when given.
+
+    Refuses (with a sentence) a model other than the index's: its vectors are not comparable.
+    """
+    indexes = list_indexes(client)
+    if not indexes:
+        raise IndexUnavailableError(
+            f"No index in {where} yet: build one first (python -m core build --videos DIR, or the Build page)."
+        )
+    if name:
+        for ix in indexes:
+            if ix.name == name:
+                return ix
+        raise IndexUnavailableError(
+            f"There is no collection '{name}' in {where}; available: {', '.join(ix.name for ix in indexes)}."
+        )
+    candidates = indexes
+    if spec is not None:
+        candidates = [ix for ix in candidates if ix.spec.identity() == spec.identity()]
+        if not candidates:
+            built = "; ".join(sorted({ix.spec.describe() for ix in indexes}))
+            raise IndexUnavailableError(
+                f"{where.capitalize()} was built with {built}, not {spec.describe()}: vectors of different models "
+                "cannot be compared, so leave out the model options to use the index's own model, or build "
+                "a new index with this one."
+            )
+    if frames is not None:
+        matching = [ix for ix in candidates if ix.frames == frames]
+        if not matching:
+            have = ", ".join(sorted({ix.frames for ix in candidates}))
+            raise IndexUnavailableError(
+                f"{where.capitalize()} has no collection built with frames {frames} (it has {have})."
+            )
+        candidates = matching
+    return candidates[0]
+
+
+def open_for_build(client: chromadb.ClientAPI, spec: ModelSpec, embed_dim: int, frames: str) -> FrameIndex:
+    """The collection a build writes to, created on first use with its model and strategy recorded."""
+    meta: dict[str, Any] = {
+        **spec.to_metadata(),
+        "embed_dim": int(embed_dim),
+        "frames": frames,
+        "created_at": now_iso(),
+        "schema_version": SCHEMA_VERSION,
+    }
+    collection = client.get_or_create_collection(
+        name=collection_name(spec, frames),
+        metadata=meta,
+        configuration={"hnsw": dict(HNSW_CONFIG)},
+        embedding_function=None,
+    )
+    existing = int((collection.metadata or {}).get("embed_dim", embed_dim))
+    if existing != int(embed_dim):
+        raise IndexUnavailableError(
+            f"The collection {collection.name} holds {existing}-dimensional vectors but the model gives "
+            f"{embed_dim}; build into another --db."
+        )
+    return FrameIndex(client, collection)

@@ -1,0 +1,304 @@
+"""Turn a video source into `VideoRecord`s.
+
+Three layouts are understood:
+
+1. a folder per label: ``VIDEOS/<label>/<anything>.mp4`` (underscores in the folder name read as
+   spaces);
+2. an ``annotations.json`` file: a list of objects with at least ``video_id``, ``path`` and
+   ``label``; other keys are kept as metadata;
+3. the official Kinetics CSV (``label,youtube_id,time_start,time_end[,split]``) with a folder of
+   clips named ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4``.
+
+Nothing here opens a video: records whose file is missing or whose row is malformed are reported in
+`SourceScan.skipped` with a reason, and the scan goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.errors import SourceError
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
+ANNOTATIONS_FILENAME = "annotations.json"
+KINETICS_REQUIRED_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
+# Metadata values must be scalars: ChromaDB and JSON reports store them as they are.
+MetaValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One labelled video file."""
+
+    video_id: str
+    label: str
+    path: Path
+    meta: dict[str, MetaValue] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class SkippedItem:
+    """Something that was not used, and why."""
+
+    item: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.item}: {self.reason}"
+
+
+@dataclass
+class SourceScan:
+    """What a source yielded: usable videos, skipped items and the layout that was recognised."""
+
+    videos: list[VideoRecord]
+    skipped: list[SkippedItem]
+    layout: str
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted({v.label for v in self.videos})
+
+
+def is_video_file(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".")
+
+
+def label_from_folder(name: str) -> str:
+    return " ".join(name.replace("_", " ").split())
+
+
+def kinetics_clip_stem(youtube_id: str, time_start: int, time_end: int) -> str:
+    """The file stem the official Kinetics downloader gives a clip."""
+    return f"{youtube_id}_{int(time_start):06d}_{int(time_end):06d}"
+
+
+def _within(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def _resolved_roots(roots: Sequence[Path | str] | None) -> list[Path] | None:
+    return None if roots is None else [Path(r).expanduser().resolve() for r in roots]
+
+
+def _check_root(path: Path, roots: list[Path] | None, what: str) -> None:
+    if roots is not None and not _within(path.resolve(), roots):
+        allowed = ", ".join(str(r) for r in roots)
+        raise SourceError(f"{what} {path} is outside the folders this app may read ({allowed}).")
+
+
+def scan_source(
+    videos: Path | str | None,
+    annotations: Path | str | None = None,
+    allowed_roots: Sequence[Path | str] | None = None,
+) -> SourceScan:
+    """Recognise the layout of a source and list its videos.
+
+    With an annotations file, ``.json`` means layout 2 and ``.csv`` layout 3 (clips looked up under
+    `videos`). Without one, a folder holding ``annotations.json`` (as the downloader writes) is read
+    as layout 2, any other folder as layout 1. `allowed_roots`, when given, confines every path
+    read to those folders.
+    """
+    roots = _resolved_roots(allowed_roots)
+    videos_dir = Path(videos).expanduser() if videos else None
+    if videos_dir is not None:
+        _check_root(videos_dir, roots, "The videos folder")
+        if not videos_dir.is_dir():
+            raise SourceError(f"The videos folder {videos_dir} does not exist or is not a folder.")
+    if annotations:
+        ann = Path(annotations).expanduser()
+        _check_root(ann, roots, "The annotations file")
+        if not ann.is_file():
+            raise SourceError(f"The annotations file {ann} does not exist.")
+        if ann.suffix.lower() == ".csv":
+            if videos_dir is None:
+                raise SourceError("A Kinetics CSV needs --videos, the folder that holds its clips.")
+            return load_kinetics_csv(ann, videos_dir, allowed_roots=roots)
+        return load_annotations_json(ann, allowed_roots=roots)
+    if videos_dir is None:
+        raise SourceError("Give a videos folder (--videos DIR) or an annotations file.")
+    if (videos_dir / ANNOTATIONS_FILENAME).is_file():
+        return load_annotations_json(videos_dir / ANNOTATIONS_FILENAME, allowed_roots=roots)
+    return scan_folders(videos_dir, allowed_roots=roots)
+
+
+def _walk_videos(root: Path) -> Iterable[Path]:
+    # followlinks=False: a symlink loop in the folder must not send the scan round forever.
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if is_video_file(path):
+                yield path
+
+
+def scan_folders(root: Path | str, allowed_roots: Sequence[Path] | None = None) -> SourceScan:
+    """Layout 1: every video below ``root/<label>/``; the label is the first folder's name."""
+    root = Path(root)
+    roots = _resolved_roots(allowed_roots)
+    videos: list[VideoRecord] = []
+    skipped: list[SkippedItem] = []
+    taken: dict[str, Path] = {}
+    for path in _walk_videos(root):
+        rel = path.relative_to(root)
+        if len(rel.parts) < 2:
+            skipped.append(SkippedItem(str(rel), "not inside a label folder (expected VIDEOS/<label>/file)"))
+            continue
+        label = label_from_folder(rel.parts[0])
+        if not label:
+            skipped.append(SkippedItem(str(rel), "its label folder name is empty"))
+            continue
+        if roots is not None and not _within(path.resolve(), roots):
+            skipped.append(SkippedItem(str(rel), "links outside the folders this app may read"))
+            continue
+        # The id is the path below the root without extension: unique across label folders, so
+        # two folders holding "clip01.mp4" give two videos. Two files differing only by extension
+        # keep it to stay distinct.
+        video_id = rel.with_suffix("").as_posix()
+        if video_id in taken:
+            video_id = rel.as_posix()
+        taken[video_id] = path
+        videos.append(VideoRecord(video_id=video_id, label=label, path=path.absolute(), meta={}))
+    if not videos and not skipped:
+        raise SourceError(
+            f"No videos found in {root}: put them in one folder per label, e.g. "
+            f"{root}/playing_guitar/clip.mp4 ({', '.join(VIDEO_EXTENSIONS)})."
+        )
+    return SourceScan(videos=videos, skipped=skipped, layout="folders")
+
+
+def _scalar_meta(obj: dict, exclude: Sequence[str]) -> dict[str, MetaValue]:
+    meta: dict[str, MetaValue] = {}
+    for key, value in obj.items():
+        if key in exclude or value is None:
+            continue
+        meta[str(key)] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
+    return meta
+
+
+def load_annotations_json(path: Path | str, allowed_roots: Sequence[Path] | None = None) -> SourceScan:
+    """Layout 2: a JSON list of ``{video_id, path, label, ...}`` objects.
+
+    Relative paths are read relative to the file and must stay inside its folder; absolute paths
+    are accepted (inside `allowed_roots` when given).
+    """
+    path = Path(path)
+    roots = _resolved_roots(allowed_roots)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SourceError(
+            f"The annotations file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}): "
+            "fix it or regenerate it."
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"The annotations file {path} cannot be read ({exc.__class__.__name__}).") from None
+    if isinstance(data, dict) and isinstance(data.get("videos"), list):
+        data = data["videos"]
+    if not isinstance(data, list):
+        raise SourceError(f"The annotations file {path} must hold a list of objects with video_id, path and label.")
+    base = path.parent.resolve()
+    videos: list[VideoRecord] = []
+    skipped: list[SkippedItem] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(data):
+        where = f"{path.name}[{i}]"
+        if not isinstance(entry, dict):
+            skipped.append(SkippedItem(where, "not an object"))
+            continue
+        missing = [k for k in ("video_id", "path", "label") if not str(entry.get(k) or "").strip()]
+        if missing:
+            skipped.append(SkippedItem(where, f"missing {', '.join(missing)}"))
+            continue
+        video_id = str(entry["video_id"]).strip()
+        label = " ".join(str(entry["label"]).split())
+        where = f"{where} ({video_id})"
+        if video_id in seen:
+            skipped.append(SkippedItem(where, f"duplicate video_id (first at entry {seen[video_id]})"))
+            continue
+        raw = Path(str(entry["path"])).expanduser()
+        video_path = (raw if raw.is_absolute() else base / raw).resolve()
+        if not raw.is_absolute() and not _within(video_path, [base]):
+            skipped.append(SkippedItem(where, "its path leaves the annotations folder; use an absolute path"))
+            continue
+        if roots is not None and not _within(video_path, roots):
+            skipped.append(SkippedItem(where, "its path is outside the folders this app may read"))
+            continue
+        if not video_path.is_file():
+            skipped.append(SkippedItem(where, f"file not found: {video_path}"))
+            continue
+        seen[video_id] = i
+        meta = _scalar_meta(entry, exclude=("video_id", "path", "label"))
+        videos.append(VideoRecord(video_id=video_id, label=label, path=video_path, meta=meta))
+    return SourceScan(videos=videos, skipped=skipped, layout="annotations")
+
+
+def read_kinetics_csv(csv_path: Path | str) -> list[dict[str, str]]:
+    """Rows of an official Kinetics CSV, checked for the required columns."""
+    csv_path = Path(csv_path)
+    try:
+        with csv_path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            missing = [c for c in KINETICS_REQUIRED_COLUMNS if c not in columns]
+            if missing:
+                raise SourceError(
+                    f"The CSV {csv_path} lacks the column(s) {', '.join(missing)}: expected the official "
+                    "Kinetics header label,youtube_id,time_start,time_end,split."
+                )
+            return [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SourceError(f"The CSV {csv_path} cannot be read ({exc}).") from None
+
+
+def _index_clip_files(clips_dir: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in _walk_videos(clips_dir):
+        # Prefer .mp4 when a clip exists in several containers: it is what the downloader writes.
+        if path.stem not in found or path.suffix.lower() == ".mp4":
+            found[path.stem] = path
+    return found
+
+
+def load_kinetics_csv(
+    csv_path: Path | str, clips_dir: Path | str, allowed_roots: Sequence[Path] | None = None
+) -> SourceScan:
+    """Layout 3: the official CSV; clips are found anywhere below `clips_dir` by their file stem."""
+    rows = read_kinetics_csv(csv_path)
+    roots = _resolved_roots(allowed_roots)
+    clips = _index_clip_files(Path(clips_dir))
+    videos: list[VideoRecord] = []
+    skipped: list[SkippedItem] = []
+    seen: set[str] = set()
+    for line, row in enumerate(rows, start=2):
+        try:
+            start, end = int(float(row["time_start"])), int(float(row["time_end"]))
+        except ValueError:
+            skipped.append(SkippedItem(f"line {line}", "time_start/time_end are not numbers"))
+            continue
+        youtube_id, label = row["youtube_id"], " ".join(row["label"].split())
+        if not youtube_id or not label:
+            skipped.append(SkippedItem(f"line {line}", "empty youtube_id or label"))
+            continue
+        stem = kinetics_clip_stem(youtube_id, start, end)
+        if stem in seen:
+            skipped.append(SkippedItem(f"line {line} ({stem})", "duplicate clip"))
+            continue
+        seen.add(stem)
+        clip = clips.get(stem)
+        if clip is None:
+            skipped.append(SkippedItem(f"line {line} ({stem})", f"clip not found in {clips_dir}"))
+            continue
+        if roots is not None and not _within(clip.resolve(), roots):
+            skipped.append(SkippedItem(f"line {line} ({stem})", "links outside the folders this app may read"))
+            continue
+        meta: dict[str, MetaValue] = {"youtube_id": youtube_id, "time_start": start, "time_end": end}
+        if row.get("split"):
+            meta["split"] = row["split"]
+        videos.append(VideoRecord(video_id=stem, label=label, path=clip.absolute(), meta=meta))
+    return SourceScan(videos=videos, skipped=skipped, layout="kinetics_csv")

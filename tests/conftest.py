@@ -1,0 +1,49 @@
+"""Session fixtures: the tiny trained CLIP, generated videos, a built index. All offline."""
+
+from __future__ import annotations
+
+import os
+
+# Never reach a model hub from the tests, whatever the machine can reach.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+from pathlib import Path
+
+import pytest
+
+from core.build import run_build
+from core.embed import ModelSpec, load_model
+from tests.helpers import make_labelled_folder
+from tests.tiny_model import CONFIG, train_tiny_clip
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_tiny_clip(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_spec(tiny_checkpoint: Path) -> ModelSpec:
+    return ModelSpec.resolve(None, str(tiny_checkpoint), CONFIG)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_spec: ModelSpec):
+    return load_model(tiny_spec, "cpu")
+
+
+@pytest.fixture(scope="session")
+def video_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 labels × 2 clips, folder-per-label layout (read-only for tests: copy before changing)."""
+    root = tmp_path_factory.mktemp("videos")
+    make_labelled_folder(root, per_class=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def built_index(tmp_path_factory: pytest.TempPathFactory, video_root: Path, tiny_model):
+    """The generated videos indexed once with the tiny model, `uniform:3` frames (read-only)."""
+    work = tmp_path_factory.mktemp("built")
+    summary = run_build(video_root, work / "db", work / "output", frames="uniform:3", model=tiny_model, batch_size=8)
+    return {"db": work / "db", "output": work / "output", "summary": summary}

@@ -1,0 +1,52 @@
+"""Shared test helpers: generated videos and deliberately broken files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from core.samples import write_clip
+from tests.tiny_model import COLOURS
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CLIPS = ROOT.parent / "shared" / "data" / "realclips"
+
+
+def make_labelled_folder(root: Path, per_class: int = 2, n_frames: int = 12, ext: str = "mp4") -> list[Path]:
+    """``root/<label_with_underscores>/<i>.<ext>`` clips in each test label's colour."""
+    paths = []
+    for c, (label, colour) in enumerate(COLOURS.items()):
+        for i in range(per_class):
+            path = root / label.replace(" ", "_") / f"clip{i}.{ext}"
+            paths.append(write_clip(path, colour, n_frames=n_frames, size=(64, 48), fps=10, seed=100 * c + i))
+    return paths
+
+
+def make_broken_files(folder: Path) -> dict[str, Path]:
+    """An empty file, a text file named .mp4 and a truncated video, each in a label folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    empty = folder / "empty.mp4"
+    empty.write_bytes(b"")
+    text = folder / "notes.mp4"
+    text.write_text("this is not a video\n" * 20)
+    good = write_clip(folder / "whole.avi", (200, 30, 30), n_frames=30, size=(64, 48), fps=10)
+    data = good.read_bytes()
+    corrupt = folder / "corrupt.avi"
+    corrupt.write_bytes(data[:200] + bytes(len(data) - 200))
+    good.unlink()
+    return {"empty": empty, "text": text, "corrupt": corrupt}
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m core ARGS`` in a subprocess, offline."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "core", *args],
+        cwd=cwd or ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,106 @@
+"""The pipeline end to end on generated videos with the tiny trained model and a real ChromaDB."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.build import build_index, run_build
+from core.errors import IndexLockedError
+from core.frames import FrameStrategy
+from core.index import connect, open_for_build, open_index
+from core.locking import BuildLock
+from core.sources import scan_source
+from tests.helpers import make_broken_files
+from tests.tiny_model import COLOURS
+
+
+def test_built_index_contents_and_thumbnails(built_index: dict) -> None:
+    summary = built_index["summary"]
+    assert summary.videos_indexed == 12 and summary.frames == 36 and not summary.skipped
+    assert summary.frames_strategy == "uniform:3" and not summary.cancelled
+    index = open_index(connect(built_index["db"]))
+    assert index.count() == 36 and len(index.complete_videos()) == 12
+    contents = index.contents()
+    assert sorted(set(contents.labels)) == sorted(COLOURS)
+    assert set(contents.frame_index.tolist()) == {2, 6, 10}  # uniform:3 over 12 frames
+    assert np.allclose(np.linalg.norm(contents.embeddings, axis=1), 1.0, atol=1e-5)
+    for i, record_id in enumerate(contents.ids):
+        assert record_id == f"{contents.video_ids[i]}:{contents.frame_index[i]}"
+        thumb = Path(contents.frame_paths[i])
+        assert thumb.is_file() and thumb.is_relative_to(built_index["output"].resolve())
+    # Thumbnails keep the clip's colour (RGB on disk, not BGR).
+    red = next(p for p, label in zip(contents.frame_paths, contents.labels, strict=True) if label == "juggling fire")
+    pixel = np.asarray(Image.open(red).convert("RGB"))[:4, :4].reshape(-1, 3).mean(axis=0)
+    assert pixel[0] > 180 and pixel[2] < 80
+
+
+def test_rebuild_adds_nothing_and_completes_half_written_videos(tmp_path: Path, video_root: Path, tiny_model) -> None:
+    db, out = tmp_path / "db", tmp_path / "out"
+    first = run_build(video_root, db, out, frames="uniform:2", model=tiny_model)
+    assert first.videos_indexed == 12
+    index = open_index(connect(db))
+    before = index.contents()
+    # Simulate a build killed mid-video: one frame of one video is missing.
+    index.collection.delete(ids=[before.ids[0]])
+    again = run_build(video_root, db, out, frames="uniform:2", model=tiny_model)
+    assert again.videos_already_indexed == 11 and again.videos_indexed == 1 and again.frames == 2
+    after = open_index(connect(db)).contents()
+    assert after.ids == before.ids and index.count() == 24
+    assert np.allclose(after.embeddings, before.embeddings, atol=1e-5)
+    third = run_build(video_root, db, out, frames="uniform:2", model=tiny_model)
+    assert third.videos_indexed == 0 and third.frames == 0 and index.count() == 24
+
+
+def test_bad_files_are_skipped_with_reasons(tmp_path: Path, video_root: Path, tiny_model) -> None:
+    videos = tmp_path / "videos"
+    shutil.copytree(video_root / "juggling_fire", videos / "juggling_fire")
+    broken = make_broken_files(videos / "tackling")
+    summary = run_build(videos, tmp_path / "db", tmp_path / "out", model=tiny_model)
+    assert summary.videos_indexed == 2
+    reasons = {Path(s.item).name: s.reason for s in summary.skipped}
+    assert reasons[broken["empty"].name] == "empty file (0 bytes)"
+    assert "cannot be opened" in reasons[broken["text"].name]
+    assert broken["corrupt"].name in reasons
+    assert "skipped 3" in summary.line()
+
+
+def test_progress_and_cancel(tmp_path: Path, video_root: Path, tiny_model) -> None:
+    scan = scan_source(video_root)
+    index = open_for_build(connect(tmp_path / "db"), tiny_model.spec, tiny_model.embed_dim, "middle")
+    cancel = threading.Event()
+    seen = []
+
+    def progress(p) -> None:
+        seen.append(p)
+        if p.videos_done >= 4:
+            cancel.set()
+
+    summary = build_index(
+        scan.videos,
+        tiny_model,
+        index,
+        FrameStrategy.parse("middle"),
+        tmp_path / "out",
+        batch_size=2,
+        progress=progress,
+        cancel=cancel,
+    )
+    assert summary.cancelled and 4 <= summary.videos_indexed < 12
+    assert seen[0].videos_total == 12 and seen[-1].videos_indexed == summary.videos_indexed
+    assert len(index.complete_videos()) == summary.videos_indexed == index.count()
+    finish = build_index(scan.videos, tiny_model, index, FrameStrategy.parse("middle"), tmp_path / "out")
+    assert not finish.cancelled and finish.videos_indexed == 12 - summary.videos_indexed
+    assert index.count() == 12
+
+
+def test_second_build_on_the_same_index_is_refused(tmp_path: Path, video_root: Path, tiny_model) -> None:
+    with BuildLock(tmp_path / "db", owner="someone else"), pytest.raises(IndexLockedError, match="Another build"):
+        run_build(video_root, tmp_path / "db", tmp_path / "out", model=tiny_model)
+    # The lock goes with its holder: the next build runs.
+    assert run_build(video_root, tmp_path / "db", tmp_path / "out", model=tiny_model).videos_indexed == 12

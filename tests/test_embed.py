@@ -1,0 +1,105 @@
+"""Model resolution, loading errors in one sentence, and exact fast text encoding."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+from core.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED, RANDOM_WEIGHTS, ModelSpec, load_model
+from core.errors import ModelError
+from tests.tiny_model import CONFIG
+
+
+def _has_quick_gelu(model: torch.nn.Module) -> bool:
+    return any(type(m).__name__ == "QuickGELU" for m in model.modules())
+
+
+@pytest.fixture(scope="module")
+def vit_b32_random():
+    """The real ViT-B/32 architecture of the default model, random weights (nothing downloaded)."""
+    return load_model(replace(ModelSpec.resolve(), pretrained=RANDOM_WEIGHTS), "cpu")
+
+
+def test_default_is_openai_vit_b32_with_quickgelu(vit_b32_random) -> None:
+    spec = ModelSpec.resolve()
+    assert (spec.name, spec.pretrained) == (DEFAULT_MODEL, DEFAULT_PRETRAINED) == ("ViT-B-32-quickgelu", "openai")
+    assert open_clip.get_pretrained_cfg(spec.name, spec.pretrained)["quick_gelu"] is True
+    assert _has_quick_gelu(vit_b32_random.model)
+    assert vit_b32_random.embed_dim == 512 and tuple(vit_b32_random.image_size) == (224, 224)
+
+
+def test_offline_weights_are_one_clear_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(ModelError) as info:
+        load_model(ModelSpec.resolve(), "cpu")
+    message = str(info.value)
+    assert "ViT-B-32-quickgelu" in message and "'openai'" in message and "--pretrained" in message
+    assert "\n" not in message
+
+
+def test_resolution_errors() -> None:
+    with pytest.raises(ModelError, match="Unknown model 'NoSuchNet'"):
+        ModelSpec.resolve("NoSuchNet")
+    with pytest.raises(ModelError, match="neither a pretrained tag"):
+        ModelSpec.resolve(DEFAULT_MODEL, "laion9000")
+    with pytest.raises(ModelError, match="does not exist"):
+        ModelSpec.resolve(DEFAULT_MODEL, "/nowhere/weights.pt")
+    with pytest.raises(ModelError, match="needs --pretrained"):
+        ModelSpec.resolve("RN50")
+    with pytest.raises(ModelError, match="does not match the config file"):
+        ModelSpec.resolve("ViT-B-32", "none", CONFIG)
+
+
+def test_custom_config_and_checkpoint(tiny_spec: ModelSpec, tiny_model, tiny_checkpoint: Path) -> None:
+    assert tiny_spec.name == "TinyCLIP-test" and tiny_spec.pretrained == str(tiny_checkpoint.resolve())
+    assert tiny_spec.config_path == str(CONFIG.resolve()) and tiny_spec.config_json
+    # The model's own preprocessing (32-pixel input here), not a hard-coded 224.
+    assert tuple(tiny_model.image_size) == (32, 32)
+    assert tiny_model.preprocess_rgb(np.zeros((48, 64, 3), np.uint8)).shape == (3, 32, 32)
+    # The spec survives the index metadata round trip, with its identity.
+    again = ModelSpec.from_metadata(tiny_spec.to_metadata())
+    assert again == tiny_spec and again.identity() == tiny_spec.identity()
+
+
+def test_bad_checkpoints(tmp_path: Path, tiny_spec: ModelSpec) -> None:
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(ModelError, match="cannot be read"):
+        load_model(replace(tiny_spec, pretrained=str(corrupt)), "cpu")
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"visual.proj": torch.zeros(3, 3)}, wrong)
+    with pytest.raises(ModelError, match="does not match the architecture TinyCLIP-test"):
+        load_model(replace(tiny_spec, pretrained=str(wrong)), "cpu")
+
+
+def test_image_embeddings_are_normalised_float32(tiny_model) -> None:
+    frames = [np.full((48, 64, 3), c, np.uint8) for c in (0, 128, 255)]
+    vectors = tiny_model.encode_rgb(frames)
+    assert vectors.dtype == np.float32 and vectors.shape == (3, tiny_model.embed_dim)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+QUERIES = [
+    "a",
+    "juggling fire",
+    "a video of a person wading through water.",
+    "Une personne effectuant l'action de sharpening pencil dans un cadre typique",
+    "🔥 التلاعب بالنار " + "very long query " * 400,
+]
+
+
+@pytest.mark.parametrize("which", ["tiny", "vit-b-32"])
+def test_trimmed_text_encoding_equals_full_context(which: str, tiny_model, vit_b32_random) -> None:
+    """Cutting tokens to the longest prompt is exact for CLIP's causal text tower (batched or alone)."""
+    model = tiny_model if which == "tiny" else vit_b32_random
+    assert model._trim_text
+    full = model.encode_texts_full(QUERIES)
+    trimmed = model.encode_texts(QUERIES)
+    assert np.allclose(trimmed, full, atol=1e-5)
+    for i, query in enumerate(QUERIES):
+        assert np.allclose(model.encode_texts([query])[0], full[i], atol=1e-5)

@@ -1,0 +1,109 @@
+"""Frame selection and decoding: indices, timestamps, colours, and files that are not fine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from core.errors import UserError
+from core.frames import FrameStrategy, VideoReadError, read_video_frames
+from core.samples import write_clip
+from core.sources import VideoRecord
+from tests.helpers import SHARED_CLIPS, make_broken_files
+
+
+def _record(path: Path) -> VideoRecord:
+    return VideoRecord(video_id=path.stem, label="x", path=path)
+
+
+def test_strategy_parse_and_indices() -> None:
+    assert str(FrameStrategy.parse("middle")) == "middle"
+    assert str(FrameStrategy.parse(" Uniform:8 ")) == "uniform:8"
+    for bad in ("uniform:0", "uniform:33", "uniform", "first", ""):
+        with pytest.raises(UserError):
+            FrameStrategy.parse(bad)
+    assert FrameStrategy.parse("middle").indices(300) == [150]
+    assert FrameStrategy.parse("middle").indices(1) == [0]
+    assert FrameStrategy.parse("uniform:1").indices(300) == [150]
+    assert FrameStrategy.parse("uniform:4").indices(100) == [12, 37, 62, 87]
+    assert FrameStrategy.parse("uniform:8").indices(3) == [0, 1, 2]
+    assert FrameStrategy.parse("uniform:4").indices(0) == []
+
+
+def _numbered_video(path: Path, n: int = 40, fps: float = 10.0) -> Path:
+    """Each frame's index is written in its pixel values, so a decoded frame tells which it is."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (32, 32))
+    for i in range(n):
+        writer.write(np.full((32, 32, 3), (i * 6) % 256, np.uint8))
+    writer.release()
+    return path
+
+
+def test_seeking_reads_the_planned_frames_and_timestamps(tmp_path: Path) -> None:
+    path = _numbered_video(tmp_path / "numbered.avi", n=40, fps=10.0)
+    vf = read_video_frames(_record(path), FrameStrategy.parse("uniform:4"))
+    assert vf.n_frames == 40 and vf.fps == pytest.approx(10.0)
+    assert [f.frame_index for f in vf.frames] == [5, 15, 25, 35]
+    assert [f.timestamp_s for f in vf.frames] == pytest.approx([0.5, 1.5, 2.5, 3.5], abs=1e-3)
+    for frame in vf.frames:
+        assert abs(int(frame.rgb.mean()) - (frame.frame_index * 6) % 256) <= 2
+    middle = read_video_frames(_record(path), FrameStrategy.parse("middle")).frames
+    assert [f.frame_index for f in middle] == [20]
+
+
+def test_frames_are_rgb(tmp_path: Path) -> None:
+    """A red clip must decode red: this fails if the BGR→RGB conversion is missing or doubled."""
+    path = write_clip(tmp_path / "red.mp4", (230, 20, 20), n_frames=6, size=(64, 48))
+    frame = read_video_frames(_record(path), FrameStrategy.parse("middle")).frames[0]
+    assert frame.rgb.dtype == np.uint8 and frame.rgb.shape == (48, 64, 3)
+    red, green, blue = (frame.rgb[:8, :8, c].mean() for c in range(3))
+    assert red > 180 and blue < 70 and green < 70
+
+
+def test_broken_files_raise_with_reasons(tmp_path: Path) -> None:
+    files = make_broken_files(tmp_path)
+    reasons = {}
+    for name, path in files.items():
+        with pytest.raises(VideoReadError) as info:
+            read_video_frames(_record(path), FrameStrategy.parse("middle"))
+        reasons[name] = info.value.reason
+    assert reasons["empty"] == "empty file (0 bytes)"
+    assert "cannot be opened" in reasons["text"]
+    with pytest.raises(VideoReadError, match="file not found"):
+        read_video_frames(_record(tmp_path / "nope.mp4"), FrameStrategy.parse("middle"))
+
+
+def test_large_frames_are_shrunk(tmp_path: Path) -> None:
+    path = write_clip(tmp_path / "big.avi", (0, 0, 255), n_frames=2, size=(2000, 1000))
+    frame = read_video_frames(_record(path), FrameStrategy.parse("middle"), max_side=500).frames[0]
+    assert frame.rgb.shape == (250, 500, 3)
+
+
+@pytest.mark.skipif(not SHARED_CLIPS.is_dir(), reason="../shared/data/realclips is not present")
+def test_real_clips_read_or_fail_cleanly() -> None:
+    """Every real file either yields frames or a reason; none crashes the reader."""
+    results = {}
+    for path in sorted(SHARED_CLIPS.iterdir()):
+        if path.suffix.lower() in (".csv", ".md"):
+            continue
+        try:
+            vf = read_video_frames(_record(path), FrameStrategy.parse("uniform:8"))
+            results[path.name] = vf
+            assert vf.frames and all(f.rgb.ndim == 3 and f.rgb.shape[2] == 3 for f in vf.frames)
+            indices = [f.frame_index for f in vf.frames]
+            assert indices == sorted(set(indices)) and max(indices) < vf.n_frames
+        except VideoReadError as exc:
+            results[path.name] = exc.reason
+    assert results["moviepy__result.webm"] == "empty file (0 bytes)"
+    # Rotation metadata is applied: the 90° clip comes out portrait.
+    rotated = results["decord__video_90.mov"].frames[0].rgb
+    assert rotated.shape[0] > rotated.shape[1]
+    # A file cut in half: the decodable part is used, with a note; frames past the cut are never faked.
+    cut = results["derived-sam2__04_coffee_trunc50.mp4"]
+    assert cut.n_frames < 287 and any("decodable" in n for n in cut.notes)
+    # No duration in the container: frames are counted.
+    assert results["moviepy__no_duration.webm"].n_frames > 0
+    assert isinstance(results["derived-tinyucf101__abseiling_k400_1frame.mp4"].frames[0].rgb, np.ndarray)
