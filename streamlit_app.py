@@ -1,7 +1,46 @@
-"""CLIP video-frame explorer: the dashboard's entry point (``streamlit run streamlit_app.py``)."""
+"""CLIP video-frame explorer: the dashboard.
+
+    streamlit run streamlit_app.py -- [--db chroma_db] [--output output] [--device auto] [--allow-root DIR ...]
+
+The index and output folders can also come from CLIP_EXPLORER_DB / CLIP_EXPLORER_OUTPUT, and be
+changed in the sidebar. Pages are thin: they read widgets, call core/, and render.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
 
 import streamlit as st
 
+from pages.common import init_state, sidebar
+
 st.set_page_config(page_title="CLIP video-frame explorer", page_icon="🎞️", layout="wide")
-st.title("CLIP video-frame explorer")
-st.write("Build an index with `python -m core build --videos DIR`, then evaluate and search it.")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="streamlit run streamlit_app.py --", add_help=False)
+    parser.add_argument("--db", default=os.environ.get("CLIP_EXPLORER_DB", "chroma_db"))
+    parser.add_argument("--output", default=os.environ.get("CLIP_EXPLORER_OUTPUT", "output"))
+    parser.add_argument("--device", default=os.environ.get("CLIP_EXPLORER_DEVICE", "auto"))
+    parser.add_argument(
+        "--allow-root",
+        action="append",
+        default=[r for r in os.environ.get("CLIP_EXPLORER_ROOTS", "").split(os.pathsep) if r] or None,
+        help="a folder the UI may read videos from and write to (repeatable; default: the working directory)",
+    )
+    args, _unknown = parser.parse_known_args(argv)
+    return args
+
+
+init_state(parse_args(sys.argv[1:]))
+page = st.navigation(
+    [
+        st.Page("pages/search.py", title="Search", icon=":material/search:", default=True),
+        st.Page("pages/metrics.py", title="Metrics", icon=":material/monitoring:"),
+        st.Page("pages/build.py", title="Build index", icon=":material/construction:"),
+    ]
+)
+sidebar()
+page.run()

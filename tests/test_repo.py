@@ -26,3 +26,21 @@ def test_only_the_resources_module_imports_streamlit() -> None:
         }
         if path.name != "resources.py":
             assert "streamlit" not in imported, f"{path.name} imports streamlit"
+
+
+def _pins(name: str) -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / name).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line and not line.startswith("-"):
+            package, _, version = line.partition("==")
+            pins[package.lower()] = version
+    return pins
+
+
+def test_cloud_requirements_match_except_the_cpu_torch_build() -> None:
+    local, cloud = _pins("requirements.txt"), _pins("requirements-cloud.txt")
+    assert set(local) == set(cloud)
+    for package, version in local.items():
+        expected = f"{version}+cpu" if package in ("torch", "torchvision") else version
+        assert cloud[package] == expected, package

@@ -1,0 +1,123 @@
+"""Plotly figures of an evaluation: the correct-vs-incorrect similarity histogram and the confusions.
+
+Histograms are binned here with numpy (an index of 10,000 videos × 700 classes has 7 million
+incorrect pairs: far too many points to ship to a browser).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from core.metrics import MetricsReport
+
+CORRECT_COLOUR = "#2a9d5c"
+INCORRECT_COLOUR = "#d1495b"
+
+
+def histogram_bins(report: MetricsReport, bins: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shared bin edges and the density of correct and incorrect similarities over them."""
+    values = [v for v in (report.similarities_correct, report.similarities_incorrect) if v.size]
+    if not values:
+        edges = np.linspace(-1, 1, bins + 1)
+        return edges, np.zeros(bins), np.zeros(bins)
+    low = float(min(v.min() for v in values))
+    high = float(max(v.max() for v in values))
+    if high - low < 1e-6:
+        low, high = low - 0.05, high + 0.05
+    edges = np.linspace(low, high, bins + 1)
+
+    def density(v: np.ndarray) -> np.ndarray:
+        return np.histogram(v, bins=edges, density=True)[0] if v.size else np.zeros(bins)
+
+    return edges, density(report.similarities_correct), density(report.similarities_incorrect)
+
+
+def similarity_histogram(report: MetricsReport, bins: int = 60) -> go.Figure:
+    """Overlaid densities of cosine similarity for correct and incorrect (video, prompt) pairs, means marked."""
+    edges, correct, incorrect = histogram_bins(report, bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    width = float(edges[1] - edges[0])
+    fig = go.Figure()
+    series = (
+        (
+            "incorrect",
+            incorrect,
+            INCORRECT_COLOUR,
+            report.mean_similarity_incorrect,
+            report.similarities_incorrect.size,
+        ),
+        ("correct", correct, CORRECT_COLOUR, report.mean_similarity_correct, report.similarities_correct.size),
+    )
+    for name, dens, colour, mean, count in series:
+        fig.add_trace(
+            go.Bar(
+                x=centres,
+                y=dens,
+                width=width,
+                name=f"{name} pairs ({count:,})",
+                marker_color=colour,
+                opacity=0.6,
+                hovertemplate=f"{name}<br>cosine %{{x:.3f}}<br>density %{{y:.2f}}<extra></extra>",
+            )
+        )
+        if np.isfinite(mean):
+            fig.add_vline(
+                x=mean,
+                line_color=colour,
+                line_dash="dash",
+                annotation_text=f"mean {name} {mean:.3f}",
+                annotation_position="top right" if name == "correct" else "top left",
+                annotation_font_color=colour,
+            )
+    fig.update_layout(
+        barmode="overlay",
+        xaxis_title="cosine similarity (frame vs. prompt)",
+        yaxis_title="density",
+        legend={"orientation": "h", "y": -0.2},
+        margin={"l": 40, "r": 20, "t": 40, "b": 40},
+        height=420,
+    )
+    return fig
+
+
+def confusion_matrix(report: MetricsReport, top: int = 12) -> tuple[list[str], np.ndarray]:
+    """The classes most involved in confusions and the share of each true class predicted as each."""
+    involvement: dict[str, int] = {}
+    for true, predicted, count in report.confusion:
+        involvement[true] = involvement.get(true, 0) + count
+        involvement[predicted] = involvement.get(predicted, 0) + count
+    names = sorted(involvement, key=lambda n: (-involvement[n], n))[:top]
+    position = {n: i for i, n in enumerate(names)}
+    matrix = np.zeros((len(names), len(names)))
+    for true, predicted, count in report.confusion:
+        if true in position and predicted in position:
+            matrix[position[true], position[predicted]] += count
+    for name in names:  # the diagonal: videos of the class predicted right
+        matrix[position[name], position[name]] = report.per_class.get(name, 0.0) * report.per_class_count.get(name, 0)
+    totals = np.array([report.per_class_count.get(n, 0) for n in names], dtype=float)[:, None]
+    return names, np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+
+
+def confusion_heatmap(report: MetricsReport, top: int = 12) -> go.Figure:
+    names, shares = confusion_matrix(report, top)
+    fig = go.Figure(
+        go.Heatmap(
+            z=shares,
+            x=names,
+            y=names,
+            colorscale="Reds",
+            zmin=0,
+            zmax=1,
+            hovertemplate="true %{y}<br>predicted %{x}<br>share %{z:.2f}<extra></extra>",
+            colorbar={"title": "share"},
+        )
+    )
+    fig.update_layout(
+        xaxis_title="predicted",
+        yaxis_title="true label",
+        yaxis_autorange="reversed",
+        height=max(360, 28 * len(names) + 160),
+        margin={"l": 40, "r": 20, "t": 30, "b": 40},
+    )
+    return fig

@@ -1,0 +1,76 @@
+"""Streamlit resources: the one module of core/ that imports Streamlit.
+
+The CLIP model, the ChromaDB clients and the build manager are created once per process (and per
+model choice) with ``st.cache_resource``; derived tables, such as an index's evaluation with a given
+prompt, are cached with ``st.cache_data`` and keyed by the index's version, so they refresh as a
+build adds videos.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.embed import ClipModel, ModelSpec, load_model
+from core.evaluation import Evaluation, evaluate_contents
+from core.index import FrameIndex, IndexContents, connect, list_indexes
+from core.jobs import BuildManager
+from core.prompts import resolve_prompts
+
+
+@st.cache_resource(show_spinner="Loading the CLIP model…", max_entries=3)
+def get_model(spec: ModelSpec, device: str = "auto") -> ClipModel:
+    return load_model(spec, device)
+
+
+@st.cache_resource(max_entries=8)
+def get_client(db: str):
+    return connect(db)
+
+
+@st.cache_resource
+def get_build_manager() -> BuildManager:
+    return BuildManager(model_loader=lambda spec, device: get_model(spec, device))
+
+
+def index_version(index: FrameIndex) -> str:
+    """Changes whenever the collection's content may have changed (new records, a finished build)."""
+    return f"{index.count()}|{index.metadata.get('built_at', '')}"
+
+
+def find_index(db: str, name: str) -> FrameIndex | None:
+    return next((ix for ix in list_indexes(get_client(db)) if ix.name == name), None)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Reading the index…")
+def get_contents(db: str, name: str, version: str) -> IndexContents:
+    index = find_index(db, name)
+    if index is None:
+        raise KeyError(name)
+    return index.contents()
+
+
+@st.cache_data(max_entries=32, ttl=3600, show_spinner="Scoring the videos against the prompts…")
+def get_evaluation(
+    db: str,
+    name: str,
+    version: str,
+    prompts: tuple[str, ...],
+    pooling: str,
+    label_mode: str = "keep",
+    class_names: tuple[str, ...] | None = None,
+    device: str = "auto",
+) -> Evaluation:
+    index = find_index(db, name)
+    if index is None:
+        raise KeyError(name)
+    model = get_model(index.spec, device)
+    evaluation = evaluate_contents(
+        get_contents(db, name, version),
+        model,
+        resolve_prompts(list(prompts)),
+        pooling=pooling,
+        class_names=list(class_names) if class_names else None,
+        label_mode=label_mode,
+    )
+    evaluation.settings.update({"index": name, "frames": index.frames})
+    return evaluation

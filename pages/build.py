@@ -1,0 +1,175 @@
+"""Build page: pick a video source and a model, start a background build, follow its progress."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from core.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelSpec
+from core.errors import UserError
+from core.frames import MAX_UNIFORM_FRAMES
+from core.jobs import BuildJob, BuildRequest
+from core.resources import get_build_manager
+from core.sources import VIDEO_EXTENSIONS, scan_source
+from core.uploads import save_upload
+from pages.common import allowed_roots, bound_text_input, check_path, indexes
+
+st.header("Build an index")
+manager = get_build_manager()
+db = st.session_state.db
+
+with st.container(border=True):
+    st.subheader("1 · Videos")
+    bound_text_input(
+        "Videos folder on the server",
+        "videos",
+        help="One sub-folder per label (videos/playing_guitar/clip.mp4), or a folder holding annotations.json, "
+        "or the clips of a Kinetics CSV given below.",
+    )
+    bound_text_input(
+        "Annotations file (optional)",
+        "annotations",
+        placeholder="annotations.json or an official Kinetics CSV (label,youtube_id,time_start,time_end,split)",
+    )
+    if st.button("Check the source"):
+        try:
+            videos_dir = check_path(st.session_state.videos, "The videos folder")
+            annotations = (
+                check_path(st.session_state.annotations, "The annotations file")
+                if st.session_state.annotations
+                else None
+            )
+            scan = scan_source(videos_dir, annotations, allowed_roots=allowed_roots())
+        except UserError as exc:
+            st.error(str(exc))
+        else:
+            st.success(
+                f"{len(scan.videos)} videos of {len(scan.labels)} labels ({scan.layout.replace('_', ' ')} layout); "
+                f"{len(scan.skipped)} item(s) skipped."
+            )
+            if scan.skipped:
+                st.dataframe(
+                    pd.DataFrame([(s.item, s.reason) for s in scan.skipped], columns=["item", "reason"]),
+                    hide_index=True,
+                )
+
+    with st.expander("Add videos by upload"):
+        uploads = st.file_uploader(
+            "Video files", type=[e.lstrip(".") for e in VIDEO_EXTENSIONS], accept_multiple_files=True
+        )
+        label = st.text_input("Their label", placeholder="e.g. juggling fire")
+        if st.button("Save into the videos folder", disabled=not uploads):
+            try:
+                folder = check_path(st.session_state.videos, "The videos folder")
+                for upload in uploads or []:
+                    saved = save_upload(upload.name, upload.getvalue(), folder, label)
+                    st.write(f"Saved {saved}")
+            except UserError as exc:
+                st.error(str(exc))
+
+with st.container(border=True):
+    st.subheader("2 · Model and frames")
+    existing = sorted({ix.spec.describe() for ix in indexes()})
+    if existing:
+        st.caption(f"This index folder already holds: {', '.join(existing)}. Another model gets its own collection.")
+    left, right = st.columns(2)
+    model_name = left.text_input("open_clip model", value=DEFAULT_MODEL, help="e.g. ViT-B-32-quickgelu, ViT-L-14, RN50")
+    pretrained = right.text_input(
+        "Pretrained tag or local checkpoint",
+        value=DEFAULT_PRETRAINED,
+        help="e.g. openai, laion2b_s34b_b79k, /models/clip.pt",
+    )
+    config = st.text_input("Custom model config (optional)", placeholder="path/to/MyModel.json (open_clip format)")
+    c1, c2, c3 = st.columns(3)
+    strategy = c1.radio("Frames per video", ["middle", "uniform"], horizontal=True)
+    count = c2.slider("K (uniform)", 2, MAX_UNIFORM_FRAMES, 8, disabled=strategy == "middle")
+    batch = c3.number_input("Batch size", min_value=1, max_value=512, value=32)
+    frames = "middle" if strategy == "middle" else f"uniform:{count}"
+
+job = manager.job(db)
+running = job is not None and job.active
+if st.button("Start the build", type="primary", disabled=running):
+    try:
+        videos_dir = check_path(st.session_state.videos, "The videos folder")
+        annotations = (
+            check_path(st.session_state.annotations, "The annotations file") if st.session_state.annotations else None
+        )
+        output = check_path(st.session_state.output, "The output folder")
+        spec = ModelSpec.resolve(model_name or None, pretrained or None, config or None)
+        scan_source(videos_dir, annotations, allowed_roots=allowed_roots())  # fail here, not in the worker
+        manager.start(
+            BuildRequest(
+                videos=str(videos_dir),
+                db=db,
+                output=str(output),
+                spec=spec,
+                frames=frames,
+                annotations=str(annotations) if annotations else None,
+                batch_size=int(batch),
+                device=st.session_state.device,
+                allowed_roots=tuple(str(r) for r in allowed_roots()),
+            )
+        )
+        st.rerun()
+    except UserError as exc:
+        st.error(str(exc))
+
+
+def eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    return time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def show(job: BuildJob) -> None:
+    p = job.progress
+    st.subheader("Progress")
+    if job.active:
+        if p is None or job.state == "loading model":
+            st.info(f"{job.state.capitalize()}…")
+        else:
+            share = p.videos_done / p.videos_total if p.videos_total else 1.0
+            st.progress(share, text=f"{p.videos_done} / {p.videos_total} videos")
+        if st.button("Cancel the build"):
+            job.cancel()
+    if p is not None:
+        m1, m2, m3, m4 = st.columns(4)
+        m1.metric("Videos done", f"{p.videos_done} / {p.videos_total}")
+        m2.metric("Frames/s", f"{p.frames_per_s:.1f}")
+        m3.metric("Elapsed", eta(p.elapsed_s))
+        m4.metric("ETA", eta(p.eta_s) if job.active else "done")
+        if p.skipped:
+            st.caption(f"Skipped files ({len(p.skipped)})")
+            st.dataframe(
+                pd.DataFrame([(s.item, s.reason) for s in p.skipped], columns=["file", "reason"]), hide_index=True
+            )
+    if job.state == "failed":
+        st.error(job.error)
+    elif job.summary is not None:
+        (st.warning if job.summary.cancelled else st.success)(job.summary.line())
+        if job.summary.notes:
+            with st.expander(f"Notes ({len(job.summary.notes)})"):
+                st.dataframe(
+                    pd.DataFrame([(n.item, n.reason) for n in job.summary.notes], columns=["file", "note"]),
+                    hide_index=True,
+                )
+
+
+@st.fragment(run_every=1.0 if running else None)
+def progress_panel() -> None:
+    job = manager.job(db)
+    if job is None:
+        return
+    show(job)
+    # Once the build ends, refresh the whole app (the sidebar's counts, the other pages' caches).
+    if not job.active and st.session_state.get("seen_finished") != job.started_at:
+        st.session_state.seen_finished = job.started_at
+        if job.summary is not None:
+            st.session_state.select_collection = job.summary.index_name
+        if running:
+            st.rerun()
+
+
+progress_panel()

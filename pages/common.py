@@ -1,0 +1,153 @@
+"""What every page shares: the settings in session state, the sidebar, and the index-or-message helpers."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from core.embed import ClipModel
+from core.errors import UserError
+from core.index import FrameIndex, IndexInfo, list_indexes
+from core.resources import get_build_manager, get_client, get_model
+
+BUILD_PAGE = "pages/build.py"
+_MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_{}[]()#+-.!|<>~$"})
+
+
+def md(text: object) -> str:
+    """Text shown through st.markdown, with Markdown's special characters escaped."""
+    return str(text).translate(_MARKDOWN_SPECIAL)
+
+
+def init_state(args: argparse.Namespace) -> None:
+    """Defaults from the command line, once per browser session."""
+    roots = [str(Path(r).expanduser().resolve()) for r in (args.allow_root or [os.getcwd()])]
+    defaults = {
+        "db": args.db,
+        "output": args.output,
+        "device": args.device,
+        "roots": roots,
+        "videos": "videos",
+        "annotations": "",
+        "collection": None,
+        "history": [],
+    }
+    for key, value in defaults.items():
+        st.session_state.setdefault(key, value)
+
+
+def allowed_roots() -> list[Path]:
+    """The folders the operator lets this app read and write (--allow-root; default: where it started)."""
+    return [Path(r) for r in st.session_state.roots]
+
+
+def check_path(text: str, what: str) -> Path:
+    """A path typed in the UI, resolved, and refused unless it lies inside an allowed root."""
+    path = Path(str(text).strip() or ".").expanduser()
+    resolved = path.resolve()
+    roots = allowed_roots()
+    if not any(resolved == root or root in resolved.parents for root in roots):
+        allowed = ", ".join(str(r) for r in roots)
+        raise UserError(
+            f"{what} {path} is outside the folders this app may use ({allowed}); "
+            "start the app with -- --allow-root DIR to allow another folder."
+        )
+    return resolved
+
+
+def indexes() -> list[FrameIndex]:
+    try:
+        return list_indexes(get_client(st.session_state.db))
+    except Exception as exc:  # an unreadable folder: say so in the sidebar, do not take the app down
+        st.sidebar.error(f"Cannot open the index folder {st.session_state.db}: {exc}")
+        return []
+
+
+def _describe(info: IndexInfo) -> str:
+    return f"{info.spec.describe()} · {info.frames} · {info.count:,} frames"
+
+
+def _copy(widget_key: str, state_key: str) -> None:
+    st.session_state[state_key] = st.session_state[widget_key]
+
+
+def bound_text_input(label: str, state_key: str, help: str | None = None, placeholder: str | None = None) -> None:
+    """A text input bound to a plain session-state key (widget keys vanish when a run skips the widget)."""
+    widget_key = f"{state_key}_input"
+    st.session_state[widget_key] = st.session_state[state_key]
+    st.text_input(
+        label, key=widget_key, help=help, placeholder=placeholder, on_change=_copy, args=(widget_key, state_key)
+    )
+
+
+def sidebar() -> None:
+    with st.sidebar:
+        st.markdown("### :material/movie: CLIP video-frame explorer")
+        bound_text_input("Index folder (ChromaDB)", "db", help="Start the app with -- --db DIR to change the default.")
+        bound_text_input("Output folder (thumbnails, reports)", "output")
+        found = indexes()
+        if not found:
+            st.caption("No index in this folder yet.")
+            st.session_state.collection = None
+        else:
+            names = [ix.name for ix in found]
+            wanted = st.session_state.pop("select_collection", None)  # set when a build finishes
+            if wanted in names:
+                st.session_state.collection = wanted
+            if st.session_state.collection not in names:
+                st.session_state.collection = names[0]
+            infos = {ix.name: ix.info() for ix in found}
+            st.session_state.collection_choice = st.session_state.collection
+            st.selectbox(
+                "Collection",
+                names,
+                key="collection_choice",
+                on_change=_copy,
+                args=("collection_choice", "collection"),
+                format_func=lambda n: _describe(infos[n]),
+                help="One collection per model and frame strategy; the newest is chosen by default.",
+            )
+            info = infos[st.session_state.collection]
+            st.markdown(
+                f"**Model** {info.spec.describe()}  \n"
+                f"**Frames** {info.frames} · **{info.count:,}** frames indexed  \n"
+                f"**Built** {info.built_at or 'not finished yet'}"
+            )
+        job = get_build_manager().job(st.session_state.db)
+        if job is not None and job.active:
+            p = job.progress
+            done = f"{p.videos_done}/{p.videos_total} videos" if p else job.state
+            st.info(f"Build running: {done}")
+
+
+def current_index() -> FrameIndex | None:
+    """The selected collection, or a message pointing to the Build page."""
+    found = {ix.name: ix for ix in indexes()}
+    index = found.get(st.session_state.collection) if found else None
+    if index is None:
+        st.info(f"There is no index in **{st.session_state.db}** yet. Build one from a folder of videos first.")
+        st.page_link(BUILD_PAGE, label="Go to Build index", icon=":material/construction:")
+    return index
+
+
+def index_model(index: FrameIndex) -> ClipModel | None:
+    """The model the index was built with, or the reason it cannot be loaded."""
+    try:
+        return get_model(index.spec, st.session_state.device)
+    except UserError as exc:
+        st.error(str(exc))
+        return None
+
+
+def build_in_progress_note() -> None:
+    job = get_build_manager().job(st.session_state.db)
+    if job is not None and job.active and job.progress is not None:
+        p = job.progress
+        st.caption(
+            f"⏳ A build is running ({p.videos_done}/{p.videos_total} videos, started "
+            f"{time.strftime('%H:%M', time.localtime(job.started_at))}): results cover what is indexed so far."
+        )

@@ -1,0 +1,165 @@
+"""Metrics page: how well CLIP matches the indexed videos to their labels, for an editable prompt."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from core.errors import UserError
+from core.evaluation import POOLINGS
+from core.plots import confusion_heatmap, similarity_histogram
+from core.prompts import DEFAULT_PROMPT, PROMPT_SETS
+from core.reports import image_data_uri, metrics_csv, metrics_rows, per_class_csv, per_video_csv, results_html
+from core.resources import get_evaluation, index_version
+from pages.common import build_in_progress_note, current_index, index_model
+
+MAX_TABLE_ROWS = 500
+POOLING_HELP = {
+    "mean": "mean of the video's frame embeddings",
+    "max": "best frame per class",
+    "middle": "the frame nearest the centre only",
+    "frame": "every frame scored alone",
+}
+
+st.header("How well does CLIP match the videos to their labels?")
+index = current_index()
+if index is None:
+    st.stop()
+build_in_progress_note()
+if index_model(index) is None:  # weights missing: the message is already on the page
+    st.stop()
+
+
+def load_preset() -> None:
+    st.session_state.templates = "\n".join(PROMPT_SETS[st.session_state.preset].templates)
+
+
+st.session_state.setdefault("preset", DEFAULT_PROMPT)
+st.session_state.setdefault("templates", "\n".join(PROMPT_SETS[DEFAULT_PROMPT].templates))
+with st.container(border=True):
+    left, right = st.columns([3, 2])
+    with left:
+        st.selectbox("Prompt set", list(PROMPT_SETS), key="preset", on_change=load_preset)
+        st.text_area(
+            "Prompt template(s), one per line, with {label} (several lines are averaged: a prompt ensemble)",
+            key="templates",
+            height=110,
+            help="Editing the prompt only re-encodes the class texts: the frames are not encoded again.",
+        )
+    with right:
+        frames_note = (
+            " (this index has one frame per video: mean, max and middle agree)" if index.frames == "middle" else ""
+        )
+        pooling = st.radio(
+            f"Frames → video score{frames_note}",
+            POOLINGS,
+            format_func=lambda p: f"{p}: {POOLING_HELP[p]}",
+        )
+
+templates = tuple(line for line in st.session_state.templates.splitlines() if line.strip())
+try:
+    evaluation = get_evaluation(
+        st.session_state.db, index.name, index_version(index), templates, pooling, device=st.session_state.device
+    )
+except UserError as exc:
+    st.warning(str(exc))
+    st.stop()
+rep = evaluation.report
+unit = "frames" if pooling == "frame" else "videos"
+
+cols = st.columns(6)
+for column, (label, value) in zip(
+    cols,
+    [
+        ("precision@1", f"{rep.precision_at_1:.3f}"),
+        ("precision@3", f"{rep.precision_at_3:.3f}"),
+        ("precision@5", f"{rep.precision_at_5:.3f}"),
+        ("MRR", f"{rep.mrr:.3f}"),
+        ("cosine, correct", f"{rep.mean_similarity_correct:.3f}"),
+        ("cosine, incorrect", f"{rep.mean_similarity_incorrect:.3f}"),
+    ],
+    strict=True,
+):
+    column.metric(label, value)
+st.caption(f"{rep.n_videos} {unit} · {rep.n_classes} classes · chance precision@1 = {1 / max(1, rep.n_classes):.3f}")
+
+table_col, chart_col = st.columns([1, 1])
+with table_col:
+    st.subheader("Metrics")
+    st.dataframe(
+        pd.DataFrame(metrics_rows(rep), columns=["metric", "value", "95% CI"]),
+        hide_index=True,
+        width="stretch",
+        height="content",
+        column_config={"metric": st.column_config.TextColumn(width="large")},
+    )
+with chart_col:
+    st.subheader("Cosine similarity: correct vs. incorrect prompts")
+    st.plotly_chart(similarity_histogram(rep), width="stretch")
+
+st.subheader("Per class")
+per_class = pd.DataFrame(
+    {
+        "class": list(rep.per_class),
+        "precision@1": list(rep.per_class.values()),
+        unit: [rep.per_class_count[c] for c in rep.per_class],
+    }
+).sort_values(["precision@1", "class"], ascending=[False, True])
+st.dataframe(
+    per_class,
+    hide_index=True,
+    width="stretch",
+    column_config={"precision@1": st.column_config.ProgressColumn("precision@1", min_value=0.0, max_value=1.0)},
+)
+
+st.subheader(f"Per {unit[:-1]}: the best text match")
+only_misses = st.toggle("Only the misses", value=False)
+rows = [r for r in evaluation.sample_rows(top=3) if not (only_misses and r["correct"])]
+if len(rows) > MAX_TABLE_ROWS:
+    st.caption(f"Showing the first {MAX_TABLE_ROWS} of {len(rows)} rows (download the CSV for all).")
+rendered = evaluation.prompts.templates[0]
+table = pd.DataFrame(
+    {
+        "frame": [image_data_uri(r["frame_path"], 160) for r in rows[:MAX_TABLE_ROWS]],
+        unit[:-1]: [r["video_id"] for r in rows[:MAX_TABLE_ROWS]],
+        "true label": [r["label"] for r in rows[:MAX_TABLE_ROWS]],
+        "best-matching prompt": [rendered.replace("{label}", r["predicted"]) for r in rows[:MAX_TABLE_ROWS]],
+        "correct": [r["correct"] for r in rows[:MAX_TABLE_ROWS]],
+        "rank of truth": [r["rank"] for r in rows[:MAX_TABLE_ROWS]],
+        "top scores": [", ".join(f"{lbl} {s:.3f}" for lbl, s in r["top"]) for r in rows[:MAX_TABLE_ROWS]],
+    }
+)
+st.dataframe(
+    table,
+    hide_index=True,
+    width="stretch",
+    row_height=70,
+    column_config={"frame": st.column_config.ImageColumn("frame", width="small")},
+)
+
+st.subheader("Most-confused classes")
+if rep.confusion:
+    left, right = st.columns([2, 3])
+    left.dataframe(
+        pd.DataFrame(rep.confusion[:30], columns=["true label", "predicted as", unit]), hide_index=True, width="stretch"
+    )
+    right.plotly_chart(confusion_heatmap(rep), width="stretch")
+else:
+    st.caption("No confusion: every video's true label ranks first.")
+
+st.subheader("Downloads")
+d1, d2, d3, d4, d5 = st.columns(5)
+d1.download_button("Metrics (CSV)", metrics_csv(rep), file_name="metrics.csv", mime="text/csv")
+d2.download_button(
+    "Metrics (JSON)", json.dumps(evaluation.to_json(), indent=2), file_name="metrics.json", mime="application/json"
+)
+d3.download_button(f"Per {unit[:-1]} (CSV)", per_video_csv(evaluation), file_name=f"per_{unit}.csv", mime="text/csv")
+d4.download_button("Per class (CSV)", per_class_csv(rep), file_name="per_class.csv", mime="text/csv")
+d5.download_button(
+    "Results page (HTML)",
+    lambda: results_html(evaluation, title=f"CLIP results: {index.name}"),
+    file_name="results_kinetics.html",
+    mime="text/html",
+)

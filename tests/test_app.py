@@ -1,0 +1,123 @@
+"""Every page of the dashboard, through Streamlit's AppTest: empty index, built index, and the interactions."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.index import connect, list_indexes
+from tests.helpers import ROOT
+from tests.tiny_model import CONFIG
+
+APP = str(ROOT / "streamlit_app.py")
+PAGES = ["pages/search.py", "pages/metrics.py", "pages/build.py"]
+
+
+def make_app(db: Path, output: Path, roots: list[Path] | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["db"] = str(db)
+    at.session_state["output"] = str(output)
+    at.session_state["roots"] = [str(r.resolve()) for r in (roots or [db.parent, ROOT])]
+    return at
+
+
+def run_page(at: AppTest, page: str) -> AppTest:
+    """Run the entry script (it registers the pages), then the page.
+
+    AppTest's switch_page runs only the page script, so the sidebar is checked after the first run.
+    """
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_pages_render_on_an_empty_index(tmp_path: Path, page: str) -> None:
+    at = run_page(make_app(tmp_path / "db", tmp_path / "out"), page)
+    if page != "pages/build.py":
+        assert any("no index" in info.value for info in at.info)
+        assert at.get("page_link")  # points to the Build page
+
+
+def test_sidebar_shows_the_index_and_its_model(built_index: dict) -> None:
+    at = make_app(built_index["db"], built_index["output"]).run()
+    assert not at.exception
+    info = " ".join(m.value for m in at.sidebar.markdown)
+    assert "TinyCLIP-test (tiny_clip.pt)" in info and "**36** frames" in info and "uniform:3" in info
+    assert at.sidebar.selectbox[0].value.startswith("frames-TinyCLIP-test-uniform3")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_pages_render_on_a_built_index(built_index: dict, page: str) -> None:
+    at = run_page(make_app(built_index["db"], built_index["output"]), page)
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_search_shows_a_gallery(built_index: dict) -> None:
+    at = run_page(make_app(built_index["db"], built_index["output"]), "pages/search.py")
+    at.text_input(key="query").input("a video of a person juggling fire.")
+    at.form_submit_button[0].click().run()
+    assert not at.exception
+    assert len(at.image) == 12  # k=12 and one frame per video (the defaults): every clip once
+    labels = [m.value for m in at.markdown if m.value.startswith("**")]
+    assert labels[0].startswith("**juggling fire**") and labels[1].startswith("**juggling fire**")
+    assert at.session_state["history"][0] == "a video of a person juggling fire."
+    assert any(b.label == "Download as HTML" for b in at.download_button)
+
+
+def test_search_empty_query_and_label_filter(built_index: dict) -> None:
+    at = run_page(make_app(built_index["db"], built_index["output"]), "pages/search.py")
+    assert len(at.image) == 0 and any("Type a description" in c.value for c in at.caption)
+    at.text_input(key="query").input("fire")
+    at.selectbox[0].select("carving ice")
+    at.form_submit_button[0].click().run()
+    labels = {m.value.split("**")[1] for m in at.markdown if m.value.startswith("**")}
+    assert labels == {"carving ice"}
+
+
+def test_metrics_table_histogram_and_prompt_editing(built_index: dict) -> None:
+    at = run_page(make_app(built_index["db"], built_index["output"]), "pages/metrics.py")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["precision@1"] == "1.000"
+    assert len(at.get("plotly_chart")) >= 1 and len(at.dataframe) >= 3
+    before = metrics["cosine, correct"]
+    at.text_area(key="templates").input("Une personne effectuant l'action de {label} dans un cadre typique").run()
+    assert not at.exception
+    after = {m.label: m.value for m in at.metric}["cosine, correct"]
+    assert after != before
+    at.text_area(key="templates").input("no placeholder").run()
+    assert any("placeholder" in w.value for w in at.warning)
+
+
+def test_build_page_builds_in_the_background(tmp_path: Path, video_root: Path, tiny_checkpoint: Path) -> None:
+    db, out = tmp_path / "db", tmp_path / "out"
+    at = run_page(make_app(db, out, roots=[tmp_path, video_root, ROOT, tiny_checkpoint.parent]), "pages/build.py")
+    at.text_input(key="videos_input").input(str(video_root))
+    next(b for b in at.button if b.label == "Check the source").click().run()
+    assert any("12 videos of 6 labels" in s.value for s in at.success)
+    inputs = {t.label: t for t in at.text_input}
+    inputs["open_clip model"].input("TinyCLIP-test")
+    inputs["Pretrained tag or local checkpoint"].input(str(tiny_checkpoint))
+    inputs["Custom model config (optional)"].input(str(CONFIG))
+    next(b for b in at.button if b.label == "Start the build").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    deadline = time.time() + 60
+    while time.time() < deadline and not list_indexes(connect(db)):
+        time.sleep(0.2)
+    while time.time() < deadline and list_indexes(connect(db))[0].count() < 12:
+        time.sleep(0.2)
+    assert list_indexes(connect(db))[0].count() == 12
+    at.run()
+    assert not at.exception
+
+
+def test_build_page_refuses_paths_outside_the_allowed_roots(tmp_path: Path) -> None:
+    at = run_page(make_app(tmp_path / "db", tmp_path / "out", roots=[tmp_path]), "pages/build.py")
+    at.text_input(key="videos_input").input("/etc")
+    next(b for b in at.button if b.label == "Check the source").click().run()
+    assert any("outside the folders this app may use" in e.value for e in at.error)

@@ -1,0 +1,111 @@
+"""End to end in a real browser: ``streamlit run`` on a free port, Debian's Chromium driven by Playwright.
+
+Marked ``browser`` (skip locally with ``-m "not browser"``); CI installs Chromium and runs it. Set
+CLIP_EXPLORER_SCREENSHOTS=DIR to also copy the screenshots there (the README's come from here).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+pytestmark = pytest.mark.browser
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture()
+def app_url(built_index: dict, tmp_path: Path):
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
+        "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+        "--", "--db", str(built_index["db"]), "--output", str(built_index["output"]), "--allow-root", str(tmp_path),
+    ]  # fmt: skip
+    log = (tmp_path / "streamlit.log").open("w")
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"streamlit did not start: {(tmp_path / 'streamlit.log').read_text()[-2000:]}")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_search_in_a_real_browser(app_url: str, tmp_path: Path) -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: apt-get install -y chromium (or deselect with -m 'not browser').")
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(app_url)
+        box = page.get_by_label("Describe an action")
+        box.wait_for(timeout=60_000)
+        box.fill("a video of a person juggling fire.")
+        box.press("Enter")
+        gallery = page.locator("[data-testid='stImage'] img")
+        expect(gallery.first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("juggling fire", exact=True).first).to_be_visible()
+        assert gallery.count() == 12
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(shots / "search.png"))
+
+        page.goto(f"{app_url}/metrics")
+        expect(page.get_by_text("precision@1").first).to_be_visible(timeout=60_000)
+        expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)
+        page.wait_for_timeout(1500)
+        page.set_viewport_size({"width": 1400, "height": 1700})
+        page.screenshot(path=str(shots / "metrics.png"))
+
+        page.goto(f"{app_url}/build")
+        expect(page.get_by_text("Build an index")).to_be_visible(timeout=60_000)
+        page.wait_for_timeout(1000)
+        page.set_viewport_size({"width": 1400, "height": 1100})
+        page.screenshot(path=str(shots / "build.png"))
+        browser.close()
+    for name in ("search.png", "metrics.png", "build.png"):
+        assert (shots / name).stat().st_size > 10_000
+    target = os.environ.get("CLIP_EXPLORER_SCREENSHOTS")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        for shot in shots.iterdir():
+            shutil.copy(shot, Path(target) / shot.name)
