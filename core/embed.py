@@ -173,6 +173,11 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def _load_checkpoint(model: torch.nn.Module, spec: ModelSpec) -> None:
     path = spec.pretrained
+    if not Path(path).is_file():
+        raise ModelError(
+            f"The checkpoint {path} is no longer there: put the file back, or rebuild the index with the "
+            "weights you have now."
+        )
     try:
         state = open_clip.factory.load_state_dict(path)
     except Exception:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
-# Never reach a model hub from the tests, whatever the machine can reach.
+# Never reach a model hub from the tests, whatever the machine can reach, and never find real
+# weights a developer may have cached: the tests see an empty Hugging Face cache.
 os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="clip-explorer-hf-")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from pathlib import Path

@@ -121,3 +121,37 @@ def test_build_page_refuses_paths_outside_the_allowed_roots(tmp_path: Path) -> N
     at.text_input(key="videos_input").input("/etc")
     next(b for b in at.button if b.label == "Check the source").click().run()
     assert any("outside the folders this app may use" in e.value for e in at.error)
+
+
+def _index_with_model(db: Path, spec) -> None:
+    """A one-frame collection recorded as built with `spec` (whose weights the test makes unavailable)."""
+    import numpy as np
+
+    from core.index import open_for_build
+
+    index = open_for_build(connect(db), spec, 32, "middle")
+    meta = {"video_id": "v", "label": "tackling", "frame_index": 0, "timestamp_s": 0.0, "video_path": "/v.mp4",
+            "frame_path": "/v.jpg", "frames_in_video": 1, "video_frames": 1}  # fmt: skip
+    index.upsert(["v:0"], np.ones((1, 32), np.float32) / np.sqrt(32), [meta])
+
+
+@pytest.mark.parametrize("weights", ["openai", "missing-checkpoint"])
+@pytest.mark.parametrize("page", ["pages/search.py", "pages/metrics.py"])
+def test_missing_weights_are_one_sentence_on_the_page(tmp_path: Path, tiny_spec, weights: str, page: str) -> None:
+    from dataclasses import replace
+
+    from core.embed import ModelSpec
+
+    if weights == "openai":  # the default model; offline and with an empty cache, its weights are missing
+        spec = ModelSpec.resolve()
+    else:
+        spec = replace(tiny_spec, pretrained=str(tmp_path / "gone.pt"))
+    _index_with_model(tmp_path / "db", spec)
+    at = run_page(make_app(tmp_path / "db", tmp_path / "out"), page)
+    if page == "pages/search.py":
+        at.text_input(key="query").input("tackling")
+        at.form_submit_button[0].click().run()
+    errors = [e.value for e in at.error]
+    assert not at.exception and len(errors) == 1
+    expected = "could not be downloaded" if weights == "openai" else "is no longer there"
+    assert expected in errors[0] and "Traceback" not in errors[0]

@@ -33,8 +33,8 @@ def test_default_is_openai_vit_b32_with_quickgelu(vit_b32_random) -> None:
     assert vit_b32_random.embed_dim == 512 and tuple(vit_b32_random.image_size) == (224, 224)
 
 
-def test_offline_weights_are_one_clear_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+def test_offline_weights_are_one_clear_sentence() -> None:
+    """conftest points the Hugging Face cache at an empty folder and forbids downloads."""
     with pytest.raises(ModelError) as info:
         load_model(ModelSpec.resolve(), "cpu")
     message = str(info.value)
