@@ -39,6 +39,7 @@ page = st.navigation(
     [
         st.Page("pages/search.py", title="Search", icon=":material/search:", default=True),
         st.Page("pages/metrics.py", title="Metrics", icon=":material/monitoring:"),
+        st.Page("pages/runs.py", title="Runs", icon=":material/compare_arrows:"),
         st.Page("pages/build.py", title="Build index", icon=":material/construction:"),
     ]
 )

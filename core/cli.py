@@ -34,6 +34,16 @@ def _add_model_flags(parser: argparse.ArgumentParser, for_build: bool) -> None:
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
 
 
+def _add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pooling", default="mean", help="mean (default), max, middle or frame")
+    parser.add_argument("--labels", default="keep", help="keep (default) or strip parenthesised asides of labels")
+    parser.add_argument(
+        "--classes",
+        default="present",
+        help="present (default): the labels in the index; all: the 700 Kinetics-700 names",
+    )
+
+
 def _add_index_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=DEFAULT_DB, help=f"ChromaDB folder (default: {DEFAULT_DB}/)")
     parser.add_argument("--collection", help="collection to use when the folder holds several (default: newest)")
@@ -70,8 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="a prompt set name (english, reference-fr, kinetics-ensemble) or a template with {label}; "
         "repeat to ensemble (default: english)",
     )
-    evaluate.add_argument("--pooling", default="mean", help="mean (default), max, middle or frame")
+    _add_evaluation_flags(evaluate)
+    evaluate.add_argument("--all-prompt-sets", action="store_true", help="evaluate every named prompt set")
+    evaluate.add_argument(
+        "--all-poolings", action="store_true", help="evaluate every pooling (mean, max, middle, frame)"
+    )
+    evaluate.add_argument("--no-save", action="store_true", help="do not record the run(s) in <db>/runs.jsonl")
     evaluate.add_argument("--json", help="write the metrics as JSON to this file ('-' for stdout)")
+
+    report = sub.add_parser("report", help="write the results page and the similarity histograms (HTML, PNG)")
+    _add_index_flags(report)
+    _add_model_flags(report, for_build=False)
+    report.add_argument("--prompt", action="append", help="as for evaluate (default: english)")
+    _add_evaluation_flags(report)
+    report.add_argument("--output", default=DEFAULT_OUTPUT, help=f"folder to write into (default: {DEFAULT_OUTPUT}/)")
 
     search = sub.add_parser("search", help="find the frames that best match a text")
     search.add_argument("text", help="what to look for, e.g. 'someone juggling fire'")
@@ -81,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--one-per-video", action="store_true", help="at most one frame per video")
     search.add_argument("--label", help="only frames of this label")
     search.add_argument("--json", help="write the hits as JSON to this file ('-' for stdout)")
+    search.add_argument("--html", action="store_true", help="also write output/search_results_<query>.html")
+    search.add_argument("--output", default=DEFAULT_OUTPUT, help=f"folder for --html (default: {DEFAULT_OUTPUT}/)")
 
     subset = sub.add_parser("subset", help="write the class subset file with candidate clips per class")
     subset.add_argument(
@@ -204,28 +228,71 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from core.evaluation import evaluate_index
-
-    index, model = _open(args)
-    result = evaluate_index(index, model, prompts=args.prompt, pooling=args.pooling)
+def _print_evaluation(say, result) -> None:
     rep = result.report
-    say = partial(print, file=_report_stream(args))
-    say(f"Index:   {index.name} ({index.info().describe()})")
-    say(
-        f"Prompt:  {result.prompts.name} ({len(result.prompts.templates)} template(s): {result.prompts.templates[0]!r}"
-        f"{', ...' if len(result.prompts.templates) > 1 else ''})"
-    )
-    say(f"Pooling: {result.pooling}   videos: {rep.n_videos}   classes: {rep.n_classes}")
+    templates = result.prompts.templates
+    more = f" and {len(templates) - 1} more" if len(templates) > 1 else ""
+    say(f"Prompt:  {result.prompts.name} ({templates[0]!r}{more})   labels: {result.label_mode}")
+    say(f"Pooling: {result.pooling}   samples: {rep.n_videos}   classes: {result.settings['classes']}")
     for k in (1, 3, 5):
         low, high = rep.interval(k)
         value = getattr(rep, f"precision_at_{k}")
         say(f"  precision@{k}: {value:.3f}  (95% CI {low:.3f}-{high:.3f})")
-    say(f"  MRR:         {rep.mrr:.3f}")
+    say(f"  MRR:         {rep.mrr:.3f}   Kinetics accuracy mean(top-1, top-5): {rep.kinetics_accuracy:.3f}")
     say(f"  mean cosine, correct prompt:   {rep.mean_similarity_correct:.4f}")
     say(f"  mean cosine, incorrect prompts: {rep.mean_similarity_incorrect:.4f}")
+    say(f"  mean margin: {rep.mean_margin:.4f}   ROC-AUC correct vs incorrect: {rep.auc:.3f}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from core.evaluation import POOLINGS, evaluate_grid
+    from core.prompts import PROMPT_SETS, resolve_prompts
+    from core.runs import RunStore, run_from_evaluation
+
+    say = partial(print, file=_report_stream(args))
+    index, model = _open(args)
+    prompt_sets = [PROMPT_SETS[name] for name in PROMPT_SETS] if args.all_prompt_sets else []
+    if args.prompt or not prompt_sets:
+        prompt_sets.insert(0, resolve_prompts(args.prompt))
+    poolings = list(POOLINGS) if args.all_poolings else [args.pooling]
+    say(f"Index:   {index.name} ({index.info().describe()})")
+    results = evaluate_grid(
+        index.contents(), model, prompt_sets, poolings, classes=args.classes, label_mode=args.labels
+    )
+    store = RunStore.for_db(args.db)
+    version = index.version()
+    for result in results:
+        result.settings.update({"index": index.name, "frames": index.frames})
+        say("")
+        _print_evaluation(say, result)
+        if not args.no_save:
+            store.add(run_from_evaluation(result, index, version))
+    if len(results) > 1:
+        say("")
+        say(f"{'prompt set':<20} {'pooling':<8} {'p@1':>6} {'p@3':>6} {'p@5':>6}  95% CI of p@1")
+        for result in results:
+            rep, (low, high) = result.report, result.report.interval(1)
+            say(
+                f"{result.prompts.name:<20} {result.pooling:<8} {rep.precision_at_1:6.3f} {rep.precision_at_3:6.3f} "
+                f"{rep.precision_at_5:6.3f}  {low:.3f}-{high:.3f}"
+            )
     if args.json:
-        write_json(args.json, result.to_json())
+        data = results[0].to_json()
+        if len(results) > 1:
+            data["grid"] = [r.to_json() for r in results]
+        write_json(args.json, data)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from core.evaluation import evaluate_index
+    from core.reports import write_reports
+
+    index, model = _open(args)
+    result = evaluate_index(index, model, args.prompt, args.pooling, classes=args.classes, label_mode=args.labels)
+    paths = write_reports(result, args.output, title=f"CLIP results: {index.name}")
+    for path in paths.values():
+        print(f"Wrote {path}")
     return 0
 
 
@@ -244,6 +311,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         say(f"{rank:3d}. {hit.similarity:+.4f}  {hit.label:<30.30}  {where}")
     if args.json:
         write_json(args.json, [h.to_json() for h in hits])
+    if args.html:
+        from core.reports import write_search_report
+
+        say(f"Wrote {write_search_report(args.text, hits, args.output)}")
     return 0
 
 
@@ -319,6 +390,7 @@ COMMANDS = {
     "build": cmd_build,
     "evaluate": cmd_evaluate,
     "search": cmd_search,
+    "report": cmd_report,
     "subset": cmd_subset,
     "sample-videos": cmd_sample_videos,
     "info": cmd_info,

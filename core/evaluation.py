@@ -22,6 +22,7 @@ from core.errors import UserError
 from core.index import FrameIndex, IndexContents
 from core.metrics import MetricsReport, compute_metrics
 from core.prompts import PromptSet, class_text_embeddings, resolve_prompts
+from core.subset import kinetics_classes
 
 POOLINGS = ("mean", "max", "middle", "frame")
 
@@ -125,25 +126,41 @@ class Evaluation:
         return rows
 
 
+CLASS_SETS = ("present", "all")
+
+
+def class_names_for(classes: str | Sequence[str], present: Sequence[str]) -> tuple[list[str], str]:
+    """The candidate classes and how to describe them: the labels present, all 700 Kinetics-700 names
+    (plus any present label not among them), or an explicit list (plus the present labels)."""
+    if isinstance(classes, str):
+        if classes == "present":
+            return sorted(present), "present"
+        if classes == "all":
+            names = list(dict.fromkeys([*kinetics_classes(), *sorted(present)]))
+            return names, f"all ({len(names)})"
+        raise UserError(f"Unknown class set {classes!r}: use present or all.")
+    names = list(dict.fromkeys([*classes, *sorted(present)]))
+    return names, f"{len(names)} given"
+
+
 def evaluate_contents(
     contents: IndexContents,
     model: ClipModel,
     prompts: PromptSet | str | Sequence[str] | None = None,
     pooling: str = "mean",
-    class_names: Sequence[str] | None = None,
+    classes: str | Sequence[str] = "present",
     label_mode: str = "keep",
     text_embeddings: np.ndarray | None = None,
 ) -> Evaluation:
-    """Metrics of `contents` with the given prompts and pooling; `class_names` defaults to the labels present."""
+    """Metrics of `contents` for one prompt set, pooling, label clean-up and class set."""
     prompt_set = prompts if isinstance(prompts, PromptSet) else resolve_prompts(prompts)
     present = sorted({str(x) for x in contents.labels})
-    names = list(dict.fromkeys([*(class_names or []), *present])) if class_names else present
     if not present:
         raise UserError("The index holds no complete video yet: build it first, or wait for the build to progress.")
-    text = (
-        text_embeddings if text_embeddings is not None else class_text_embeddings(model, names, prompt_set, label_mode)
-    )
-    samples = score_samples(contents, text, pooling)
+    names, described = class_names_for(classes, present)
+    if text_embeddings is None:
+        text_embeddings = class_text_embeddings(model, names, prompt_set, label_mode)
+    samples = score_samples(contents, text_embeddings, pooling)
     position = {name: i for i, name in enumerate(names)}
     truth = np.array([position[label] for label in samples.labels], dtype=np.int64)
     report = compute_metrics(samples.similarity, truth, names)
@@ -153,9 +170,28 @@ def evaluate_contents(
         "templates": list(prompt_set.templates),
         "pooling": pooling,
         "label_mode": label_mode,
-        "classes": "present" if class_names is None else f"{len(names)} names",
+        "classes": described,
     }
     return Evaluation(report, samples, prompt_set, pooling, label_mode, names, settings)
+
+
+def evaluate_grid(
+    contents: IndexContents,
+    model: ClipModel,
+    prompt_sets: Sequence[PromptSet],
+    poolings: Sequence[str] = POOLINGS,
+    classes: str | Sequence[str] = "present",
+    label_mode: str = "keep",
+) -> list[Evaluation]:
+    """Every prompt set × pooling on the same frames: each set's texts encoded once, no frame re-encoded."""
+    present = sorted({str(x) for x in contents.labels})
+    names, _ = class_names_for(classes, present)
+    results = []
+    for prompt_set in prompt_sets:
+        text = class_text_embeddings(model, names, prompt_set, label_mode)
+        for pooling in poolings:
+            results.append(evaluate_contents(contents, model, prompt_set, pooling, classes, label_mode, text))
+    return results
 
 
 def evaluate_index(
@@ -163,10 +199,10 @@ def evaluate_index(
     model: ClipModel,
     prompts: PromptSet | str | Sequence[str] | None = None,
     pooling: str = "mean",
-    class_names: Sequence[str] | None = None,
+    classes: str | Sequence[str] = "present",
     label_mode: str = "keep",
 ) -> Evaluation:
     """Read the index's complete videos and evaluate them (see `evaluate_contents`)."""
-    evaluation = evaluate_contents(index.contents(), model, prompts, pooling, class_names, label_mode)
+    evaluation = evaluate_contents(index.contents(), model, prompts, pooling, classes, label_mode)
     evaluation.settings.update({"index": index.name, "frames": index.frames})
     return evaluation

@@ -142,6 +142,10 @@ class FrameIndex:
     def count(self) -> int:
         return int(self.collection.count())
 
+    def version(self) -> str:
+        """Changes whenever the collection's content may have changed (new records, a finished build)."""
+        return f"{self.count()}|{self.metadata.get('built_at', '')}"
+
     def mark_built(self) -> None:
         meta = self.metadata
         meta["built_at"] = now_iso()

@@ -105,3 +105,17 @@ class BuildLock:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
+
+
+def locked_append(path: Path | str, text: str) -> None:
+    """Append `text` to a file while holding an exclusive lock on it (concurrent writers never interleave)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        while not _try_lock(fd):
+            time.sleep(0.01)
+        try:
+            os.write(fd, text.encode("utf-8"))
+        finally:
+            _unlock(fd)
+    finally:
+        os.close(fd)

@@ -121,3 +121,55 @@ def confusion_heatmap(report: MetricsReport, top: int = 12) -> go.Figure:
         margin={"l": 40, "r": 20, "t": 30, "b": 40},
     )
     return fig
+
+
+def runs_chart(rows: list[dict], reference: dict | None = None) -> go.Figure:
+    """precision@1 and @3 per run with 95% intervals; the reference study's figures as dashed lines."""
+    names = [row["name"] for row in rows]
+    fig = go.Figure()
+    for key, label, colour in (
+        ("precision_at_1", "precision@1", "#2a6fdb"),
+        ("precision_at_3", "precision@3", "#9bbcf0"),
+    ):
+        values = [row.get(key) for row in rows]
+        low = [row.get("ci95", {}).get(key, [None, None])[0] for row in rows]
+        high = [row.get("ci95", {}).get(key, [None, None])[1] for row in rows]
+        fig.add_trace(
+            go.Bar(
+                x=names,
+                y=values,
+                name=label,
+                marker_color=colour,
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [
+                        h - v if h is not None and v is not None else 0 for h, v in zip(high, values, strict=True)
+                    ],
+                    "arrayminus": [
+                        v - lo if lo is not None and v is not None else 0 for lo, v in zip(low, values, strict=True)
+                    ],
+                },
+                hovertemplate=f"{label} %{{y:.3f}}<extra>%{{x}}</extra>",
+            )
+        )
+    if reference:
+        for key, label, dash in (
+            ("precision_at_1", "reference precision@1", "dash"),
+            ("precision_at_3", "reference precision@3", "dot"),
+        ):
+            fig.add_hline(
+                y=reference[key],
+                line_dash=dash,
+                line_color="#d1495b",
+                annotation_text=f"{label} {reference[key]:.2f}",
+                annotation_position="top left",
+            )
+    fig.update_layout(
+        barmode="group",
+        yaxis={"title": "precision", "range": [0, 1.05]},
+        legend={"orientation": "h", "y": -0.3},
+        margin={"l": 40, "r": 20, "t": 30, "b": 40},
+        height=440,
+    )
+    return fig

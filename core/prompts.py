@@ -100,6 +100,15 @@ def clean_label(label: str, mode: str = "keep") -> str:
     raise UserError(f"Unknown label clean-up {mode!r}: use keep or strip.")
 
 
+LABEL_MODES = ("keep", "strip")
+
+
+def combine_templates(per_template: np.ndarray) -> np.ndarray:
+    """(classes × templates × D) normalised embeddings → the normalised mean per class (C × D)."""
+    mean = np.asarray(per_template, dtype=np.float32).mean(axis=1)
+    return (mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 def class_text_embeddings(
     model: ClipModel, labels: Sequence[str], prompts: PromptSet, label_mode: str = "keep"
 ) -> np.ndarray:
@@ -108,5 +117,4 @@ def class_text_embeddings(
     if not texts:
         return np.zeros((0, model.embed_dim), np.float32)
     per_template = model.encode_texts(texts).reshape(len(labels), len(prompts.templates), -1)
-    mean = per_template.mean(axis=1)
-    return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
+    return combine_templates(per_template)

@@ -278,3 +278,31 @@ def per_video_csv(evaluation: Evaluation) -> str:
             [row["video_id"], row["label"], row["predicted"], row["correct"], row["rank"], row["similarity_true"], top]
         )
     return _csv(rows)
+
+
+RESULTS_PAGE = "results_kinetics.html"
+HISTOGRAM_PNG = "similarity_distribution.png"
+HISTOGRAM_HTML = "similarity_distribution.html"
+
+
+def write_reports(evaluation: Evaluation, output_dir: Path | str, title: str = "CLIP results") -> dict[str, Path]:
+    """The reference study's three outputs, made safe: results page, static and interactive histograms."""
+    from core.plots import similarity_histogram
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    interactive = similarity_histogram(evaluation.report).to_html(full_html=True, include_plotlyjs=True)
+    return {
+        "results": write_text_atomic(out / RESULTS_PAGE, results_html(evaluation, title=title)),
+        "histogram_png": histogram_png(evaluation.report, out / HISTOGRAM_PNG),
+        "histogram_html": write_text_atomic(out / HISTOGRAM_HTML, interactive),
+    }
+
+
+def write_search_report(query: str, hits: Sequence[SearchHit], output_dir: Path | str) -> Path:
+    """``output_dir/search_results_<safe name>.html``; the name cannot leave `output_dir`."""
+    out = Path(output_dir).resolve()
+    path = (out / safe_report_name("search_results", query)).resolve()
+    if path.parent != out:  # cannot happen with safe_report_name; checked because it guards the disk
+        raise ValueError(f"refusing to write outside {out}")
+    return write_text_atomic(path, search_html(query, hits, title="Search results"))

@@ -32,11 +32,6 @@ def get_build_manager() -> BuildManager:
     return BuildManager(model_loader=lambda spec, device: get_model(spec, device))
 
 
-def index_version(index: FrameIndex) -> str:
-    """Changes whenever the collection's content may have changed (new records, a finished build)."""
-    return f"{index.count()}|{index.metadata.get('built_at', '')}"
-
-
 def find_index(db: str, name: str) -> FrameIndex | None:
     return next((ix for ix in list_indexes(get_client(db)) if ix.name == name), None)
 
@@ -57,7 +52,7 @@ def get_evaluation(
     prompts: tuple[str, ...],
     pooling: str,
     label_mode: str = "keep",
-    class_names: tuple[str, ...] | None = None,
+    classes: str = "present",
     device: str = "auto",
 ) -> Evaluation:
     index = find_index(db, name)
@@ -69,7 +64,7 @@ def get_evaluation(
         model,
         resolve_prompts(list(prompts)),
         pooling=pooling,
-        class_names=list(class_names) if class_names else None,
+        classes=classes,
         label_mode=label_mode,
     )
     evaluation.settings.update({"index": name, "frames": index.frames})

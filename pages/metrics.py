@@ -12,7 +12,8 @@ from core.evaluation import POOLINGS
 from core.plots import confusion_heatmap, similarity_histogram
 from core.prompts import DEFAULT_PROMPT, PROMPT_SETS
 from core.reports import image_data_uri, metrics_csv, metrics_rows, per_class_csv, per_video_csv, results_html
-from core.resources import get_evaluation, index_version
+from core.resources import get_evaluation
+from core.runs import RunStore, run_from_evaluation
 from pages.common import build_in_progress_note, current_index, index_model
 
 MAX_TABLE_ROWS = 500
@@ -57,15 +58,23 @@ with st.container(border=True):
             POOLINGS,
             format_func=lambda p: f"{p}: {POOLING_HELP[p]}",
         )
+        c1, c2 = st.columns(2)
+        label_mode = c1.radio("Labels", ["keep", "strip"], help="strip: 'opening bottle (not wine)' → 'opening bottle'")
+        classes = c2.radio(
+            "Candidate classes", ["present", "all"], help="all: score against the 700 Kinetics-700 names"
+        )
 
 templates = tuple(line for line in st.session_state.templates.splitlines() if line.strip())
 try:
+    version = index.version()
     evaluation = get_evaluation(
-        st.session_state.db, index.name, index_version(index), templates, pooling, device=st.session_state.device
+        st.session_state.db, index.name, version, templates, pooling, label_mode, classes, st.session_state.device
     )
 except UserError as exc:
     st.warning(str(exc))
     st.stop()
+# Every distinct evaluation is kept as a run (same settings on the same index version: stored once).
+RunStore.for_db(st.session_state.db).add(run_from_evaluation(evaluation, index, version))
 rep = evaluation.report
 unit = "frames" if pooling == "frame" else "videos"
 
@@ -83,7 +92,11 @@ for column, (label, value) in zip(
     strict=True,
 ):
     column.metric(label, value)
-st.caption(f"{rep.n_videos} {unit} · {rep.n_classes} classes · chance precision@1 = {1 / max(1, rep.n_classes):.3f}")
+low, high = rep.interval(1)
+st.caption(
+    f"{rep.n_videos} {unit} · {rep.n_classes} classes · precision@1 95% CI {low:.3f}–{high:.3f} · "
+    f"chance precision@1 = {1 / max(1, rep.n_classes):.3f} · saved as a run (see Runs)"
+)
 
 table_col, chart_col = st.columns([1, 1])
 with table_col:

@@ -155,3 +155,31 @@ def test_missing_weights_are_one_sentence_on_the_page(tmp_path: Path, tiny_spec,
     assert not at.exception and len(errors) == 1
     expected = "could not be downloaded" if weights == "openai" else "is no longer there"
     assert expected in errors[0] and "Traceback" not in errors[0]
+
+
+def test_runs_page_grid_and_comparison(tmp_path: Path, built_index: dict) -> None:
+    import shutil
+
+    db = tmp_path / "db"
+    shutil.copytree(built_index["db"], db)  # runs.jsonl is written next to the index
+    at = run_page(make_app(db, built_index["output"]), "pages/runs.py")
+    assert any("No run yet" in i.value for i in at.info)
+    next(b for b in at.button if b.label == "Evaluate the grid").click().run()
+    assert not at.exception
+    assert any("12 evaluations, 12 new run(s) saved" in s.value for s in at.success)
+    table = at.dataframe[0].value
+    assert len(table) == 13 and table.iloc[0]["run"] == "reference study"
+    assert len(at.get("plotly_chart")) == 1
+    assert any("class(es) gain" in c.value for c in at.caption)
+
+
+def test_metrics_page_saves_runs_and_offers_700_classes(tmp_path: Path, built_index: dict) -> None:
+    import shutil
+
+    db = tmp_path / "db"
+    shutil.copytree(built_index["db"], db)
+    at = run_page(make_app(db, built_index["output"]), "pages/metrics.py")
+    at.radio[2].set_value("all").run()  # candidate classes
+    assert not at.exception
+    assert any("700 classes" in c.value for c in at.caption)
+    assert len((db / "runs.jsonl").read_text().splitlines()) == 2

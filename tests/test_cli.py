@@ -147,3 +147,31 @@ def test_folder_of_broken_files_only(tmp_path: Path, tiny_checkpoint: Path, caps
     captured = capsys.readouterr()
     assert code == 2
     assert "skipped 3" in captured.out and "no usable video" in captured.err
+
+
+def test_grid_in_one_command(cli_index: dict) -> None:
+    target = cli_index["work"] / "grid.json"
+    result = run_cli(
+        "evaluate", "--db", str(cli_index["db"]), "--all-prompt-sets", "--all-poolings", "--json", str(target)
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(target.read_text())
+    assert set(data) >= EVALUATE_KEYS and len(data["grid"]) == 12
+    combos = {(g["settings"]["prompt_set"], g["settings"]["pooling"]) for g in data["grid"]}
+    assert len(combos) == 12
+    runs = (cli_index["db"] / "runs.jsonl").read_text().splitlines()
+    assert len(runs) >= 12
+
+
+def test_reports_and_hostile_search_stay_inside_output(cli_index: dict, capsys: pytest.CaptureFixture) -> None:
+    out = cli_index["work"] / "reports"
+    assert main(["report", "--db", str(cli_index["db"]), "--output", str(out)]) == 0
+    for name in ("results_kinetics.html", "similarity_distribution.png", "similarity_distribution.html"):
+        assert (out / name).stat().st_size > 1000
+    for query in ("<script>alert(1)</script>", "../../x", "/etc/passwd", "a" * 5000):
+        assert main(["search", query, "--db", str(cli_index["db"]), "--html", "--output", str(out)]) == 0
+    written = sorted(p.name for p in out.iterdir() if p.name.startswith("search_results_"))
+    assert len(written) == 4 and all(len(name) < 100 for name in written)
+    assert not (cli_index["work"] / "x").exists() and all(p.parent == out for p in out.iterdir())
+    page = next(p for p in out.iterdir() if "script" in p.name).read_text()
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page

@@ -1,0 +1,179 @@
+"""Evaluation runs, saved side by side: a JSON-lines file next to the index (``<db>/runs.jsonl``).
+
+A run records what was evaluated (index, model, frame strategy, pooling, prompts, label clean-up,
+class set) and its figures, per class included, so runs can be compared later, and against the
+reference study's published figures. A run's id is derived from those settings and the index's
+version, so evaluating the same thing twice stores it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.evaluation import Evaluation
+from core.index import FrameIndex, now_iso
+from core.locking import locked_append
+from core.metrics import wilson_interval
+
+RUNS_FILENAME = "runs.jsonl"
+
+# The reference notebook's published figures (218 videos of 50 classes, OpenAI ViT-B/32, one middle
+# frame, the French prompt, cosines clamped to [0, 1]). Its intervals are computed here (Wilson).
+_REF_N = 218
+REFERENCE_RUN: dict[str, Any] = {
+    "id": "reference-study",
+    "timestamp": "",
+    "index": "reference notebook",
+    "model": "ViT-B/32 (OpenAI)",
+    "frames": "middle",
+    "pooling": "middle",
+    "prompt_set": "reference-fr",
+    "label_mode": "keep",
+    "classes": "present",
+    "n_videos": _REF_N,
+    "n_classes": 50,
+    "precision_at_1": 0.43,
+    "precision_at_3": 0.53,
+    "precision_at_5": None,
+    "mrr": None,
+    "kinetics_accuracy": None,
+    "mean_similarity_correct": 0.25,
+    "mean_similarity_incorrect": 0.20,
+    "mean_margin": None,
+    "roc_auc": None,
+    "ci95": {
+        "precision_at_1": list(wilson_interval(round(0.43 * _REF_N), _REF_N)),
+        "precision_at_3": list(wilson_interval(round(0.53 * _REF_N), _REF_N)),
+    },
+}
+
+SUMMARY_KEYS = (
+    "precision_at_1",
+    "precision_at_3",
+    "precision_at_5",
+    "mrr",
+    "kinetics_accuracy",
+    "mean_similarity_correct",
+    "mean_similarity_incorrect",
+    "mean_margin",
+    "roc_auc",
+    "n_videos",
+    "n_classes",
+    "ci95",
+)
+
+
+@dataclass
+class Run:
+    """One saved evaluation."""
+
+    id: str
+    timestamp: str
+    index: str
+    index_version: str
+    model: str
+    frames: str
+    pooling: str
+    prompt_set: str
+    templates: list[str]
+    label_mode: str
+    classes: str
+    metrics: dict[str, Any]
+    per_class: dict[str, float] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        """A flat row for tables: settings and summary figures."""
+        row = {k: getattr(self, k) for k in ("id", "timestamp", "index", "model", "frames", "pooling",
+                                             "prompt_set", "label_mode", "classes")}  # fmt: skip
+        row.update({k: self.metrics.get(k) for k in SUMMARY_KEYS})
+        return row
+
+
+def run_id(settings: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:12]
+
+
+def run_from_evaluation(evaluation: Evaluation, index: FrameIndex, index_version: str = "") -> Run:
+    data = evaluation.to_json()
+    classes = evaluation.settings.get("classes", "present")
+    settings = {
+        "index": index.name,
+        "index_version": index_version,
+        "model": index.spec.identity(),
+        "pooling": evaluation.pooling,
+        "templates": list(evaluation.prompts.templates),
+        "label_mode": evaluation.label_mode,
+        "classes": classes,
+    }
+    return Run(
+        id=run_id(settings),
+        timestamp=now_iso(),
+        index=index.name,
+        index_version=index_version,
+        model=index.spec.describe(),
+        frames=index.frames,
+        pooling=evaluation.pooling,
+        prompt_set=evaluation.prompts.name,
+        templates=list(evaluation.prompts.templates),
+        label_mode=evaluation.label_mode,
+        classes=classes,
+        metrics={k: data.get(k) for k in SUMMARY_KEYS},
+        per_class=dict(data.get("per_class", {})),
+    )
+
+
+class RunStore:
+    """Append-only JSON lines; unreadable lines are skipped, not fatal."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def for_db(cls, db: Path | str) -> RunStore:
+        return cls(Path(db) / RUNS_FILENAME)
+
+    def load(self) -> list[Run]:
+        runs: dict[str, Run] = {}
+        if not self.path.is_file():
+            return []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                data = json.loads(line)
+                run = Run(**data)
+            except (ValueError, TypeError):
+                continue
+            runs[run.id] = run
+        return sorted(runs.values(), key=lambda r: r.timestamp)
+
+    def add(self, run: Run) -> bool:
+        """Store `run` unless a run with its id is there already; True when it was added."""
+        if any(r.id == run.id for r in self.load()):
+            return False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        locked_append(self.path, json.dumps(asdict(run), ensure_ascii=False) + "\n")
+        return True
+
+    def get(self, run_id_: str) -> Run | None:
+        return next((r for r in self.load() if r.id == run_id_), None)
+
+    def clear(self) -> None:
+        if self.path.exists():
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text("", encoding="utf-8")
+            os.replace(tmp, self.path)
+
+
+def compare_per_class(a: Run, b: Run) -> list[tuple[str, float | None, float | None, float | None]]:
+    """(class, precision@1 in a, in b, b − a), largest gains first, then losses."""
+    names = sorted(set(a.per_class) | set(b.per_class))
+    rows = []
+    for name in names:
+        pa, pb = a.per_class.get(name), b.per_class.get(name)
+        delta = pb - pa if pa is not None and pb is not None else None
+        rows.append((name, pa, pb, delta))
+    return sorted(rows, key=lambda r: (-(r[3] if r[3] is not None else -9), r[0]))
