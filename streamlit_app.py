@@ -14,8 +14,6 @@ import sys
 
 import streamlit as st
 
-from pages.common import init_state, sidebar
-
 st.set_page_config(page_title="CLIP video-frame explorer", page_icon="🎞️", layout="wide")
 
 
@@ -34,7 +32,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-init_state(parse_args(sys.argv[1:]))
+# Navigation first: until it runs, Streamlit would list the raw files of pages/, and the imports
+# below (torch, open_clip, chromadb) take seconds on a cold start.
 page = st.navigation(
     [
         st.Page("pages/search.py", title="Search", icon=":material/search:", default=True),
@@ -43,5 +42,9 @@ page = st.navigation(
         st.Page("pages/build.py", title="Build index", icon=":material/construction:"),
     ]
 )
+
+from pages.common import init_state, sidebar  # noqa: E402
+
+init_state(parse_args(sys.argv[1:]))
 sidebar()
 page.run()

@@ -168,7 +168,8 @@ def runs_chart(rows: list[dict], reference: dict | None = None) -> go.Figure:
     fig.update_layout(
         barmode="group",
         yaxis={"title": "precision", "range": [0, 1.05]},
-        legend={"orientation": "h", "y": -0.3},
+        xaxis={"tickangle": -30, "automargin": True},
+        legend={"orientation": "h", "y": 1.08, "x": 0},
         margin={"l": 40, "r": 20, "t": 30, "b": 40},
         height=440,
     )

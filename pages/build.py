@@ -14,7 +14,9 @@ from core.jobs import BuildJob, BuildRequest
 from core.resources import get_build_manager
 from core.sources import VIDEO_EXTENSIONS, scan_source
 from core.uploads import save_upload
-from pages.common import allowed_roots, bound_text_input, check_path, indexes
+from pages.common import allowed_roots, bound_text_input, check_path, indexes, require_navigation
+
+require_navigation()
 
 st.header("Build an index")
 manager = get_build_manager()

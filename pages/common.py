@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import runpy
 import time
 from pathlib import Path
 
@@ -21,6 +22,26 @@ _MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_{}[]()#+-.!|<>~$"}
 def md(text: object) -> str:
     """Text shown through st.markdown, with Markdown's special characters escaped."""
     return str(text).translate(_MARKDOWN_SPECIAL)
+
+
+ENTRY_SCRIPT = Path(__file__).resolve().parent.parent / "streamlit_app.py"
+
+
+def require_navigation() -> None:
+    """Make a deep link (e.g. /metrics on a fresh server) go through streamlit_app.py's navigation.
+
+    With a pages/ folder, Streamlit starts in its old multipage mode and, until the entry script has
+    called st.navigation once, runs a linked page file on its own (raw file list, no sidebar, no
+    settings). Then the entry script is run here, in this same run (a rerun would drop the click
+    that brought us here): it leaves that mode, draws the navigation and sidebar, and runs this page
+    again, properly; the outer, bare run stops.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        runpy.run_path(str(ENTRY_SCRIPT), run_name="__main__")
+        st.stop()
 
 
 def init_state(args: argparse.Namespace) -> None:
@@ -78,7 +99,10 @@ def _copy(widget_key: str, state_key: str) -> None:
 def bound_text_input(label: str, state_key: str, help: str | None = None, placeholder: str | None = None) -> None:
     """A text input bound to a plain session-state key (widget keys vanish when a run skips the widget)."""
     widget_key = f"{state_key}_input"
-    st.session_state[widget_key] = st.session_state[state_key]
+    # Seed the widget only when Streamlit has dropped its state (a run without this widget):
+    # writing a widget key on every run would also swallow the button clicks of that run.
+    if widget_key not in st.session_state:
+        st.session_state[widget_key] = st.session_state[state_key]
     st.text_input(
         label, key=widget_key, help=help, placeholder=placeholder, on_change=_copy, args=(widget_key, state_key)
     )
@@ -101,7 +125,8 @@ def sidebar() -> None:
             if st.session_state.collection not in names:
                 st.session_state.collection = names[0]
             infos = {ix.name: ix.info() for ix in found}
-            st.session_state.collection_choice = st.session_state.collection
+            if st.session_state.get("collection_choice") != st.session_state.collection:
+                st.session_state.collection_choice = st.session_state.collection  # only when changed here
             st.selectbox(
                 "Collection",
                 names,

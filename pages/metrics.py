@@ -14,7 +14,9 @@ from core.prompts import DEFAULT_PROMPT, PROMPT_SETS
 from core.reports import image_data_uri, metrics_csv, metrics_rows, per_class_csv, per_video_csv, results_html
 from core.resources import get_evaluation
 from core.runs import RunStore, run_from_evaluation
-from pages.common import build_in_progress_note, current_index, index_model
+from pages.common import build_in_progress_note, current_index, index_model, require_navigation
+
+require_navigation()
 
 MAX_TABLE_ROWS = 500
 POOLING_HELP = {

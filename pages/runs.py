@@ -10,7 +10,9 @@ from core.plots import runs_chart
 from core.prompts import PROMPT_SETS
 from core.resources import get_contents
 from core.runs import REFERENCE_RUN, RunStore, compare_per_class, run_from_evaluation
-from pages.common import current_index, index_model
+from pages.common import current_index, index_model, require_navigation
+
+require_navigation()
 
 st.header("Runs side by side")
 st.caption(

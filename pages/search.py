@@ -10,7 +10,9 @@ from core.errors import UserError
 from core.media import browser_playability, playable_copy
 from core.reports import safe_report_name, search_html
 from core.search import MAX_K, search
-from pages.common import build_in_progress_note, current_index, index_model, md
+from pages.common import build_in_progress_note, current_index, index_model, md, require_navigation
+
+require_navigation()
 
 COLUMNS = 4
 HISTORY = 15

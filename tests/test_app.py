@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def test_search_shows_a_gallery(built_index: dict) -> None:
     at.form_submit_button[0].click().run()
     assert not at.exception
     assert len(at.image) == 12  # k=12 and one frame per video (the defaults): every clip once
-    labels = [m.value for m in at.markdown if m.value.startswith("**")]
+    labels = [m.value for m in at.main.markdown if m.value.startswith("**")]
     assert labels[0].startswith("**juggling fire**") and labels[1].startswith("**juggling fire**")
     assert at.session_state["history"][0] == "a video of a person juggling fire."
     assert any(b.label == "Download as HTML" for b in at.download_button)
@@ -76,7 +77,7 @@ def test_search_empty_query_and_label_filter(built_index: dict) -> None:
     at.text_input(key="query").input("fire")
     at.selectbox[0].select("carving ice")
     at.form_submit_button[0].click().run()
-    labels = {m.value.split("**")[1] for m in at.markdown if m.value.startswith("**")}
+    labels = {m.value.split("**")[1] for m in at.main.markdown if m.value.startswith("**")}
     assert labels == {"carving ice"}
 
 
@@ -157,11 +158,18 @@ def test_missing_weights_are_one_sentence_on_the_page(tmp_path: Path, tiny_spec,
     assert expected in errors[0] and "Traceback" not in errors[0]
 
 
-def test_runs_page_grid_and_comparison(tmp_path: Path, built_index: dict) -> None:
+def _private_copy(built_index: dict, tmp_path: Path) -> Path:
+    """The built index copied, without the runs other tests saved next to it."""
     import shutil
 
     db = tmp_path / "db"
-    shutil.copytree(built_index["db"], db)  # runs.jsonl is written next to the index
+    shutil.copytree(built_index["db"], db)
+    (db / "runs.jsonl").unlink(missing_ok=True)
+    return db
+
+
+def test_runs_page_grid_and_comparison(tmp_path: Path, built_index: dict) -> None:
+    db = _private_copy(built_index, tmp_path)
     at = run_page(make_app(db, built_index["output"]), "pages/runs.py")
     assert any("No run yet" in i.value for i in at.info)
     next(b for b in at.button if b.label == "Evaluate the grid").click().run()
@@ -174,12 +182,10 @@ def test_runs_page_grid_and_comparison(tmp_path: Path, built_index: dict) -> Non
 
 
 def test_metrics_page_saves_runs_and_offers_700_classes(tmp_path: Path, built_index: dict) -> None:
-    import shutil
-
-    db = tmp_path / "db"
-    shutil.copytree(built_index["db"], db)
+    db = _private_copy(built_index, tmp_path)
     at = run_page(make_app(db, built_index["output"]), "pages/metrics.py")
     at.radio[2].set_value("all").run()  # candidate classes
     assert not at.exception
     assert any("700 classes" in c.value for c in at.caption)
-    assert len((db / "runs.jsonl").read_text().splitlines()) == 2
+    runs = [json.loads(line) for line in (db / "runs.jsonl").read_text().splitlines()]
+    assert [r["classes"] for r in runs] == ["present", "all (700)"]

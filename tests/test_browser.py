@@ -77,9 +77,16 @@ def test_search_in_a_real_browser(app_url: str, tmp_path: Path) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        # A deep link on a fresh server must still go through the app's navigation and sidebar.
+        page.goto(f"{app_url}/metrics")
+        expect(page.get_by_text("precision@1").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_role("link", name="Runs")).to_be_visible()
+        assert page.get_by_role("link", name="common").count() == 0
+
         page.goto(app_url)
         box = page.get_by_label("Describe an action")
         box.wait_for(timeout=60_000)
+        expect(page.get_by_text("Type a description and press Enter")).to_be_visible(timeout=60_000)
         box.fill("a video of a person juggling fire.")
         box.press("Enter")
         gallery = page.locator("[data-testid='stImage'] img")
