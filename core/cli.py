@@ -124,6 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=str(DEFAULT_SUBSET), help="where to write it (default: annotations/selected_subset.json)"
     )
 
+    download = sub.add_parser("download", help="download a Kinetics subset (yt-dlp), cut to H.264/AAC MP4 clips")
+    download.add_argument(
+        "--subset", default=str(DEFAULT_SUBSET), help="subset file (default: annotations/selected_subset.json)"
+    )
+    download.add_argument("--csv", help="an official Kinetics CSV instead of the subset file (needs --classes)")
+    download.add_argument("--classes", nargs="+", help="only these classes (with --csv: the classes to take)")
+    download.add_argument("--per-class", type=int, help="clips per class (default: the subset's, 5)")
+    download.add_argument("--out", default="videos", help="folder for the clips (default: videos/)")
+    download.add_argument("--jobs", type=int, default=4, help="parallel downloads (default: 4)")
+    download.add_argument("--retries", type=int, default=3, help="retries of a transient failure (default: 3)")
+    download.add_argument("--retry-failed", action="store_true", help="ask again for clips recorded as unavailable")
+    download.add_argument("--json", help="also write the summary as JSON to this file ('-' for stdout)")
+    download.add_argument("--quiet", action="store_true", help="no progress bar")
+
     samples = sub.add_parser("sample-videos", help="generate small synthetic labelled clips to try the pipeline")
     samples.add_argument("--out", default="videos/sample", help="folder to write (default: videos/sample)")
     samples.add_argument("--classes", type=int, default=10, help="how many classes of the reference subset (10)")
@@ -348,6 +362,45 @@ def cmd_subset(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_download(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from core.download import DownloadProgress, download_subset, plan_from
+
+    candidates, per_class = plan_from(args.subset, args.csv, args.classes, args.per_class)
+    say = partial(print, file=_report_stream(args))
+    bar = None
+
+    def progress(p: DownloadProgress) -> None:
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            bar = tqdm(total=p.clips_wanted, unit="clip", desc="Downloading", file=sys.stderr, dynamic_ncols=True)
+        bar.n = p.clips_done
+        bar.set_postfix(failed=p.failures, running=p.in_flight, refresh=False)
+        bar.refresh()
+
+    summary = download_subset(
+        candidates,
+        args.out,
+        per_class=per_class,
+        jobs=max(1, args.jobs),
+        retries=max(0, args.retries),
+        progress=progress,
+        retry_failed=args.retry_failed,
+    )
+    if bar is not None:
+        bar.close()
+    say(summary.line())
+    for label, why in summary.short_classes.items():
+        say(f"  short: {label}: {why}")
+    say(f"Clip states and reasons: {Path(args.out) / 'manifest.json'}; next: python -m core build --videos {args.out}")
+    if args.json:
+        write_json(args.json, summary.to_json())
+    return 0 if summary.total else 2
+
+
 def cmd_sample_videos(args: argparse.Namespace) -> int:
     from core.samples import make_sample_videos
     from core.subset import reference_classes
@@ -392,6 +445,7 @@ COMMANDS = {
     "search": cmd_search,
     "report": cmd_report,
     "subset": cmd_subset,
+    "download": cmd_download,
     "sample-videos": cmd_sample_videos,
     "info": cmd_info,
 }

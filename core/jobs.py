@@ -1,9 +1,10 @@
-"""Builds that run in the background of a long-lived process (the dashboard).
+"""Work that runs in the background of a long-lived process (the dashboard): builds and downloads.
 
-A `BuildManager` starts `run_build` in a thread, keeps its live progress, and lets anyone holding the
-manager read or cancel it, so a build survives page changes and is visible to every browser session
-when the dashboard keeps one manager per process. One build per index folder: a second request is
-refused here (same process) and by the index folder's lock (other processes).
+A manager starts a job in a thread, keeps its live progress, and lets anyone holding the manager
+read or cancel it, so a job survives page changes and is visible to every browser session when the
+dashboard keeps one manager per process. One job per target (index folder, download folder): a
+second request is refused here (same process); builds are also locked across processes by the
+index folder's lock.
 """
 
 from __future__ import annotations
@@ -14,14 +15,94 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from core.build import BuildProgress, BuildSummary, run_build
+from core.build import run_build
+from core.download import Candidate, download_subset
 from core.embed import ClipModel, ModelSpec, load_model
 from core.errors import IndexLockedError, UserError
 
 log = logging.getLogger(__name__)
 
 ModelLoader = Callable[[ModelSpec, str], ClipModel]
+
+
+@dataclass
+class Job:
+    """A background job's state, readable from any thread while it runs."""
+
+    key: str
+    kind: str
+    request: Any
+    state: str = "starting"  # starting, loading model, running, done, cancelled, failed
+    progress: Any = None
+    summary: Any = None
+    error: str = ""
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("starting", "loading model", "running")
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def report(self, snapshot: Any) -> None:
+        self.progress = snapshot
+
+
+def _key(folder: str) -> str:
+    return str(Path(folder).expanduser().resolve())
+
+
+class JobManager:
+    """Starts, tracks and cancels background jobs, one per key."""
+
+    kind = "job"
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+
+    def _start(self, folder: str, request: Any, work: Callable[[Job], Any]) -> Job:
+        key = _key(folder)
+        with self._lock:
+            current = self._jobs.get(key)
+            if current is not None and current.active:
+                since = time.strftime("%H:%M:%S", time.localtime(current.started_at))
+                raise IndexLockedError(
+                    f"A {self.kind} is already running on {folder} (started {since}): "
+                    "wait for it to finish or cancel it."
+                )
+            job = Job(key=key, kind=self.kind, request=request)
+            job.thread = threading.Thread(target=self._run, args=(job, work), name=f"{self.kind}:{key}", daemon=True)
+            self._jobs[key] = job
+        job.thread.start()
+        return job
+
+    def job(self, folder: str) -> Job | None:
+        """The latest job on a folder (running or finished), if any."""
+        with self._lock:
+            return self._jobs.get(_key(folder))
+
+    def active_jobs(self) -> list[Job]:
+        with self._lock:
+            return [job for job in self._jobs.values() if job.active]
+
+    def _run(self, job: Job, work: Callable[[Job], Any]) -> None:
+        try:
+            job.summary = work(job)
+            job.state = "cancelled" if getattr(job.summary, "cancelled", False) else "done"
+        except UserError as exc:
+            job.error, job.state = str(exc), "failed"
+        except Exception as exc:  # a bug: keep the traceback in the server log, say so on the page
+            log.exception("%s failed", self.kind)
+            job.error, job.state = f"The {self.kind} failed unexpectedly ({exc.__class__.__name__}: {exc}).", "failed"
+        finally:
+            job.finished_at = time.time()
 
 
 @dataclass(frozen=True)
@@ -39,76 +120,21 @@ class BuildRequest:
     allowed_roots: tuple[str, ...] | None = None
 
 
-@dataclass
-class BuildJob:
-    """A build's state, readable from any thread while it runs."""
+class BuildManager(JobManager):
+    """Background index builds, one per index folder."""
 
-    request: BuildRequest
-    state: str = "starting"  # starting, loading model, running, done, cancelled, failed
-    progress: BuildProgress | None = None
-    summary: BuildSummary | None = None
-    error: str = ""
-    started_at: float = field(default_factory=time.time)
-    finished_at: float | None = None
-    cancel_event: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.state in ("starting", "loading model", "running")
-
-    def cancel(self) -> None:
-        self.cancel_event.set()
-
-
-def _key(db: str) -> str:
-    return str(Path(db).expanduser().resolve())
-
-
-class BuildManager:
-    """Starts, tracks and cancels background builds, one per index folder."""
+    kind = "build"
 
     def __init__(self, model_loader: ModelLoader = load_model) -> None:
+        super().__init__()
         self._load_model = model_loader
-        self._jobs: dict[str, BuildJob] = {}
-        self._lock = threading.Lock()
 
-    def start(self, request: BuildRequest) -> BuildJob:
-        """Start a build; raises `IndexLockedError` if one is already running on that index folder."""
-        key = _key(request.db)
-        with self._lock:
-            current = self._jobs.get(key)
-            if current is not None and current.active:
-                since = time.strftime("%H:%M:%S", time.localtime(current.started_at))
-                raise IndexLockedError(
-                    f"A build is already running on {request.db} (started {since}): wait for it to finish or cancel it."
-                )
-            job = BuildJob(request=request)
-            job.thread = threading.Thread(target=self._run, args=(job,), name=f"build:{key}", daemon=True)
-            self._jobs[key] = job
-        job.thread.start()
-        return job
-
-    def job(self, db: str) -> BuildJob | None:
-        """The latest build of an index folder (running or finished), if any."""
-        with self._lock:
-            return self._jobs.get(_key(db))
-
-    def active_jobs(self) -> list[BuildJob]:
-        with self._lock:
-            return [job for job in self._jobs.values() if job.active]
-
-    def _run(self, job: BuildJob) -> None:
-        request = job.request
-
-        def progress(snapshot: BuildProgress) -> None:
-            job.progress = snapshot
-
-        try:
+    def start(self, request: BuildRequest) -> Job:
+        def work(job: Job) -> Any:
             job.state = "loading model"
             model = self._load_model(request.spec, request.device)
             job.state = "running"
-            job.summary = run_build(
+            return run_build(
                 request.videos,
                 request.db,
                 request.output,
@@ -116,16 +142,42 @@ class BuildManager:
                 annotations=request.annotations,
                 batch_size=request.batch_size,
                 model=model,
-                progress=progress,
+                progress=job.report,
                 cancel=job.cancel_event,
                 allowed_roots=request.allowed_roots,
                 lock_owner="dashboard",
             )
-            job.state = "cancelled" if job.summary.cancelled else "done"
-        except UserError as exc:
-            job.error, job.state = str(exc), "failed"
-        except Exception as exc:  # a bug: keep the traceback in the server log, say so on the page
-            log.exception("build failed")
-            job.error, job.state = f"The build failed unexpectedly ({exc.__class__.__name__}: {exc}).", "failed"
-        finally:
-            job.finished_at = time.time()
+
+        return self._start(request.db, request, work)
+
+
+@dataclass(frozen=True)
+class DownloadRequest:
+    """What to download: the same choices as ``python -m core download``."""
+
+    out: str
+    candidates: dict[str, list[Candidate]] = field(hash=False)
+    per_class: int = 5
+    jobs: int = 4
+    retries: int = 3
+
+
+class DownloadManager(JobManager):
+    """Background subset downloads, one per destination folder."""
+
+    kind = "download"
+
+    def start(self, request: DownloadRequest) -> Job:
+        def work(job: Job) -> Any:
+            job.state = "running"
+            return download_subset(
+                request.candidates,
+                request.out,
+                per_class=request.per_class,
+                jobs=request.jobs,
+                retries=request.retries,
+                progress=job.report,
+                cancel=job.cancel_event,
+            )
+
+        return self._start(request.out, request, work)

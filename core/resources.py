@@ -13,7 +13,7 @@ import streamlit as st
 from core.embed import ClipModel, ModelSpec, load_model
 from core.evaluation import Evaluation, evaluate_contents
 from core.index import FrameIndex, IndexContents, connect, list_indexes
-from core.jobs import BuildManager
+from core.jobs import BuildManager, DownloadManager
 from core.prompts import resolve_prompts
 
 
@@ -30,6 +30,11 @@ def get_client(db: str):
 @st.cache_resource
 def get_build_manager() -> BuildManager:
     return BuildManager(model_loader=lambda spec, device: get_model(spec, device))
+
+
+@st.cache_resource
+def get_download_manager() -> DownloadManager:
+    return DownloadManager()
 
 
 def find_index(db: str, name: str) -> FrameIndex | None:

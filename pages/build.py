@@ -7,11 +7,13 @@ import time
 import pandas as pd
 import streamlit as st
 
+from core.download import plan_from
 from core.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelSpec
 from core.errors import UserError
 from core.frames import MAX_UNIFORM_FRAMES
-from core.jobs import BuildJob, BuildRequest
-from core.resources import get_build_manager
+from core.jobs import BuildRequest, DownloadRequest, Job
+from core.paths import DEFAULT_SUBSET
+from core.resources import get_build_manager, get_download_manager
 from core.sources import VIDEO_EXTENSIONS, scan_source
 from core.uploads import save_upload
 from pages.common import allowed_roots, bound_text_input, check_path, indexes, require_navigation
@@ -21,6 +23,64 @@ require_navigation()
 st.header("Build an index")
 manager = get_build_manager()
 db = st.session_state.db
+downloads = get_download_manager()
+
+
+def download_panel() -> None:
+    """Get the Kinetics-700 subset (or any classes of an official CSV) into a videos folder."""
+    st.caption(
+        "Downloads each clip's 10 seconds from YouTube with yt-dlp, re-encodes them to browser-playable H.264 MP4, "
+        "replaces unavailable clips by the next candidates of the same class, and can be resumed: what is done "
+        "is kept. Needs internet."
+    )
+    c1, c2, c3, c4 = st.columns([3, 1, 2, 1])
+    subset_file = c1.text_input("Subset file", value=str(DEFAULT_SUBSET))
+    per_class = c2.number_input("Clips per class", min_value=1, max_value=50, value=5)
+    out = c3.text_input("Download into", value="videos/kinetics-subset")
+    jobs = c4.number_input("Parallel", min_value=1, max_value=16, value=4)
+    if st.button("Download the clips"):
+        try:
+            folder = check_path(out, "The download folder")
+            candidates, _ = plan_from(check_path(subset_file, "The subset file"), per_class=int(per_class))
+            downloads.start(
+                DownloadRequest(out=str(folder), candidates=candidates, per_class=int(per_class), jobs=int(jobs))
+            )
+            st.session_state.videos = str(folder)
+            st.session_state.pop("videos_input", None)
+        except UserError as exc:
+            st.error(str(exc))
+    try:
+        folder = str(check_path(out, "The download folder"))
+    except UserError:
+        return
+    current = downloads.job(folder)
+    if current is not None:
+        live = st.fragment(run_every=2.0 if current.active else None)(download_progress)
+        live(folder)
+
+
+def download_progress(folder: str) -> None:
+    job = downloads.job(folder)
+    if job is None:
+        return
+    p = job.progress
+    if job.active and p is not None:
+        st.progress(
+            p.clips_done / max(1, p.clips_wanted),
+            text=f"{p.clips_done} / {p.clips_wanted} clips · {p.failures} unavailable",
+        )
+        if st.button("Cancel the download"):
+            job.cancel()
+    if job.state == "failed":
+        st.error(job.error)
+    elif job.summary is not None:
+        (st.warning if job.summary.cancelled or job.summary.short_classes else st.success)(job.summary.line())
+        if job.summary.failures:
+            st.dataframe(pd.DataFrame(job.summary.failures), hide_index=True, width="stretch")
+
+
+with st.expander("0 · Get the Kinetics-700 subset (optional)"):
+    download_panel()
 
 with st.container(border=True):
     st.subheader("1 · Videos")
@@ -125,7 +185,7 @@ def eta(seconds: float | None) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds >= 60 else f"{seconds:.0f} s"
 
 
-def show(job: BuildJob) -> None:
+def show(job: Job) -> None:
     p = job.progress
     st.subheader("Progress")
     if job.active:
