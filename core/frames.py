@@ -115,15 +115,42 @@ class VideoFrames:
         return self.n_frames / self.fps if self.fps else None
 
 
+# FFmpeg happily opens a still image as a one-frame "video"; a file with a video extension whose
+# content is an image is a mistake worth naming.
+_IMAGE_SIGNATURES = (
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"BM", "a BMP image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+)
+
+
+def _sniff_image(head: bytes) -> str:
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "a WebP image"
+    return next((name for signature, name in _IMAGE_SIGNATURES if head.startswith(signature)), "")
+
+
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise VideoReadError("file not found")
-    if not path.is_file():
-        raise VideoReadError("not a regular file")
-    if not os.access(path, os.R_OK):
-        raise VideoReadError("permission denied: the file cannot be read")
-    if path.stat().st_size == 0:
-        raise VideoReadError("empty file (0 bytes)")
+    try:
+        if not path.exists():
+            raise VideoReadError("file not found")
+        if not path.is_file():
+            raise VideoReadError("not a regular file")
+        if path.stat().st_size == 0:
+            raise VideoReadError("empty file (0 bytes)")
+        with path.open("rb") as fh:
+            head = fh.read(16)
+    except PermissionError:
+        raise VideoReadError("permission denied: the file cannot be read") from None
+    except OSError as exc:
+        raise VideoReadError(f"the file cannot be read ({exc.strerror or exc.__class__.__name__})") from None
+    image = _sniff_image(head)
+    if image:
+        raise VideoReadError(f"this is {image}, not a video")
 
 
 def _open(path: Path) -> cv2.VideoCapture:
