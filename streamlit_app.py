@@ -28,6 +28,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=[r for r in os.environ.get("CLIP_EXPLORER_ROOTS", "").split(os.pathsep) if r] or None,
         help="a folder the UI may read videos from and write to (repeatable; default: the working directory)",
     )
+    parser.add_argument("--chroma-host", help="use this Chroma server instead of the --db folder")
+    parser.add_argument("--chroma-port", type=int, default=8000)
     args, _unknown = parser.parse_known_args(argv)
     return args
 

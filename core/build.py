@@ -29,10 +29,10 @@ import torch
 from core.embed import ClipModel, ModelSpec, load_model
 from core.errors import UserError
 from core.frames import FrameStrategy, VideoReadError, read_video_frames
-from core.index import FrameIndex, connect, open_for_build
+from core.index import ChromaServer, FrameIndex, connect, open_for_build
 from core.locking import BuildLock
 from core.sources import SkippedItem, VideoRecord, scan_source
-from core.thumbnails import remove_stale_temporaries, thumbnail_path, write_thumbnail
+from core.thumbnails import remove_stale_temporaries, safe_name, thumbnail_path, write_thumbnail
 
 UPSERT_BATCH = 512  # records per Chroma upsert: large batches, far fewer round trips
 FLUSH_SECONDS = 2.0  # ... but never hold finished videos longer than this
@@ -353,16 +353,19 @@ def run_build(
     workers: int = 2,
     allowed_roots: Sequence[Path | str] | None = None,
     lock_owner: str = "",
+    server: ChromaServer | None = None,
 ) -> BuildSummary:
     """Everything `python -m core build` does: read the source, lock the index, load the model, build.
 
-    A `model` already loaded by the caller is used as is (the app keeps one per process).
+    A `model` already loaded by the caller is used as is (the app keeps one per process). With a
+    Chroma `server`, the lock lives in the output folder (one build per server from this machine).
     """
     strategy = FrameStrategy.parse(frames)
     scan = scan_source(videos, annotations, allowed_roots=allowed_roots)
-    with BuildLock(db, owner=lock_owner):
+    lock_dir = Path(db) if server is None else Path(output_dir) / ".locks" / safe_name(server.describe())
+    with BuildLock(lock_dir, owner=lock_owner):
         clip = model if model is not None else load_model(spec or ModelSpec(), device)
-        client = connect(db)
+        client = connect(db, server)
         index = open_for_build(client, clip.spec, clip.embed_dim, str(strategy))
         return build_index(
             scan.videos,

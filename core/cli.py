@@ -44,9 +44,40 @@ def _add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_server_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "Chroma server (instead of the embedded --db folder; also CLIP_EXPLORER_CHROMA_HOST/_PORT/_SSL/_TOKEN)"
+    )
+    group.add_argument("--chroma-host", help="host of a Chroma server")
+    group.add_argument("--chroma-port", type=int, default=None, help="its port (default: 8000)")
+    group.add_argument("--chroma-ssl", action="store_true", help="use HTTPS")
+    group.add_argument("--chroma-token-header", default=None, help="auth header (default: Authorization, as Bearer)")
+
+
+def _server(args: argparse.Namespace):
+    """The Chroma server from the flags, else from the environment, else None (the embedded store).
+
+    The token only comes from CLIP_EXPLORER_CHROMA_TOKEN: a command line is visible to other users.
+    """
+    from core.index import ChromaServer
+
+    env = ChromaServer.from_env()
+    host = getattr(args, "chroma_host", None)
+    if not host:
+        return env
+    return ChromaServer(
+        host=host,
+        port=args.chroma_port or (env.port if env else 8000),
+        ssl=args.chroma_ssl or bool(env and env.ssl),
+        token=os.environ.get("CLIP_EXPLORER_CHROMA_TOKEN", ""),
+        token_header=args.chroma_token_header or (env.token_header if env else "Authorization"),
+    )
+
+
 def _add_index_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=DEFAULT_DB, help=f"ChromaDB folder (default: {DEFAULT_DB}/)")
     parser.add_argument("--collection", help="collection to use when the folder holds several (default: newest)")
+    _add_server_flags(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--frames", default="middle", help="middle (default) or uniform:K, K from 1 to 32")
     build.add_argument("--batch-size", type=int, default=32, help="images per encoding batch (default: 32)")
     build.add_argument("--workers", type=int, default=2, help="decoding threads (default: 2)")
+    _add_server_flags(build)
     build.add_argument("--json", help="also write the build summary as JSON to this file ('-' for stdout)")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -87,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--no-save", action="store_true", help="do not record the run(s) in <db>/runs.jsonl")
     evaluate.add_argument("--json", help="write the metrics as JSON to this file ('-' for stdout)")
+
+    load = sub.add_parser("loadtest", help="concurrent searches against an index: throughput and latency")
+    _add_index_flags(load)
+    _add_model_flags(load, for_build=False)
+    load.add_argument("--threads", type=int, default=8, help="concurrent searchers (default: 8)")
+    load.add_argument("--requests", type=int, default=200, help="searches in all (default: 200)")
+    load.add_argument("--seconds", type=float, default=60, help="time limit (default: 60)")
+    load.add_argument("--k", type=int, default=10, help="results per search (default: 10)")
+    load.add_argument("--json", help="write the report as JSON to this file ('-' for stdout)")
 
     report = sub.add_parser("report", help="write the results page and the similarity histograms (HTML, PNG)")
     _add_index_flags(report)
@@ -146,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="list the collections of an index folder")
     info.add_argument("--db", default=DEFAULT_DB, help=f"ChromaDB folder (default: {DEFAULT_DB}/)")
+    _add_server_flags(info)
     info.add_argument("--json", help="write the list as JSON to this file ('-' for stdout)")
     return parser
 
@@ -182,13 +224,14 @@ def _open(args: argparse.Namespace):
     from core.errors import IndexUnavailableError
     from core.index import connect, open_index
 
-    db = Path(args.db)
-    if not db.is_dir():
+    db, server = Path(args.db), _server(args)
+    if server is None and not db.is_dir():
         raise IndexUnavailableError(
             f"There is no index at {db}/: build one first with python -m core build --videos DIR --db {db}."
         )
+    where = f"the index at {db}/" if server is None else f"the Chroma server at {server.describe()}"
     requested = _requested_spec(args)
-    index = open_index(connect(db), spec=requested, name=args.collection, where=f"the index at {db}/")
+    index = open_index(connect(db, server), spec=requested, name=args.collection, where=where)
     return index, load_model(requested or index.spec, args.device)
 
 
@@ -225,6 +268,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         progress=progress,
         workers=args.workers,
         lock_owner="python -m core build",
+        server=_server(args),
     )
     if bar is not None:
         bar.close()
@@ -273,7 +317,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = evaluate_grid(
         index.contents(), model, prompt_sets, poolings, classes=args.classes, label_mode=args.labels
     )
-    store = RunStore.for_db(args.db)
+    store = RunStore.for_db(args.db, DEFAULT_OUTPUT, _server(args))
     version = index.version()
     for result in results:
         result.settings.update({"index": index.name, "frames": index.frames})
@@ -296,6 +340,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             data["grid"] = [r.to_json() for r in results]
         write_json(args.json, data)
     return 0
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from core.loadtest import run_search_load
+
+    index, model = _open(args)
+    report = run_search_load(
+        model, index, threads=max(1, args.threads), requests=max(1, args.requests), k=args.k, time_limit_s=args.seconds
+    )
+    print(report.line(), file=_report_stream(args))
+    if report.first_error:
+        print(f"first error: {report.first_error}", file=sys.stderr)
+    if args.json:
+        write_json(args.json, report.to_json())
+    return 0 if report.errors == 0 else 1
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -414,11 +473,11 @@ def cmd_sample_videos(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from core.index import connect, list_indexes
 
-    db = Path(args.db)
+    db, server = Path(args.db), _server(args)
     say = partial(print, file=_report_stream(args))
-    indexes = list_indexes(connect(db)) if db.is_dir() else []
+    indexes = list_indexes(connect(db, server)) if server is not None or db.is_dir() else []
     if not indexes:
-        say(f"No index in {db}/.")
+        say(f"No index in {server.describe() if server else f'{db}/'}.")
     rows = []
     for ix in indexes:
         info = ix.info()
@@ -444,6 +503,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "search": cmd_search,
     "report": cmd_report,
+    "loadtest": cmd_loadtest,
     "subset": cmd_subset,
     "download": cmd_download,
     "sample-videos": cmd_sample_videos,

@@ -18,7 +18,7 @@ import logging
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -310,8 +310,3 @@ def load_model(spec: ModelSpec, device: str = "auto") -> ClipModel:
     spec.ensure_registered()
     torch_device = resolve_device(device)
     return ClipModel(spec, _create(spec, torch_device), torch_device)
-
-
-def with_random_weights(spec: ModelSpec) -> ModelSpec:
-    """The same architecture without weights (timing, tests)."""
-    return replace(spec, pretrained=RANDOM_WEIGHTS)

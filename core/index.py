@@ -14,6 +14,8 @@ normalised vectors, in [−1, 1]) here and nowhere else.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -45,11 +47,93 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
-def connect(db: Path | str) -> chromadb.ClientAPI:
-    """The embedded, on-disk Chroma store at `db` (created when missing), telemetry off."""
-    path = Path(db).expanduser()
+@dataclass(frozen=True)
+class ChromaServer:
+    """A Chroma server to use instead of the embedded store (for teams, and indexes beyond one machine)."""
+
+    host: str
+    port: int = 8000
+    ssl: bool = False
+    token: str = field(default="", repr=False)  # never printed or logged
+    token_header: str = "Authorization"
+
+    def headers(self) -> dict[str, str]:
+        if not self.token:
+            return {}
+        value = f"Bearer {self.token}" if self.token_header.lower() == "authorization" else self.token
+        return {self.token_header: value}
+
+    def describe(self) -> str:
+        return f"{'https' if self.ssl else 'http'}://{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ChromaServer | None:
+        """CLIP_EXPLORER_CHROMA_HOST (and _PORT, _SSL, _TOKEN, _TOKEN_HEADER), or None for the embedded store."""
+        env = os.environ if environ is None else environ
+        host = env.get("CLIP_EXPLORER_CHROMA_HOST", "").strip()
+        if not host:
+            return None
+        return cls(
+            host=host,
+            port=int(env.get("CLIP_EXPLORER_CHROMA_PORT", "8000")),
+            ssl=env.get("CLIP_EXPLORER_CHROMA_SSL", "").lower() in ("1", "true", "yes"),
+            token=env.get("CLIP_EXPLORER_CHROMA_TOKEN", ""),
+            token_header=env.get("CLIP_EXPLORER_CHROMA_TOKEN_HEADER", "Authorization"),
+        )
+
+
+def _server_unavailable(exc: BaseException, where: str = "The Chroma server") -> IndexUnavailableError:
+    return IndexUnavailableError(
+        f"{where} is not answering ({exc.__class__.__name__}): check that it is running and reachable, then retry."
+    )
+
+
+def _reaching_server(method: Any) -> Any:
+    """Turn a lost connection to a Chroma server into one sentence (the embedded store never raises these)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            return method(*args, **kwargs)
+        except httpx.HTTPError as exc:
+            raise _server_unavailable(exc) from None
+
+    return wrapper
+
+
+def _reset_stale_embedded(path: Path) -> None:
+    # Chroma keeps one system per folder for the whole process; if the folder was deleted since (a
+    # user removed the index), that system writes into nothing ("readonly database"): drop it.
+    if (path / "chroma.sqlite3").exists():
+        return
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    stale = SharedSystemClient._identifier_to_system.pop(str(path), None)
+    SharedSystemClient._identifier_to_refcount.pop(str(path), None)
+    if stale is not None:
+        with contextlib.suppress(Exception):
+            stale.stop()
+
+
+def connect(db: Path | str, server: ChromaServer | None = None) -> chromadb.ClientAPI:
+    """The Chroma client: the embedded on-disk store at `db` (created when missing), or `server`.
+
+    Telemetry is off either way.
+    """
+    settings = Settings(anonymized_telemetry=False)
+    if server is not None:
+        try:
+            return chromadb.HttpClient(
+                host=server.host, port=server.port, ssl=server.ssl, headers=server.headers(), settings=settings
+            )
+        except ValueError as exc:  # chromadb's "Could not connect to a Chroma server"
+            raise _server_unavailable(exc, f"The Chroma server at {server.describe()}") from None
+    path = Path(db).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
+    _reset_stale_embedded(path)
+    return chromadb.PersistentClient(path=str(path), settings=settings)
 
 
 def similarity_from_distance(distance: float | np.ndarray) -> float | np.ndarray:
@@ -139,6 +223,7 @@ class FrameIndex:
             count=self.count(),
         )
 
+    @_reaching_server
     def count(self) -> int:
         return int(self.collection.count())
 
@@ -146,11 +231,13 @@ class FrameIndex:
         """Changes whenever the collection's content may have changed (new records, a finished build)."""
         return f"{self.count()}|{self.metadata.get('built_at', '')}"
 
+    @_reaching_server
     def mark_built(self) -> None:
         meta = self.metadata
         meta["built_at"] = now_iso()
         self.collection.modify(metadata=meta)
 
+    @_reaching_server
     def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict[str, Any]]) -> None:
         limit = max(1, int(self.client.get_max_batch_size()))
         for start in range(0, len(ids), limit):
@@ -170,6 +257,7 @@ class FrameIndex:
             if len(page["ids"]) < _PAGE:
                 return
 
+    @_reaching_server
     def video_frame_counts(self) -> dict[str, tuple[int, int]]:
         """video_id → (frames present, frames expected)."""
         present: Counter[str] = Counter()
@@ -185,6 +273,7 @@ class FrameIndex:
         """Videos whose frames are all in (a build killed mid-video leaves some that are not)."""
         return {vid for vid, (have, want) in self.video_frame_counts().items() if have >= want}
 
+    @_reaching_server
     def contents(self, complete_only: bool = True) -> IndexContents:
         """All records with their embeddings, sorted by (video_id, frame_index)."""
         ids: list[str] = []
@@ -220,6 +309,7 @@ class FrameIndex:
             extra=metas,
         )
 
+    @_reaching_server
     def query(
         self, embedding: np.ndarray, k: int, where: dict | None = None
     ) -> list[tuple[str, float, dict[str, Any]]]:
@@ -238,6 +328,7 @@ class FrameIndex:
             for rid, dist, meta in zip(result["ids"][0], result["distances"][0], result["metadatas"][0], strict=True)
         ]
 
+    @_reaching_server
     def labels(self) -> list[str]:
         labels: set[str] = set()
         for page in self._pages(include=["metadatas"]):
@@ -245,6 +336,7 @@ class FrameIndex:
         return sorted(labels)
 
 
+@_reaching_server
 def list_indexes(client: chromadb.ClientAPI) -> list[FrameIndex]:
     """Frame collections in the store, most recently built first."""
     found = [FrameIndex(client, c) for c in client.list_collections() if _is_frame_collection(c.metadata)]
@@ -295,6 +387,7 @@ def open_index(
     return candidates[0]
 
 
+@_reaching_server
 def open_for_build(client: chromadb.ClientAPI, spec: ModelSpec, embed_dim: int, frames: str) -> FrameIndex:
     """The collection a build writes to, created on first use with its model and strategy recorded."""
     meta: dict[str, Any] = {

@@ -21,6 +21,7 @@ from core.build import run_build
 from core.download import Candidate, download_subset
 from core.embed import ClipModel, ModelSpec, load_model
 from core.errors import IndexLockedError, UserError
+from core.index import ChromaServer
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,13 @@ class Job:
         self.progress = snapshot
 
 
-def _key(folder: str) -> str:
-    return str(Path(folder).expanduser().resolve())
+def _key(target: str) -> str:
+    return target if "://" in target else str(Path(target).expanduser().resolve())
+
+
+def build_target(db: str, server: ChromaServer | None = None) -> str:
+    """What a build is keyed by: the index folder, or the Chroma server's address."""
+    return server.describe() if server is not None else db
 
 
 class JobManager:
@@ -118,6 +124,7 @@ class BuildRequest:
     batch_size: int = 32
     device: str = "auto"
     allowed_roots: tuple[str, ...] | None = None
+    server: ChromaServer | None = None
 
 
 class BuildManager(JobManager):
@@ -146,9 +153,10 @@ class BuildManager(JobManager):
                 cancel=job.cancel_event,
                 allowed_roots=request.allowed_roots,
                 lock_owner="dashboard",
+                server=request.server,
             )
 
-        return self._start(request.db, request, work)
+        return self._start(build_target(request.db, request.server), request, work)
 
 
 @dataclass(frozen=True)

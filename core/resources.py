@@ -8,11 +8,13 @@ build adds videos.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from core.embed import ClipModel, ModelSpec, load_model
 from core.evaluation import Evaluation, evaluate_contents
-from core.index import FrameIndex, IndexContents, connect, list_indexes
+from core.index import ChromaServer, FrameIndex, IndexContents, connect, list_indexes
 from core.jobs import BuildManager, DownloadManager
 from core.prompts import resolve_prompts
 
@@ -23,8 +25,15 @@ def get_model(spec: ModelSpec, device: str = "auto") -> ClipModel:
 
 
 @st.cache_resource(max_entries=8)
-def get_client(db: str):
-    return connect(db)
+def _client(db: str, server: ChromaServer | None):
+    return connect(db, server)
+
+
+def get_client(db: str, server: ChromaServer | None = None):
+    """The cached client; the embedded one is reopened if its folder was deleted meanwhile."""
+    if server is None and not (Path(db).expanduser() / "chroma.sqlite3").exists():
+        _client.clear()
+    return _client(db, server)
 
 
 @st.cache_resource
@@ -37,13 +46,13 @@ def get_download_manager() -> DownloadManager:
     return DownloadManager()
 
 
-def find_index(db: str, name: str) -> FrameIndex | None:
-    return next((ix for ix in list_indexes(get_client(db)) if ix.name == name), None)
+def find_index(db: str, name: str, server: ChromaServer | None = None) -> FrameIndex | None:
+    return next((ix for ix in list_indexes(get_client(db, server)) if ix.name == name), None)
 
 
 @st.cache_resource(max_entries=2, show_spinner="Reading the index…")
-def get_contents(db: str, name: str, version: str) -> IndexContents:
-    index = find_index(db, name)
+def get_contents(db: str, name: str, version: str, server: ChromaServer | None = None) -> IndexContents:
+    index = find_index(db, name, server)
     if index is None:
         raise KeyError(name)
     return index.contents()
@@ -59,13 +68,14 @@ def get_evaluation(
     label_mode: str = "keep",
     classes: str = "present",
     device: str = "auto",
+    server: ChromaServer | None = None,
 ) -> Evaluation:
-    index = find_index(db, name)
+    index = find_index(db, name, server)
     if index is None:
         raise KeyError(name)
     model = get_model(index.spec, device)
     evaluation = evaluate_contents(
-        get_contents(db, name, version),
+        get_contents(db, name, version, server),
         model,
         resolve_prompts(list(prompts)),
         pooling=pooling,

@@ -134,8 +134,9 @@ class RunStore:
         self.path = Path(path)
 
     @classmethod
-    def for_db(cls, db: Path | str) -> RunStore:
-        return cls(Path(db) / RUNS_FILENAME)
+    def for_db(cls, db: Path | str, output: Path | str | None = None, server: object = None) -> RunStore:
+        """Next to the embedded index; with a Chroma server, in the output folder."""
+        return cls(Path(output if server is not None and output is not None else db) / RUNS_FILENAME)
 
     def load(self) -> list[Run]:
         runs: dict[str, Run] = {}

@@ -16,7 +16,7 @@ from core.paths import DEFAULT_SUBSET
 from core.resources import get_build_manager, get_download_manager
 from core.sources import VIDEO_EXTENSIONS, scan_source
 from core.uploads import save_upload
-from pages.common import allowed_roots, bound_text_input, check_path, indexes, require_navigation
+from pages.common import allowed_roots, bound_text_input, build_job, check_path, indexes, require_navigation
 
 require_navigation()
 
@@ -150,7 +150,7 @@ with st.container(border=True):
     batch = c3.number_input("Batch size", min_value=1, max_value=512, value=32)
     frames = "middle" if strategy == "middle" else f"uniform:{count}"
 
-job = manager.job(db)
+job = build_job()
 running = job is not None and job.active
 if st.button("Start the build", type="primary", disabled=running):
     try:
@@ -165,6 +165,7 @@ if st.button("Start the build", type="primary", disabled=running):
             BuildRequest(
                 videos=str(videos_dir),
                 db=db,
+                server=st.session_state.server,
                 output=str(output),
                 spec=spec,
                 frames=frames,
@@ -221,7 +222,7 @@ def show(job: Job) -> None:
 
 @st.fragment(run_every=1.0 if running else None)
 def progress_panel() -> None:
-    job = manager.job(db)
+    job = build_job()
     if job is None:
         return
     show(job)

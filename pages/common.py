@@ -12,7 +12,8 @@ import streamlit as st
 
 from core.embed import ClipModel
 from core.errors import UserError
-from core.index import FrameIndex, IndexInfo, list_indexes
+from core.index import ChromaServer, FrameIndex, IndexInfo, list_indexes
+from core.jobs import build_target
 from core.resources import get_build_manager, get_client, get_model
 
 BUILD_PAGE = "pages/build.py"
@@ -46,8 +47,17 @@ def require_navigation() -> None:
 
 def init_state(args: argparse.Namespace) -> None:
     """Defaults from the command line, once per browser session."""
-    roots = [str(Path(r).expanduser().resolve()) for r in (args.allow_root or [os.getcwd()])]
+    # The operator's own choices are allowed roots: the folders given with --allow-root (default:
+    # the working directory) and the index and output folders from the command line.
+    chosen = [*(args.allow_root or [os.getcwd()]), args.db, args.output]
+    roots = list(dict.fromkeys(str(Path(r).expanduser().resolve()) for r in chosen))
+    server = None
+    if getattr(args, "chroma_host", None):
+        server = ChromaServer(
+            host=args.chroma_host, port=args.chroma_port, token=os.environ.get("CLIP_EXPLORER_CHROMA_TOKEN", "")
+        )
     defaults = {
+        "server": server or ChromaServer.from_env(),
         "db": args.db,
         "output": args.output,
         "device": args.device,
@@ -80,11 +90,23 @@ def check_path(text: str, what: str) -> Path:
     return resolved
 
 
+def store_label() -> str:
+    server = st.session_state.server
+    return server.describe() if server is not None else st.session_state.db
+
+
+def build_job():
+    return get_build_manager().job(build_target(st.session_state.db, st.session_state.server))
+
+
 def indexes() -> list[FrameIndex]:
     try:
-        return list_indexes(get_client(st.session_state.db))
+        return list_indexes(get_client(st.session_state.db, st.session_state.server))
+    except UserError as exc:  # e.g. the Chroma server is down: say so, keep the app up
+        st.sidebar.error(str(exc))
+        return []
     except Exception as exc:  # an unreadable folder: say so in the sidebar, do not take the app down
-        st.sidebar.error(f"Cannot open the index folder {st.session_state.db}: {exc}")
+        st.sidebar.error(f"Cannot open the index at {store_label()}: {exc.__class__.__name__}: {exc}")
         return []
 
 
@@ -96,23 +118,70 @@ def _copy(widget_key: str, state_key: str) -> None:
     st.session_state[state_key] = st.session_state[widget_key]
 
 
-def bound_text_input(label: str, state_key: str, help: str | None = None, placeholder: str | None = None) -> None:
-    """A text input bound to a plain session-state key (widget keys vanish when a run skips the widget)."""
+def _copy_confined(widget_key: str, state_key: str, what: str) -> None:
+    try:
+        st.session_state[state_key] = str(check_path(st.session_state[widget_key], what))
+        st.session_state.pop(f"{state_key}_error", None)
+    except UserError as exc:
+        st.session_state[f"{state_key}_error"] = str(exc)
+        st.session_state[widget_key] = st.session_state[state_key]
+
+
+def bound_text_input(
+    label: str, state_key: str, help: str | None = None, placeholder: str | None = None, confine: str = ""
+) -> None:
+    """A text input bound to a plain session-state key (widget keys vanish when a run skips the widget).
+
+    With `confine`, a path outside the allowed roots is refused (with that name in the message)."""
     widget_key = f"{state_key}_input"
     # Seed the widget only when Streamlit has dropped its state (a run without this widget):
     # writing a widget key on every run would also swallow the button clicks of that run.
     if widget_key not in st.session_state:
         st.session_state[widget_key] = st.session_state[state_key]
-    st.text_input(
-        label, key=widget_key, help=help, placeholder=placeholder, on_change=_copy, args=(widget_key, state_key)
+    callback, args = (_copy_confined, (widget_key, state_key, confine)) if confine else (_copy, (widget_key, state_key))
+    st.text_input(label, key=widget_key, help=help, placeholder=placeholder, on_change=callback, args=args)
+    error = st.session_state.get(f"{state_key}_error")
+    if error:
+        st.error(error)
+
+
+def _apply_server() -> None:
+    if not st.session_state.use_server or not st.session_state.server_host.strip():
+        st.session_state.server = None
+        return
+    st.session_state.server = ChromaServer(
+        host=st.session_state.server_host.strip(),
+        port=int(st.session_state.server_port),
+        ssl=bool(st.session_state.server_ssl),
+        token=st.session_state.server_token,
     )
+
+
+def server_settings() -> None:
+    """Use a shared Chroma server instead of the embedded folder (the token is never shown or logged)."""
+    current = st.session_state.server
+    with st.expander(f"Chroma server{': ' + current.describe() if current else ' (off)'}"):
+        st.session_state.setdefault("use_server", current is not None)
+        st.session_state.setdefault("server_host", current.host if current else "")
+        st.session_state.setdefault("server_port", current.port if current else 8000)
+        st.session_state.setdefault("server_ssl", current.ssl if current else False)
+        st.session_state.setdefault("server_token", current.token if current else "")
+        st.toggle("Use a Chroma server", key="use_server", on_change=_apply_server)
+        st.text_input("Host", key="server_host", on_change=_apply_server)
+        st.number_input("Port", 1, 65535, key="server_port", on_change=_apply_server)
+        st.checkbox("HTTPS", key="server_ssl", on_change=_apply_server)
+        st.text_input("Token (optional)", key="server_token", type="password", on_change=_apply_server)
 
 
 def sidebar() -> None:
     with st.sidebar:
         st.markdown("### :material/movie: CLIP video-frame explorer")
-        bound_text_input("Index folder (ChromaDB)", "db", help="Start the app with -- --db DIR to change the default.")
-        bound_text_input("Output folder (thumbnails, reports)", "output")
+        bound_text_input(
+            "Index folder (ChromaDB)", "db", help="Start the app with -- --db DIR to change the default.",
+            confine="The index folder",
+        )  # fmt: skip
+        bound_text_input("Output folder (thumbnails, reports)", "output", confine="The output folder")
+        server_settings()
         found = indexes()
         if not found:
             st.caption("No index in this folder yet.")
@@ -142,7 +211,7 @@ def sidebar() -> None:
                 f"**Frames** {info.frames} · **{info.count:,}** frames indexed  \n"
                 f"**Built** {info.built_at or 'not finished yet'}"
             )
-        job = get_build_manager().job(st.session_state.db)
+        job = build_job()
         if job is not None and job.active:
             p = job.progress
             done = f"{p.videos_done}/{p.videos_total} videos" if p else job.state
@@ -154,7 +223,7 @@ def current_index() -> FrameIndex | None:
     found = {ix.name: ix for ix in indexes()}
     index = found.get(st.session_state.collection) if found else None
     if index is None:
-        st.info(f"There is no index in **{st.session_state.db}** yet. Build one from a folder of videos first.")
+        st.info(f"There is no index in **{store_label()}** yet. Build one from a folder of videos first.")
         st.page_link(BUILD_PAGE, label="Go to Build index", icon=":material/construction:")
     return index
 
@@ -169,7 +238,7 @@ def index_model(index: FrameIndex) -> ClipModel | None:
 
 
 def build_in_progress_note() -> None:
-    job = get_build_manager().job(st.session_state.db)
+    job = build_job()
     if job is not None and job.active and job.progress is not None:
         p = job.progress
         st.caption(

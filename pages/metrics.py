@@ -70,13 +70,23 @@ templates = tuple(line for line in st.session_state.templates.splitlines() if li
 try:
     version = index.version()
     evaluation = get_evaluation(
-        st.session_state.db, index.name, version, templates, pooling, label_mode, classes, st.session_state.device
+        st.session_state.db,
+        index.name,
+        version,
+        templates,
+        pooling,
+        label_mode,
+        classes,
+        st.session_state.device,
+        st.session_state.server,
     )
 except UserError as exc:
     st.warning(str(exc))
     st.stop()
 # Every distinct evaluation is kept as a run (same settings on the same index version: stored once).
-RunStore.for_db(st.session_state.db).add(run_from_evaluation(evaluation, index, version))
+RunStore.for_db(st.session_state.db, st.session_state.output, st.session_state.server).add(
+    run_from_evaluation(evaluation, index, version)
+)
 rep = evaluation.report
 unit = "frames" if pooling == "frame" else "videos"
 

@@ -19,7 +19,7 @@ st.caption(
     "Every evaluation of this index folder is kept (in runs.jsonl next to the index). Precision figures carry "
     "95% intervals: two runs whose intervals overlap widely are not shown to differ."
 )
-store = RunStore.for_db(st.session_state.db)
+store = RunStore.for_db(st.session_state.db, st.session_state.output, st.session_state.server)
 index = current_index()
 
 if index is not None:
@@ -36,7 +36,7 @@ if index is not None:
             if model is not None:
                 version = index.version()
                 with st.spinner("Scoring every combination (frames are not re-encoded)…"):
-                    contents = get_contents(st.session_state.db, index.name, version)
+                    contents = get_contents(st.session_state.db, index.name, version, st.session_state.server)
                     results = evaluate_grid(contents, model, [PROMPT_SETS[s] for s in sets], POOLINGS, classes, labels)
                 added = 0
                 for result in results:

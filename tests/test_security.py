@@ -1,0 +1,63 @@
+"""Security basics: paths confined to allowed roots, uploads checked by content, no secret shown,
+no user input evaluated, and exports escaped (see test_reports)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.errors import UserError
+from core.index import ChromaServer, _server_unavailable
+from core.samples import write_clip
+from core.uploads import save_upload
+from tests.helpers import ROOT
+
+
+def test_sidebar_paths_outside_the_roots_are_refused(tmp_path: Path) -> None:
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.session_state["db"], at.session_state["output"] = str(tmp_path / "db"), str(tmp_path / "out")
+    at.session_state["roots"] = [str(tmp_path)]
+    at.run()
+    at.text_input(key="db_input").input("/etc").run()
+    assert not at.exception
+    assert at.session_state["db"] == str(tmp_path / "db")  # unchanged
+    assert any("outside the folders this app may use" in e.value for e in at.sidebar.error)
+    at.text_input(key="db_input").input(str(tmp_path / "other-db")).run()
+    assert at.session_state["db"] == str((tmp_path / "other-db").resolve())
+    assert not at.sidebar.error
+
+
+def test_uploads_are_checked_by_content_and_named_safely(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    videos = tmp_path / "videos"
+    real = write_clip(tmp_path / "real.avi", (10, 200, 10), n_frames=4).read_bytes()
+    saved = save_upload("../../../etc/evil clip.avi", real, videos, "../../juggling fire")
+    assert saved.parent.parent == videos and saved.name == "evil clip.avi"
+    assert saved.parent.name == "juggling_fire"
+    again = save_upload("evil clip.avi", real, videos, "juggling fire")
+    assert again.name == "evil clip_1.avi"  # nothing overwritten
+    with pytest.raises(UserError, match="not a usable video"):
+        save_upload("fake.mp4", b"<html>not a video</html>" * 50, videos, "x")
+    with pytest.raises(UserError, match="video extension"):
+        save_upload("notes.txt", real, videos, "x")
+    monkeypatch.setattr("core.uploads.MAX_UPLOAD_BYTES", 100)
+    with pytest.raises(UserError, match="larger than"):
+        save_upload("big.avi", real, videos, "x")
+    assert not list(videos.rglob(".upload-*"))  # rejected files do not linger
+
+
+def test_the_server_token_is_never_shown() -> None:
+    server = ChromaServer(host="chroma.example", port=8443, ssl=True, token="s3cr3t-t0ken")
+    assert server.headers() == {"Authorization": "Bearer s3cr3t-t0ken"}
+    for text in (repr(server), str(server), server.describe(), str(_server_unavailable(OSError("boom")))):
+        assert "s3cr3t" not in text
+
+
+def test_no_user_input_is_evaluated() -> None:
+    pattern = re.compile(r"(?<![.\w])(eval|exec)\s*\(|pickle\.loads|yaml\.load\(|shell=True")
+    for folder in ("core", "pages"):
+        for path in (ROOT / folder).glob("*.py"):
+            assert not pattern.search(path.read_text(encoding="utf-8")), path.name
+    assert not pattern.search((ROOT / "streamlit_app.py").read_text(encoding="utf-8"))

@@ -1,0 +1,122 @@
+"""A real Chroma server (``chroma run`` on 127.0.0.1): build, search and evaluate through it; it goes
+away mid-session (one clear sentence) and comes back (the same client works again)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from core.build import run_build
+from core.errors import IndexUnavailableError
+from core.evaluation import evaluate_index
+from core.index import ChromaServer, connect, open_index
+from core.search import search
+from tests.helpers import ROOT, run_cli
+
+
+def _chroma_exe() -> str:
+    import shutil
+    import sys
+
+    candidate = Path(sys.executable).parent / "chroma"
+    return str(candidate) if candidate.exists() else (shutil.which("chroma") or "chroma")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ChromaProcess:
+    def __init__(self, path: Path, port: int) -> None:
+        self.path, self.port, self.proc = path, port, None
+
+    def start(self) -> None:
+        log = (self.path.parent / "chroma.log").open("a")
+        self.proc = subprocess.Popen(
+            [_chroma_exe(), "run", "--path", str(self.path), "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v2/heartbeat", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("chroma run did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+
+@pytest.fixture()
+def chroma(tmp_path: Path):
+    server = ChromaProcess(tmp_path / "chroma-data", _free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_build_search_evaluate_through_a_server(chroma: ChromaProcess, tmp_path: Path, video_root: Path, tiny_model):
+    server = ChromaServer(host="127.0.0.1", port=chroma.port)
+    summary = run_build(video_root, tmp_path / "unused-db", tmp_path / "out", model=tiny_model, server=server)
+    assert summary.videos_indexed == 12
+    assert not (tmp_path / "unused-db").exists()  # nothing written to a local index folder
+    index = open_index(connect(tmp_path / "unused-db", server))
+    hits = search(tiny_model, index, "a video of a person juggling fire.", k=3)
+    assert [h.label for h in hits][:2] == ["juggling fire"] * 2 and hits[2].label != "juggling fire"  # 2 clips
+    assert evaluate_index(index, tiny_model).report.precision_at_1 == 1.0
+    # The CLI reaches the same server with its flags, and rebuilding adds nothing.
+    result = run_cli("search", "juggling fire", "--chroma-host", "127.0.0.1", "--chroma-port", str(chroma.port))
+    assert result.returncode == 0, result.stderr
+    assert "juggling fire" in result.stdout
+    again = run_build(video_root, tmp_path / "unused-db", tmp_path / "out", model=tiny_model, server=server)
+    assert again.videos_indexed == 0 and again.videos_already_indexed == 12
+
+
+def test_server_going_away_and_coming_back(chroma: ChromaProcess, tmp_path: Path, video_root: Path, tiny_model):
+    server = ChromaServer(host="127.0.0.1", port=chroma.port)
+    run_build(video_root, tmp_path / "db", tmp_path / "out", model=tiny_model, server=server)
+    index = open_index(connect(tmp_path / "db", server))
+    assert search(tiny_model, index, "fire", k=2)
+    chroma.stop()
+    with pytest.raises(IndexUnavailableError, match="not answering") as info:
+        search(tiny_model, index, "fire", k=2)
+    assert "\n" not in str(info.value)
+    with pytest.raises(IndexUnavailableError, match="not answering"):
+        connect(tmp_path / "db", server)
+    chroma.start()  # same data, same port: the very same objects work again
+    assert len(search(tiny_model, index, "fire", k=2)) == 2
+
+
+def test_the_app_through_a_server(chroma: ChromaProcess, tmp_path: Path, video_root: Path, tiny_model) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    server = ChromaServer(host="127.0.0.1", port=chroma.port)
+    run_build(video_root, tmp_path / "db", tmp_path / "out", model=tiny_model, server=server)
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.session_state["db"], at.session_state["output"] = str(tmp_path / "db"), str(tmp_path / "out")
+    at.session_state["roots"] = [str(tmp_path)]
+    at.session_state["server"] = server
+    at.run()
+    at.text_input(key="query").input("a video of a person juggling fire.")
+    at.form_submit_button[0].click().run()
+    assert not at.exception and len(at.image) == 12
+    chroma.stop()
+    at.run()
+    assert not at.exception
+    assert any("not answering" in e.value for e in at.sidebar.error)
+    chroma.start()
+    at.run()
+    assert not at.exception and len(at.image) == 12
