@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_flags(build, for_build=True)
     build.add_argument("--frames", default="middle", help="middle (default) or uniform:K, K from 1 to 32")
-    build.add_argument("--batch-size", type=int, default=32, help="images per encoding batch (default: 32)")
+    build.add_argument(
+        "--batch-size", type=int, default=None, help="images per encoding batch (default: 32 on a CPU, 128 on a GPU)"
+    )
     build.add_argument("--workers", type=int, default=2, help="decoding threads (default: 2)")
     _add_server_flags(build)
     build.add_argument("--json", help="also write the build summary as JSON to this file ('-' for stdout)")

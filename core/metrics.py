@@ -37,7 +37,7 @@ def roc_auc(positives: np.ndarray, negatives: np.ndarray) -> float:
     """P(a correct pair scores above an incorrect one), ties counting half (Mann-Whitney U)."""
     if positives.size == 0 or negatives.size == 0:
         return float("nan")
-    neg = np.sort(negatives, kind="stable")
+    neg = np.sort(negatives)  # values only: the SIMD quicksort, not the far slower stable sort
     below = np.searchsorted(neg, positives, side="left")
     not_above = np.searchsorted(neg, positives, side="right")
     return float((below.sum() + 0.5 * (not_above - below).sum()) / (positives.size * neg.size))

@@ -71,10 +71,10 @@ def search(
     k = check_k(k)
     vector = model.encode_texts([query])[0]
     where = {"label": label} if label else None
-    total = index.count()
     if not one_per_video:
         return [_hit(sim, meta) for _, sim, meta in index.query(vector, k, where=where)]
     # One hit per video: over-fetch, keep each video's best frame, widen until k videos or the end.
+    total = index.count()
     fetch = k * 4
     while True:
         results = index.query(vector, min(fetch, total), where=where)

@@ -103,3 +103,15 @@ def test_trimmed_text_encoding_equals_full_context(which: str, tiny_model, vit_b
     assert np.allclose(trimmed, full, atol=1e-5)
     for i, query in enumerate(QUERIES):
         assert np.allclose(model.encode_texts([query])[0], full[i], atol=1e-5)
+
+
+def test_batched_normalisation_is_bit_identical_to_the_model_transform(vit_b32_random, tiny_model) -> None:
+    """The build prepares uint8 crops in workers and normalises per batch: same numbers, bit for bit."""
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((256, 340), (480, 272), (31, 45))]
+    for model in (vit_b32_random, tiny_model):
+        full = torch.stack([model.preprocess_rgb(f) for f in frames])
+        prepared = torch.stack([model.prepare_rgb(f) for f in frames])
+        assert prepared.dtype == torch.uint8
+        assert torch.equal(model._normalise(prepared), full)
+        assert np.array_equal(model.encode_images(prepared), model.encode_images(full))
