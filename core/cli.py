@@ -187,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     samples.add_argument("--per-class", type=int, default=5, help="clips per class (default: 5)")
     samples.add_argument("--frames", type=int, default=48, help="frames per clip (default: 48)")
 
+    runs = sub.add_parser("runs", help="the saved evaluations side by side, or two of them compared per class")
+    runs.add_argument("--db", default=DEFAULT_DB, help=f"ChromaDB folder (default: {DEFAULT_DB}/)")
+    runs.add_argument("--output", default=DEFAULT_OUTPUT, help="output folder (where runs live with a Chroma server)")
+    _add_server_flags(runs)
+    runs.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="two run ids: per-class gains and losses")
+    runs.add_argument("--json", help="write the runs (or the comparison) as JSON to this file ('-' for stdout)")
+
     info = sub.add_parser("info", help="list the collections of an index folder")
     info.add_argument("--db", default=DEFAULT_DB, help=f"ChromaDB folder (default: {DEFAULT_DB}/)")
     _add_server_flags(info)
@@ -472,6 +479,41 @@ def cmd_sample_videos(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from core.errors import UserError
+    from core.runs import REFERENCE_RUN, RunStore, compare_per_class
+
+    say = partial(print, file=_report_stream(args))
+    store = RunStore.for_db(args.db, args.output, _server(args))
+    runs = store.load()
+    if args.compare:
+        a, b = (store.get(run_id) for run_id in args.compare)
+        if a is None or b is None:
+            raise UserError(f"Unknown run id among {', '.join(args.compare)}: see python -m core runs --db {args.db}.")
+        rows = compare_per_class(a, b)
+        say(f"{'class':<40} {'A':>6} {'B':>6} {'B - A':>7}")
+        for name, pa, pb, delta in rows:
+            fmt = lambda v: "   -  " if v is None else f"{v:6.3f}"  # noqa: E731
+            say(f"{name:<40.40} {fmt(pa)} {fmt(pb)} {'' if delta is None else f'{delta:+7.3f}'}")
+        if args.json:
+            write_json(args.json, [{"class": n, "a": pa, "b": pb, "delta": d} for n, pa, pb, d in rows])
+        return 0
+    rows = [{**REFERENCE_RUN}, *[run.row() for run in runs]]
+    header = f"{'run':<13} {'frames':<10} {'pooling':<7} {'prompt set':<18} {'classes':<10}"
+    say(f"{header} {'p@1':>6} {'95% CI':>13} {'p@3':>6}")
+    for row in rows:
+        low, high = row["ci95"].get("precision_at_1", [0, 0])
+        say(
+            f"{row['id']:<13.13} {row['frames']:<10} {row['pooling']:<7} {row['prompt_set']:<18.18} "
+            f"{row['classes']:<10.10} {row['precision_at_1']:6.3f} {low:6.3f}-{high:.3f} {row['precision_at_3']:6.3f}"
+        )
+    if not runs:
+        say("No run saved yet: python -m core evaluate records one.")
+    if args.json:
+        write_json(args.json, rows)
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from core.index import connect, list_indexes
 
@@ -509,6 +551,7 @@ COMMANDS = {
     "subset": cmd_subset,
     "download": cmd_download,
     "sample-videos": cmd_sample_videos,
+    "runs": cmd_runs,
     "info": cmd_info,
 }
 
@@ -525,3 +568,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -17,6 +17,7 @@ from core.evaluation import Evaluation, evaluate_contents
 from core.index import ChromaServer, FrameIndex, IndexContents, connect, list_indexes
 from core.jobs import BuildManager, DownloadManager
 from core.prompts import resolve_prompts
+from core.reports import image_data_uri
 
 
 @st.cache_resource(show_spinner="Loading the CLIP model…", max_entries=3)
@@ -84,3 +85,16 @@ def get_evaluation(
     )
     evaluation.settings.update({"index": name, "frames": index.frames})
     return evaluation
+
+
+@st.cache_data(max_entries=16, ttl=3600, show_spinner=False)
+def get_labels(db: str, name: str, version: str, server: ChromaServer | None = None) -> list[str]:
+    """The labels of a collection (read once per index version, not on every rerun)."""
+    index = find_index(db, name, server)
+    return index.labels() if index is not None else []
+
+
+@st.cache_data(max_entries=20_000, show_spinner=False)
+def thumbnail_uri(path: str, mtime: float, max_side: int = 160) -> str:
+    """A thumbnail as a data URI for tables (cached per file and modification time)."""
+    return image_data_uri(path, max_side)

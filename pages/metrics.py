@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import streamlit as st
@@ -11,8 +12,8 @@ from core.errors import UserError
 from core.evaluation import POOLINGS
 from core.plots import confusion_heatmap, similarity_histogram
 from core.prompts import DEFAULT_PROMPT, PROMPT_SETS
-from core.reports import image_data_uri, metrics_csv, metrics_rows, per_class_csv, per_video_csv, results_html
-from core.resources import get_evaluation
+from core.reports import metrics_csv, metrics_rows, per_class_csv, per_video_csv, results_html
+from core.resources import get_evaluation, thumbnail_uri
 from core.runs import RunStore, run_from_evaluation
 from pages.common import build_in_progress_note, current_index, index_model, require_navigation
 
@@ -145,9 +146,18 @@ rows = [r for r in evaluation.sample_rows(top=3) if not (only_misses and r["corr
 if len(rows) > MAX_TABLE_ROWS:
     st.caption(f"Showing the first {MAX_TABLE_ROWS} of {len(rows)} rows (download the CSV for all).")
 rendered = evaluation.prompts.templates[0]
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
 table = pd.DataFrame(
     {
-        "frame": [image_data_uri(r["frame_path"], 160) for r in rows[:MAX_TABLE_ROWS]],
+        "frame": [thumbnail_uri(r["frame_path"], _mtime(r["frame_path"])) for r in rows[:MAX_TABLE_ROWS]],
         unit[:-1]: [r["video_id"] for r in rows[:MAX_TABLE_ROWS]],
         "true label": [r["label"] for r in rows[:MAX_TABLE_ROWS]],
         "best-matching prompt": [rendered.replace("{label}", r["predicted"]) for r in rows[:MAX_TABLE_ROWS]],

@@ -9,6 +9,7 @@ import streamlit as st
 from core.errors import UserError
 from core.media import browser_playability, playable_copy
 from core.reports import safe_report_name, search_html
+from core.resources import get_labels
 from core.search import MAX_K, search
 from pages.common import build_in_progress_note, current_index, index_model, md, require_navigation
 
@@ -43,7 +44,7 @@ with st.form("search", border=False):
     left, middle, right, go = st.columns([2, 2, 3, 1], vertical_alignment="bottom")
     k = left.number_input("Results", min_value=1, max_value=MAX_K, value=12, step=1)
     one_per_video = middle.toggle("One frame per video", value=True)
-    labels = ["(all labels)", *index.labels()]
+    labels = ["(all labels)", *get_labels(st.session_state.db, index.name, index.version(), st.session_state.server)]
     label = right.selectbox("Label", labels, help="Only frames of this label")
     go.form_submit_button("Search", type="primary", width="stretch")
 

@@ -175,3 +175,15 @@ def test_reports_and_hostile_search_stay_inside_output(cli_index: dict, capsys: 
     assert not (cli_index["work"] / "x").exists() and all(p.parent == out for p in out.iterdir())
     page = next(p for p in out.iterdir() if "script" in p.name).read_text()
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_runs_command_lists_and_compares(cli_index: dict, capsys: pytest.CaptureFixture) -> None:
+    assert main(["evaluate", "--db", str(cli_index["db"]), "--pooling", "max"]) == 0
+    capsys.readouterr()
+    assert main(["runs", "--db", str(cli_index["db"]), "--json", "-"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["id"] == "reference-study" and len(rows) >= 2
+    a, b = rows[1]["id"], rows[-1]["id"]
+    assert main(["runs", "--db", str(cli_index["db"]), "--compare", a, b]) == 0
+    assert "juggling fire" in capsys.readouterr().out
+    assert main(["runs", "--db", str(cli_index["db"]), "--compare", a, "nope"]) == 2
