@@ -244,26 +244,41 @@ def _open(args: argparse.Namespace):
     return index, load_model(requested or index.spec, args.device)
 
 
+class _ProgressBar:
+    """A tqdm bar on stderr, made on the first update (nothing at all with --quiet)."""
+
+    def __init__(self, quiet: bool, unit: str, desc: str) -> None:
+        self.quiet, self.unit, self.desc, self.bar = quiet, unit, desc, None
+
+    def show(self, done: int, total: int, **postfix: Any) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit=self.unit, desc=self.desc, file=sys.stderr, dynamic_ncols=True)
+        self.bar.total, self.bar.n = total, done
+        self.bar.set_postfix(refresh=False, **postfix)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def cmd_build(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
 
     from core.build import BuildProgress, run_build
     from core.embed import ModelSpec
 
     spec = _requested_spec(args) or ModelSpec.resolve()
-    bar = None
+    bar = _ProgressBar(args.quiet, "video", "Indexing")
     say = partial(print, file=_report_stream(args))
 
     def progress(p: BuildProgress) -> None:
-        nonlocal bar
-        if args.quiet:
-            return
-        if bar is None:
-            bar = tqdm(total=p.videos_total, unit="video", desc="Indexing", file=sys.stderr, dynamic_ncols=True)
-        bar.total = p.videos_total
-        bar.n = p.videos_done
-        bar.set_postfix(frames=p.frames_done, fps=f"{p.frames_per_s:.1f}", skipped=len(p.skipped), refresh=False)
-        bar.refresh()
+        bar.show(
+            p.videos_done, p.videos_total, frames=p.frames_done, fps=f"{p.frames_per_s:.1f}", skipped=len(p.skipped)
+        )
 
     summary = run_build(
         args.videos,
@@ -279,8 +294,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         lock_owner="python -m core build",
         server=_server(args),
     )
-    if bar is not None:
-        bar.close()
+    bar.close()
     say(summary.line())
     for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -431,23 +445,15 @@ def cmd_subset(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
 
     from core.download import DownloadProgress, download_subset, plan_from
 
     candidates, per_class = plan_from(args.subset, args.csv, args.classes, args.per_class)
     say = partial(print, file=_report_stream(args))
-    bar = None
+    bar = _ProgressBar(args.quiet, "clip", "Downloading")
 
     def progress(p: DownloadProgress) -> None:
-        nonlocal bar
-        if args.quiet:
-            return
-        if bar is None:
-            bar = tqdm(total=p.clips_wanted, unit="clip", desc="Downloading", file=sys.stderr, dynamic_ncols=True)
-        bar.n = p.clips_done
-        bar.set_postfix(failed=p.failures, running=p.in_flight, refresh=False)
-        bar.refresh()
+        bar.show(p.clips_done, p.clips_wanted, failed=p.failures, running=p.in_flight)
 
     summary = download_subset(
         candidates,
@@ -458,8 +464,7 @@ def cmd_download(args: argparse.Namespace) -> int:
         progress=progress,
         retry_failed=args.retry_failed,
     )
-    if bar is not None:
-        bar.close()
+    bar.close()
     say(summary.line())
     for label, why in summary.short_classes.items():
         say(f"  short: {label}: {why}")

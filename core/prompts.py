@@ -84,7 +84,9 @@ def resolve_prompts(values: str | Sequence[str] | None = None) -> PromptSet:
             templates.append(_as_template(item))
             names.append("custom")
     unique = tuple(dict.fromkeys(templates))
-    name = names[0] if len(names) == 1 else "+".join(dict.fromkeys(names))
+    # Templates typed out in full that are exactly a named set keep that set's name.
+    named = next((key for key, known in PROMPT_SETS.items() if known.templates == unique), None)
+    name = named or (names[0] if len(names) == 1 else "+".join(dict.fromkeys(names)))
     return PromptSet(name, unique)
 
 

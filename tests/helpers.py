@@ -11,6 +11,11 @@ from core.samples import write_clip
 from tests.tiny_model import COLOURS
 
 ROOT = Path(__file__).resolve().parents[1]
+# The keys `evaluate --json` promises (the CLI contract; more may be added, none renamed).
+EVALUATE_KEYS = frozenset(
+    {"precision_at_1", "precision_at_3", "precision_at_5", "mrr", "mean_similarity_correct",
+     "mean_similarity_incorrect", "n_videos", "n_classes", "per_class"}
+)  # fmt: skip
 SHARED_CLIPS = ROOT.parent / "shared" / "data" / "realclips"
 
 

@@ -103,13 +103,20 @@ def test_search_in_a_real_browser(app_url: str, tmp_path: Path) -> None:
         page.set_viewport_size({"width": 1400, "height": 1700})
         page.screenshot(path=str(shots / "metrics.png"))
 
+        page.goto(f"{app_url}/runs")
+        expect(page.get_by_text("Runs side by side")).to_be_visible(timeout=60_000)
+        expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)
+        page.wait_for_timeout(1500)
+        page.set_viewport_size({"width": 1400, "height": 1300})
+        page.screenshot(path=str(shots / "runs.png"))
+
         page.goto(f"{app_url}/build")
         expect(page.get_by_text("Build an index")).to_be_visible(timeout=60_000)
         page.wait_for_timeout(1000)
         page.set_viewport_size({"width": 1400, "height": 1100})
         page.screenshot(path=str(shots / "build.png"))
         browser.close()
-    for name in ("search.png", "metrics.png", "build.png"):
+    for name in ("search.png", "metrics.png", "runs.png", "build.png"):
         assert (shots / name).stat().st_size > 10_000
     target = os.environ.get("CLIP_EXPLORER_SCREENSHOTS")
     if target:

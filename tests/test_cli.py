@@ -8,20 +8,9 @@ from pathlib import Path
 import pytest
 
 from core.cli import main
-from tests.helpers import make_broken_files, run_cli
+from tests.helpers import EVALUATE_KEYS, make_broken_files, run_cli
 from tests.tiny_model import CONFIG
 
-EVALUATE_KEYS = {
-    "precision_at_1",
-    "precision_at_3",
-    "precision_at_5",
-    "mrr",
-    "mean_similarity_correct",
-    "mean_similarity_incorrect",
-    "n_videos",
-    "n_classes",
-    "per_class",
-}
 HIT_KEYS = {"video_id", "label", "frame_path", "timestamp_s", "similarity"}
 
 

@@ -21,6 +21,7 @@ def test_named_sets_and_templates() -> None:
     custom = resolve_prompts(["english", "someone {} outdoors"])
     assert custom.templates == ("a video of a person {label}.", "someone {label} outdoors")
     assert resolve_prompts("weird {braces} {label}").render("x") == ["weird {braces} x"]
+    assert resolve_prompts(["a video of a person {label}."]).name == "english"  # typed out: still named
     with pytest.raises(UserError, match="placeholder"):
         resolve_prompts("no placeholder")
 
