@@ -96,25 +96,19 @@ def test_search_in_a_real_browser(app_url: str, tmp_path: Path) -> None:
         page.wait_for_timeout(1000)
         page.screenshot(path=str(shots / "search.png"))
 
-        page.goto(f"{app_url}/metrics")
-        expect(page.get_by_text("precision@1").first).to_be_visible(timeout=60_000)
-        expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)
-        page.wait_for_timeout(1500)
-        page.set_viewport_size({"width": 1400, "height": 1700})
-        page.screenshot(path=str(shots / "metrics.png"))
-
-        page.goto(f"{app_url}/runs")
-        expect(page.get_by_text("Runs side by side")).to_be_visible(timeout=60_000)
-        expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)
-        page.wait_for_timeout(1500)
-        page.set_viewport_size({"width": 1400, "height": 1300})
-        page.screenshot(path=str(shots / "runs.png"))
-
-        page.goto(f"{app_url}/build")
-        expect(page.get_by_text("Build an index")).to_be_visible(timeout=60_000)
-        page.wait_for_timeout(1000)
-        page.set_viewport_size({"width": 1400, "height": 1100})
-        page.screenshot(path=str(shots / "build.png"))
+        # Each page: what must be on it (text, and whether a Plotly chart is), and the screenshot height.
+        for name, marker, chart, height in (
+            ("metrics", "precision@1", True, 1700),
+            ("runs", "Runs side by side", True, 1300),
+            ("build", "Build an index", False, 1100),
+        ):
+            page.goto(f"{app_url}/{name}")
+            expect(page.get_by_text(marker).first).to_be_visible(timeout=60_000)
+            if chart:
+                expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)
+            page.wait_for_timeout(1500)
+            page.set_viewport_size({"width": 1400, "height": height})
+            page.screenshot(path=str(shots / f"{name}.png"))
         browser.close()
     for name in ("search.png", "metrics.png", "runs.png", "build.png"):
         assert (shots / name).stat().st_size > 10_000
