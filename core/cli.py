@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from core.files import write_text_atomic
 from core.paths import DEFAULT_CSV, DEFAULT_SUBSET
 
 DEFAULT_DB = "chroma_db"
@@ -207,11 +208,7 @@ def write_json(target: str, data: Any) -> None:
     if target == "-":
         sys.stdout.write(text + "\n")
         return
-    path = Path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(target, text + "\n")
 
 
 def _report_stream(args: argparse.Namespace):

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import SourceError
+from core.files import write_text_atomic
 from core.frames import FrameStrategy, VideoReadError, probe_video, read_video_frames
 from core.index import now_iso
 from core.media import ffmpeg_exe, video_codec
@@ -343,10 +344,7 @@ class Manifest:
             self._write()
 
     def _write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"version": 1, "clips": self.clips}, indent=1, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, json.dumps({"version": 1, "clips": self.clips}, indent=1, ensure_ascii=False))
 
     def done(self, out_dir: Path, clip_id: str) -> bool:
         """Recorded as done, and the file is still there with the recorded checksum."""
@@ -404,11 +402,7 @@ def write_annotations(out_dir: Path, manifest: Manifest) -> Path:
                     "url": entry.get("url", ""),
                 }
             )
-    path = out_dir / ANNOTATIONS_FILENAME
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(entries, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(out_dir / ANNOTATIONS_FILENAME, json.dumps(entries, indent=1, ensure_ascii=False))
 
 
 def download_subset(

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from core.evaluation import Evaluation
+from core.files import write_text_atomic
 from core.metrics import MetricsReport
 from core.plots import CORRECT_COLOUR, INCORRECT_COLOUR, histogram_bins
 from core.search import SearchHit
@@ -54,14 +55,6 @@ def safe_report_name(prefix: str, text: str, suffix: str = ".html") -> str:
     slug = _SAFE.sub("_", text).strip("_-")[:MAX_NAME].strip("_-") or "query"
     digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
     return f"{prefix}_{slug}_{digest}{suffix}"
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def image_data_uri(path: str | Path, max_side: int = 200) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,12 +160,6 @@ class RunStore:
 
     def get(self, run_id_: str) -> Run | None:
         return next((r for r in self.load() if r.id == run_id_), None)
-
-    def clear(self) -> None:
-        if self.path.exists():
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text("", encoding="utf-8")
-            os.replace(tmp, self.path)
 
 
 def compare_per_class(a: Run, b: Run) -> list[tuple[str, float | None, float | None, float | None]]:

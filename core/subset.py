@@ -8,12 +8,12 @@ later ones replace clips that are no longer on YouTube).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from core.errors import SourceError
+from core.files import write_text_atomic
 from core.paths import CLASSES_FILE, DEFAULT_SUBSET
 from core.sources import read_kinetics_csv
 
@@ -89,12 +89,7 @@ def make_subset(
 
 
 def write_subset(subset: dict[str, Any], path: Path | str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(subset, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(subset, indent=2, ensure_ascii=False) + "\n")
 
 
 def load_subset(path: Path | str = DEFAULT_SUBSET) -> dict[str, Any]:
