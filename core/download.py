@@ -33,7 +33,7 @@ from core.errors import SourceError
 from core.files import write_text_atomic
 from core.frames import FrameStrategy, VideoReadError, probe_video, read_video_frames
 from core.index import now_iso
-from core.media import ffmpeg_exe, video_codec
+from core.media import ffmpeg_exe, h264_command, video_codec
 from core.sources import ANNOTATIONS_FILENAME, VideoRecord, kinetics_clip_stem
 from core.subset import load_subset, make_subset
 
@@ -299,14 +299,8 @@ def finish_clip(source: Path, candidate: Candidate, target: Path, timeout: float
     if offset == 0.0 and _is_browser_ready(source):
         shutil.copyfile(source, tmp)  # already H.264 MP4 of the right length: copy, no re-encode
     else:
-        command = [
-            ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-ss", f"{offset:.3f}", "-i", str(source),
-            "-t", f"{wanted:.3f}", "-map", "0:v:0", "-map", "0:a:0?", "-c:v", "libx264", "-preset", "veryfast",
-            "-crf", "23", "-pix_fmt", "yuv420p", "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-c:a", "aac",
-            "-movflags", "+faststart", str(tmp),
-        ]  # fmt: skip
         try:
-            subprocess.run(command, check=True, capture_output=True, timeout=timeout)
+            subprocess.run(h264_command(source, tmp, offset, wanted), check=True, capture_output=True, timeout=timeout)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             tmp.unlink(missing_ok=True)
             raise ClipError(f"re-encoding failed ({exc.__class__.__name__})", True) from None

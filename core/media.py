@@ -66,6 +66,21 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def h264_command(
+    source: Path | str, output: Path | str, start: float = 0.0, duration: float | None = None
+) -> list[str]:
+    """ffmpeg arguments for a browser-playable H.264/AAC MP4 (even dimensions, index at the front),
+    optionally of `duration` seconds from `start`."""
+    window = ["-ss", f"{start:.3f}"] if start else []
+    length = ["-t", f"{duration:.3f}"] if duration is not None else []
+    return [
+        ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", *window, "-i", str(source), *length,
+        "-map", "0:v:0", "-map", "0:a:0?", "-c:v", "libx264", "-preset", "veryfast", "-crf", "23",
+        "-pix_fmt", "yuv420p", "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-c:a", "aac",
+        "-movflags", "+faststart", str(output),
+    ]  # fmt: skip
+
+
 def playable_copy(path: Path | str, output_dir: Path | str, timeout: float = 600) -> Path:
     """An H.264/AAC MP4 copy of `path` under ``output_dir/playback/`` (made once, then reused)."""
     source = Path(path)
@@ -76,13 +91,8 @@ def playable_copy(path: Path | str, output_dir: Path | str, timeout: float = 600
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.mp4")
-    command = [
-        ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", str(source),
-        "-map", "0:v:0", "-map", "0:a:0?", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-        "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-c:a", "aac", "-movflags", "+faststart", str(tmp),
-    ]  # fmt: skip
     try:
-        subprocess.run(command, check=True, capture_output=True, timeout=timeout)
+        subprocess.run(h264_command(source, tmp), check=True, capture_output=True, timeout=timeout)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
