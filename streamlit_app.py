@@ -29,7 +29,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="a folder the UI may read videos from and write to (repeatable; default: the working directory)",
     )
     parser.add_argument("--chroma-host", help="use this Chroma server instead of the --db folder")
-    parser.add_argument("--chroma-port", type=int, default=8000)
+    parser.add_argument("--chroma-port", type=int, default=None, help="its port (default: 8000)")
     args, _unknown = parser.parse_known_args(argv)
     return args
 

@@ -56,23 +56,11 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _server(args: argparse.Namespace):
-    """The Chroma server from the flags, else from the environment, else None (the embedded store).
-
-    The token only comes from CLIP_EXPLORER_CHROMA_TOKEN: a command line is visible to other users.
-    """
+    """The Chroma server from the flags, else from the environment, else None (the embedded store)."""
     from core.index import ChromaServer
 
-    env = ChromaServer.from_env()
-    host = getattr(args, "chroma_host", None)
-    if not host:
-        return env
-    return ChromaServer(
-        host=host,
-        port=args.chroma_port or (env.port if env else 8000),
-        ssl=args.chroma_ssl or bool(env and env.ssl),
-        token=os.environ.get("CLIP_EXPLORER_CHROMA_TOKEN", ""),
-        token_header=args.chroma_token_header or (env.token_header if env else "Authorization"),
-    )
+    flags = ("chroma_host", "chroma_port", "chroma_ssl", "chroma_token_header")
+    return ChromaServer.resolve(*(getattr(args, flag, None) for flag in flags))
 
 
 def _add_index_flags(parser: argparse.ArgumentParser) -> None:

@@ -83,6 +83,29 @@ class ChromaServer:
             token_header=env.get("CLIP_EXPLORER_CHROMA_TOKEN_HEADER", "Authorization"),
         )
 
+    @classmethod
+    def resolve(
+        cls,
+        host: str | None = None,
+        port: int | None = None,
+        ssl: bool | None = None,
+        token_header: str | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> ChromaServer | None:
+        """The server named by command-line choices, completed from the environment; else the
+        environment's; else None (the embedded store). The token only ever comes from the environment:
+        a command line is visible to other users."""
+        env = cls.from_env(environ)
+        if not host:
+            return env
+        return cls(
+            host=host,
+            port=port or (env.port if env else 8000),
+            ssl=ssl or bool(env and env.ssl),
+            token=(os.environ if environ is None else environ).get("CLIP_EXPLORER_CHROMA_TOKEN", ""),
+            token_header=token_header or (env.token_header if env else "Authorization"),
+        )
+
 
 def _server_unavailable(exc: BaseException, where: str = "The Chroma server") -> IndexUnavailableError:
     return IndexUnavailableError(

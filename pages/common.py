@@ -51,13 +51,8 @@ def init_state(args: argparse.Namespace) -> None:
     # the working directory) and the index and output folders from the command line.
     chosen = [*(args.allow_root or [os.getcwd()]), args.db, args.output]
     roots = list(dict.fromkeys(str(Path(r).expanduser().resolve()) for r in chosen))
-    server = None
-    if getattr(args, "chroma_host", None):
-        server = ChromaServer(
-            host=args.chroma_host, port=args.chroma_port, token=os.environ.get("CLIP_EXPLORER_CHROMA_TOKEN", "")
-        )
     defaults = {
-        "server": server or ChromaServer.from_env(),
+        "server": ChromaServer.resolve(args.chroma_host, args.chroma_port),
         "db": args.db,
         "output": args.output,
         "device": args.device,

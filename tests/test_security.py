@@ -61,3 +61,14 @@ def test_no_user_input_is_evaluated() -> None:
         for path in (ROOT / folder).glob("*.py"):
             assert not pattern.search(path.read_text(encoding="utf-8")), path.name
     assert not pattern.search((ROOT / "streamlit_app.py").read_text(encoding="utf-8"))
+
+
+def test_server_settings_merge_flags_with_the_environment() -> None:
+    env = {"CLIP_EXPLORER_CHROMA_HOST": "env-host", "CLIP_EXPLORER_CHROMA_PORT": "9000",
+           "CLIP_EXPLORER_CHROMA_SSL": "yes", "CLIP_EXPLORER_CHROMA_TOKEN": "t0k"}  # fmt: skip
+    assert ChromaServer.resolve(environ={}) is None
+    from_env = ChromaServer.resolve(environ=env)
+    assert (from_env.host, from_env.port, from_env.ssl, from_env.token) == ("env-host", 9000, True, "t0k")
+    flagged = ChromaServer.resolve("flag-host", None, None, None, environ=env)
+    assert (flagged.host, flagged.port, flagged.ssl, flagged.token) == ("flag-host", 9000, True, "t0k")
+    assert ChromaServer.resolve("flag-host", 1234, environ={}).describe() == "http://flag-host:1234"
