@@ -252,7 +252,6 @@ class _ProgressBar:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-
     from core.build import BuildProgress, run_build
     from core.embed import ModelSpec
 
@@ -430,7 +429,6 @@ def cmd_subset(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-
     from core.download import DownloadProgress, download_subset, plan_from
 
     candidates, per_class = plan_from(args.subset, args.csv, args.classes, args.per_class)

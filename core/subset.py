@@ -7,6 +7,7 @@ later ones replace clips that are no longer on YouTube).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,8 +43,13 @@ FIFTIETH_RULE = (
 
 
 def kinetics_classes(path: Path | str = CLASSES_FILE) -> list[str]:
-    """The 700 Kinetics-700 class names, as shipped in annotations/."""
-    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The 700 Kinetics-700 class names, as shipped in annotations/ (read once per process)."""
+    return list(_read_classes(str(path)))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_classes(path: str) -> tuple[str, ...]:
+    return tuple(line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip())
 
 
 def reference_classes(all_classes: Sequence[str] | None = None) -> list[str]:

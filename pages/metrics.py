@@ -9,9 +9,9 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import UserError
-from core.evaluation import POOLINGS
+from core.evaluation import CLASS_SETS, POOLINGS
 from core.plots import confusion_heatmap, similarity_histogram
-from core.prompts import DEFAULT_PROMPT, PROMPT_SETS
+from core.prompts import DEFAULT_PROMPT, LABEL_MODES, PROMPT_SETS
 from core.reports import metrics_csv, metrics_rows, per_class_csv, per_video_csv, results_html
 from core.resources import get_evaluation, thumbnail_uri
 from core.runs import RunStore, run_from_evaluation
@@ -62,10 +62,8 @@ with st.container(border=True):
             format_func=lambda p: f"{p}: {POOLING_HELP[p]}",
         )
         c1, c2 = st.columns(2)
-        label_mode = c1.radio("Labels", ["keep", "strip"], help="strip: 'opening bottle (not wine)' → 'opening bottle'")
-        classes = c2.radio(
-            "Candidate classes", ["present", "all"], help="all: score against the 700 Kinetics-700 names"
-        )
+        label_mode = c1.radio("Labels", LABEL_MODES, help="strip: 'opening bottle (not wine)' → 'opening bottle'")
+        classes = c2.radio("Candidate classes", CLASS_SETS, help="all: score against the 700 Kinetics-700 names")
 
 templates = tuple(line for line in st.session_state.templates.splitlines() if line.strip())
 try:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.evaluation import POOLINGS, evaluate_grid
+from core.evaluation import CLASS_SETS, POOLINGS, evaluate_grid
 from core.plots import runs_chart
-from core.prompts import PROMPT_SETS
+from core.prompts import LABEL_MODES, PROMPT_SETS
 from core.resources import get_contents
 from core.runs import REFERENCE_RUN, RunStore, compare_per_class, run_from_evaluation
 from pages.common import current_index, index_model, require_navigation
@@ -29,8 +29,8 @@ if index is not None:
         )
         left, middle, right = st.columns([2, 1, 1], vertical_alignment="bottom")
         sets = left.multiselect("Prompt sets", list(PROMPT_SETS), default=list(PROMPT_SETS))
-        labels = middle.selectbox("Labels", ["keep", "strip"], help="strip: drop parenthesised asides")
-        classes = right.selectbox("Classes", ["present", "all"], help="all: the 700 Kinetics-700 names")
+        labels = middle.selectbox("Labels", LABEL_MODES, help="strip: drop parenthesised asides")
+        classes = right.selectbox("Classes", CLASS_SETS, help="all: the 700 Kinetics-700 names")
         if st.button("Evaluate the grid", type="primary", disabled=not sets):
             model = index_model(index)
             if model is not None:
