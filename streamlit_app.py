@@ -45,8 +45,10 @@ page = st.navigation(
     ]
 )
 
+from core.runtime import configure_runtime  # noqa: E402
 from pages.common import init_state, sidebar  # noqa: E402
 
+configure_runtime()
 init_state(parse_args(sys.argv[1:]))
 sidebar()
 page.run()

@@ -547,6 +547,9 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from core.errors import UserError
+    from core.runtime import configure_runtime
+
+    configure_runtime()
 
     try:
         return COMMANDS[args.command](args)

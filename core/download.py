@@ -29,10 +29,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.clock import now_iso
 from core.errors import SourceError
 from core.files import write_text_atomic
 from core.frames import FrameStrategy, VideoReadError, probe_video, read_video_frames
-from core.index import now_iso
 from core.media import ffmpeg_exe, h264_command, video_codec
 from core.sources import ANNOTATIONS_FILENAME, VideoRecord, kinetics_clip_stem
 from core.subset import load_subset, make_subset

@@ -12,6 +12,7 @@ or mismatched checkpoint) becomes a `ModelError` with one sentence; the rest are
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -197,6 +198,31 @@ def _load_checkpoint(model: torch.nn.Module, spec: ModelSpec) -> None:
         ) from None
 
 
+class _FromOpenClip(logging.Filter):
+    """Drops records logged by open_clip's own modules (it logs through the root logger)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder = str(Path(open_clip.__file__).resolve().parent)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(Path(record.pathname).resolve()).startswith(self.folder)
+
+
+@contextlib.contextmanager
+def _quiet_open_clip_logs() -> Any:
+    """While a model is created, open_clip warns about weights it did not load (expected before a
+    local checkpoint is loaded) or could not download (that becomes a ModelError). Only its records
+    are dropped, and only for the duration: other code's logs, in any thread, are untouched."""
+    root = logging.getLogger()
+    quiet = _FromOpenClip()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+
+
 def _create(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
     tag = spec.pretrained if not (spec.is_checkpoint or spec.pretrained == RANDOM_WEIGHTS) else None
     model_cfg = open_clip.get_model_config(spec.name) or {}
@@ -204,10 +230,7 @@ def _create(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
     # Weights trained with QuickGELU (OpenAI's) are wrong under plain GELU; open_clip only warns.
     quick_gelu = bool(tag_cfg.get("quick_gelu", False)) and not model_cfg.get("quick_gelu", False)
     try:
-        # open_clip logs (on the root logger) about weights it did not load or could not download; the
-        # first is expected before a local checkpoint is loaded, the second becomes a ModelError below.
-        logging.disable(logging.ERROR)
-        with warnings.catch_warnings():
+        with _quiet_open_clip_logs(), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             model = open_clip.create_model(spec.name, pretrained=tag, device=device, force_quick_gelu=quick_gelu)
     except RuntimeError as exc:
@@ -218,8 +241,6 @@ def _create(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
                 "with --pretrained /path/to/weights.pt."
             ) from None
         raise
-    finally:
-        logging.disable(logging.NOTSET)
     if spec.is_checkpoint:
         _load_checkpoint(model, spec)
         model.to(device)
@@ -311,6 +332,9 @@ class ClipModel:
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu().numpy()
 
     def _encode_trimmed(self, tokens: torch.Tensor) -> torch.Tensor:
+        # open_clip's CLIP.encode_text always runs the full 77-token context; this is its body (checked
+        # against open_clip 3.3.0, and by tests against encode_texts_full) on the trimmed tokens, which
+        # makes a query about 2.5x faster. text_global_pool is open_clip's own pooling function.
         m = self.model
         length = max(1, int((tokens != 0).sum(dim=1).max()))
         tokens = tokens[:, :length]

@@ -21,8 +21,8 @@ from core.embed import ClipModel
 from core.errors import UserError
 from core.index import FrameIndex, IndexContents
 from core.metrics import MetricsReport, compute_metrics
+from core.paths import kinetics_classes
 from core.prompts import PromptSet, class_text_embeddings, resolve_prompts
-from core.subset import kinetics_classes
 
 POOLINGS = ("mean", "max", "middle", "frame")
 

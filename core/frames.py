@@ -14,16 +14,10 @@ raises `VideoReadError` with the reason.
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-# FFmpeg's own complaints about damaged files would flood the terminal; each video's problem is
-# reported once, as a reason, instead. Read when OpenCV loads, so set before importing it.
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 import cv2
 import numpy as np
@@ -153,9 +147,9 @@ def _check_file(path: Path) -> None:
         raise VideoReadError(f"this is {image}, not a video")
 
 
-# Videos are decoded in parallel, one per worker thread: FFmpeg's and OpenCV's own threads would
-# only compete with those workers and with the model (measured: about a third more CPU per video).
-cv2.setNumThreads(1)
+# Videos are decoded in parallel, one per worker: FFmpeg's own threads would only compete with those
+# workers and with the model (measured: about a third more CPU per video). FFmpeg's log level and
+# OpenCV's thread pool are process settings: core.runtime.configure_runtime sets them.
 _DECODE_PARAMS = [cv2.CAP_PROP_N_THREADS, 1]
 
 

@@ -20,20 +20,16 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import chromadb
 import numpy as np
+from chromadb.config import Settings
 
+from core.clock import now_iso
 from core.embed import ModelSpec
 from core.errors import IndexUnavailableError
-
-# Chroma's anonymous usage reporting stays off, whatever Settings a caller builds.
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-
-import chromadb
-from chromadb.config import Settings
 
 COLLECTION_PREFIX = "frames"
 SCHEMA_VERSION = 1
@@ -43,10 +39,6 @@ SCHEMA_VERSION = 1
 # frame, where M=32 and construction 200 cost three times more for no recall gained).
 HNSW_CONFIG = {"space": "cosine", "ef_construction": 100, "ef_search": 100, "max_neighbors": 16}
 _PAGE = 5000
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.clock import now_iso
 from core.evaluation import Evaluation
-from core.index import FrameIndex, now_iso
+from core.index import FrameIndex
 from core.locking import locked_append
 from core.metrics import wilson_interval
 

@@ -7,7 +7,6 @@ later ones replace clips that are no longer on YouTube).
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 from core.errors import SourceError
 from core.files import write_text_atomic
-from core.paths import CLASSES_FILE, DEFAULT_SUBSET
+from core.paths import DEFAULT_SUBSET, kinetics_classes
 from core.sources import read_kinetics_csv
 
 # The 49 class names the reference study lists, verbatim; all are Kinetics-700 names.
@@ -40,16 +39,6 @@ FIFTIETH_RULE = (
     "of its classes (overview and examples), so that is the 50th. Had it named none, the rule would take the "
     "alphabetically first Kinetics-700 class not already listed."
 )
-
-
-def kinetics_classes(path: Path | str = CLASSES_FILE) -> list[str]:
-    """The 700 Kinetics-700 class names, as shipped in annotations/ (read once per process)."""
-    return list(_read_classes(str(path)))
-
-
-@functools.lru_cache(maxsize=4)
-def _read_classes(path: str) -> tuple[str, ...]:
-    return tuple(line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip())
 
 
 def reference_classes(all_classes: Sequence[str] | None = None) -> list[str]:

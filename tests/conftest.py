@@ -9,7 +9,6 @@ import tempfile
 # weights a developer may have cached: the tests see an empty Hugging Face cache.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="clip-explorer-hf-")
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from pathlib import Path
 
@@ -17,8 +16,11 @@ import pytest
 
 from core.build import run_build
 from core.embed import ModelSpec, load_model
+from core.runtime import configure_runtime
 from tests.helpers import make_labelled_folder
 from tests.tiny_model import CONFIG, train_tiny_clip
+
+configure_runtime()  # the tests are a front door too: quiet FFmpeg, one OpenCV thread, no telemetry
 
 
 @pytest.fixture(scope="session")
