@@ -48,6 +48,7 @@ from core.embed import RANDOM_WEIGHTS, ModelSpec, load_model  # noqa: E402
 from core.evaluation import score_samples  # noqa: E402
 from core.index import HNSW_CONFIG, IndexContents, connect, open_for_build  # noqa: E402
 from core.metrics import compute_metrics  # noqa: E402
+from core.requests import BuildRequest  # noqa: E402
 from core.samples import write_clip  # noqa: E402
 from core.search import search  # noqa: E402
 from core.sources import scan_source  # noqa: E402
@@ -135,9 +136,11 @@ def encode_rate(model, seconds: float, batch_size: int) -> float:
 
 
 def build_rate(model, videos: Path, work: Path, frames: str, batch_size: int, tag: str) -> dict[str, float]:
-    summary = run_build(
-        videos, work / f"db-{tag}", work / f"out-{tag}", frames=frames, model=model, batch_size=batch_size
-    )
+    request = BuildRequest(
+        videos=str(videos), db=str(work / f"db-{tag}"), output=str(work / f"out-{tag}"), frames=frames,
+        batch_size=batch_size, workers=2,
+    )  # fmt: skip
+    summary = run_build(request, model=model)
     return {"frames": summary.frames, "seconds": summary.seconds, "frames_per_s": summary.frames_per_s}
 
 

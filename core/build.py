@@ -13,6 +13,7 @@ about the terminal or Streamlit.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -26,11 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.embed import ClipModel, ModelSpec, load_model
+from core.embed import ClipModel, load_model
 from core.errors import UserError
 from core.frames import FrameStrategy, VideoReadError, read_video_frames
-from core.index import ChromaServer, FrameIndex, connect, open_for_build
+from core.index import FrameIndex, connect, open_for_build
 from core.locking import BuildLock
+from core.requests import BuildRequest
 from core.sources import SkippedItem, VideoRecord, scan_source
 from core.thumbnails import remove_stale_temporaries, safe_name, thumbnail_path, write_thumbnail
 
@@ -343,34 +345,40 @@ def default_batch_size(model: ClipModel) -> int:
     return 128 if model.device.type == "cuda" else 32
 
 
+def resolve_workers(workers: int | str | None) -> int:
+    """Decoding workers: a number, or "auto" (one per core)."""
+    if workers in (None, "", "auto"):
+        return max(1, os.cpu_count() or 1)
+    try:
+        count = int(workers)
+    except (TypeError, ValueError):
+        raise UserError(f"--workers must be a number or 'auto', not {workers!r}.") from None
+    if count < 1:
+        raise UserError(f"--workers must be at least 1 (got {count}).")
+    return count
+
+
 def run_build(
-    videos: Path | str | None,
-    db: Path | str,
-    output_dir: Path | str,
-    spec: ModelSpec | None = None,
-    frames: str = "middle",
-    annotations: Path | str | None = None,
-    batch_size: int | None = None,
-    device: str = "auto",
+    request: BuildRequest,
     model: ClipModel | None = None,
     progress: Callable[[BuildProgress], None] | None = None,
     cancel: threading.Event | None = None,
-    workers: int = 2,
-    allowed_roots: Sequence[Path | str] | None = None,
     lock_owner: str = "",
-    server: ChromaServer | None = None,
 ) -> BuildSummary:
     """Everything `python -m core build` does: read the source, lock the index, load the model, build.
 
     A `model` already loaded by the caller is used as is (the app keeps one per process). With a
-    Chroma `server`, the lock lives in the output folder (one build per server from this machine).
+    Chroma server, the lock lives in the output folder (one build per server from this machine).
     """
-    strategy = FrameStrategy.parse(frames)
-    scan = scan_source(videos, annotations, allowed_roots=allowed_roots)
-    lock_dir = Path(db) if server is None else Path(output_dir) / ".locks" / safe_name(server.describe())
+    strategy = FrameStrategy.parse(request.frames)
+    workers = resolve_workers(request.workers)
+    scan = scan_source(request.videos, request.annotations, allowed_roots=request.allowed_roots)
+    server = request.server
+    output_dir = Path(request.output)
+    lock_dir = Path(request.db) if server is None else output_dir / ".locks" / safe_name(server.describe())
     with BuildLock(lock_dir, owner=lock_owner):
-        clip = model if model is not None else load_model(spec or ModelSpec(), device)
-        client = connect(db, server)
+        clip = model if model is not None else load_model(request.spec, request.device)
+        client = connect(request.db, server)
         index = open_for_build(client, clip.spec, clip.embed_dim, str(strategy))
         return build_index(
             scan.videos,
@@ -378,7 +386,7 @@ def run_build(
             index,
             strategy,
             output_dir,
-            batch_size=batch_size or default_batch_size(clip),
+            batch_size=request.batch_size or default_batch_size(clip),
             progress=progress,
             cancel=cancel,
             workers=workers,

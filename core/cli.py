@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--batch-size", type=int, default=None, help="images per encoding batch (default: 32 on a CPU, 128 on a GPU)"
     )
-    build.add_argument("--workers", type=int, default=2, help="decoding threads (default: 2)")
+    build.add_argument("--workers", default="auto", help="decoding workers: a number, or auto (default: one per core)")
     _add_server_flags(build)
     build.add_argument("--json", help="also write the build summary as JSON to this file ('-' for stdout)")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -254,6 +254,7 @@ class _ProgressBar:
 def cmd_build(args: argparse.Namespace) -> int:
     from core.build import BuildProgress, run_build
     from core.embed import ModelSpec
+    from core.requests import BuildRequest
 
     spec = _requested_spec(args) or ModelSpec.resolve()
     bar = _ProgressBar(args.quiet, "video", "Indexing")
@@ -264,20 +265,19 @@ def cmd_build(args: argparse.Namespace) -> int:
             p.videos_done, p.videos_total, frames=p.frames_done, fps=f"{p.frames_per_s:.1f}", skipped=len(p.skipped)
         )
 
-    summary = run_build(
-        args.videos,
-        args.db,
-        args.output,
+    request = BuildRequest(
+        videos=args.videos,
+        db=args.db,
+        output=args.output,
         spec=spec,
         frames=args.frames,
         annotations=args.annotations,
         batch_size=args.batch_size,
         device=args.device,
-        progress=progress,
         workers=args.workers,
-        lock_owner="python -m core build",
         server=_server(args),
     )
+    summary = run_build(request, progress=progress, lock_owner="python -m core build")
     bar.close()
     say(summary.line())
     for note in summary.notes:

@@ -22,6 +22,7 @@ from core.download import Candidate, download_subset
 from core.embed import ClipModel, ModelSpec, load_model
 from core.errors import IndexLockedError, UserError
 from core.index import ChromaServer
+from core.requests import BuildRequest
 
 log = logging.getLogger(__name__)
 
@@ -111,22 +112,6 @@ class JobManager:
             job.finished_at = time.time()
 
 
-@dataclass(frozen=True)
-class BuildRequest:
-    """What to build: the same choices as ``python -m core build``."""
-
-    videos: str
-    db: str
-    output: str
-    spec: ModelSpec
-    frames: str = "middle"
-    annotations: str | None = None
-    batch_size: int = 32
-    device: str = "auto"
-    allowed_roots: tuple[str, ...] | None = None
-    server: ChromaServer | None = None
-
-
 class BuildManager(JobManager):
     """Background index builds, one per index folder."""
 
@@ -141,20 +126,7 @@ class BuildManager(JobManager):
             job.state = "loading model"
             model = self._load_model(request.spec, request.device)
             job.state = "running"
-            return run_build(
-                request.videos,
-                request.db,
-                request.output,
-                frames=request.frames,
-                annotations=request.annotations,
-                batch_size=request.batch_size,
-                model=model,
-                progress=job.report,
-                cancel=job.cancel_event,
-                allowed_roots=request.allowed_roots,
-                lock_owner="dashboard",
-                server=request.server,
-            )
+            return run_build(request, model=model, progress=job.report, cancel=job.cancel_event, lock_owner="dashboard")
 
         return self._start(build_target(request.db, request.server), request, work)
 

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from core.build import run_build
 from core.embed import ModelSpec, load_model
 from core.runtime import configure_runtime
-from tests.helpers import make_labelled_folder
+from tests.helpers import build_into, make_labelled_folder
 from tests.tiny_model import CONFIG, train_tiny_clip
 
 configure_runtime()  # the tests are a front door too: quiet FFmpeg, one OpenCV thread, no telemetry
@@ -50,5 +49,5 @@ def video_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def built_index(tmp_path_factory: pytest.TempPathFactory, video_root: Path, tiny_model):
     """The generated videos indexed once with the tiny model, `uniform:3` frames (read-only)."""
     work = tmp_path_factory.mktemp("built")
-    summary = run_build(video_root, work / "db", work / "output", frames="uniform:3", model=tiny_model, batch_size=8)
+    summary = build_into(video_root, work / "db", work / "output", frames="uniform:3", model=tiny_model, batch_size=8)
     return {"db": work / "db", "output": work / "output", "summary": summary}

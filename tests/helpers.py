@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from core.samples import write_clip
 from tests.tiny_model import COLOURS
@@ -55,3 +56,14 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subproce
         text=True,
         timeout=timeout,
     )
+
+
+def build_into(videos: Any, db: Any, output: Any, model: Any = None, progress: Any = None, cancel: Any = None,
+               **fields: Any) -> Any:  # fmt: skip
+    """A local build through the engine's one entry point, with test-friendly paths and a loaded model."""
+    from core.build import run_build
+    from core.requests import BuildRequest
+
+    fields.setdefault("workers", 2)
+    request = BuildRequest(videos=str(videos), db=str(db), output=str(output), **fields)
+    return run_build(request, model=model, progress=progress, cancel=cancel)

@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.build import run_build
 from core.errors import SourceError
 from core.frames import FrameStrategy, VideoReadError, read_video_frames
 from core.index import connect, open_index
 from core.media import ffmpeg_exe
 from core.samples import write_clip
 from core.sources import VideoRecord, scan_source
-from tests.helpers import ROOT, make_broken_files
+from tests.helpers import ROOT, build_into, make_broken_files
 from tests.tiny_model import COLOURS, CONFIG
 
 RED = COLOURS["juggling fire"]
@@ -67,7 +66,7 @@ def messy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_bad_file_has_a_reason_and_the_rest_is_indexed(messy: Path, tmp_path: Path, tiny_model) -> None:
     scan = scan_source(messy)  # terminates despite the loop, and reads the loop as nothing
-    summary = run_build(messy, tmp_path / "db", tmp_path / "out", frames="uniform:3", model=tiny_model)
+    summary = build_into(messy, tmp_path / "db", tmp_path / "out", frames="uniform:3", model=tiny_model)
     reasons = {Path(s.item).name: s.reason for s in summary.skipped}
     assert reasons["empty.mp4"] == "empty file (0 bytes)"
     assert "cannot be opened" in reasons["notes.mp4"]
@@ -97,9 +96,9 @@ def test_adding_bad_files_loses_nothing_already_indexed(messy: Path, tmp_path: P
     good = tmp_path / "videos"
     write_clip(good / "tackling" / "a.avi", RED, n_frames=6)
     write_clip(good / "tackling" / "b.avi", RED, n_frames=6)
-    run_build(good, tmp_path / "db", tmp_path / "out", model=tiny_model)
+    build_into(good, tmp_path / "db", tmp_path / "out", model=tiny_model)
     shutil.copytree(messy / "juggling_fire", good / "juggling_fire", symlinks=True)
-    again = run_build(good, tmp_path / "db", tmp_path / "out", model=tiny_model)
+    again = build_into(good, tmp_path / "db", tmp_path / "out", model=tiny_model)
     assert again.videos_already_indexed == 2 and len(again.skipped) == 5
     assert {"tackling/a", "tackling/b"} <= open_index(connect(tmp_path / "db")).complete_videos()
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.build import build_index, run_build
+from core.build import build_index
 from core.errors import IndexLockedError
 from core.frames import FrameStrategy
 from core.index import connect, open_for_build, open_index
 from core.locking import BuildLock
 from core.sources import scan_source
-from tests.helpers import make_broken_files
+from tests.helpers import build_into, make_broken_files
 from tests.tiny_model import COLOURS
 
 
@@ -42,18 +42,18 @@ def test_built_index_contents_and_thumbnails(built_index: dict) -> None:
 
 def test_rebuild_adds_nothing_and_completes_half_written_videos(tmp_path: Path, video_root: Path, tiny_model) -> None:
     db, out = tmp_path / "db", tmp_path / "out"
-    first = run_build(video_root, db, out, frames="uniform:2", model=tiny_model)
+    first = build_into(video_root, db, out, frames="uniform:2", model=tiny_model)
     assert first.videos_indexed == 12
     index = open_index(connect(db))
     before = index.contents()
     # Simulate a build killed mid-video: one frame of one video is missing.
     index.collection.delete(ids=[before.ids[0]])
-    again = run_build(video_root, db, out, frames="uniform:2", model=tiny_model)
+    again = build_into(video_root, db, out, frames="uniform:2", model=tiny_model)
     assert again.videos_already_indexed == 11 and again.videos_indexed == 1 and again.frames == 2
     after = open_index(connect(db)).contents()
     assert after.ids == before.ids and index.count() == 24
     assert np.allclose(after.embeddings, before.embeddings, atol=1e-5)
-    third = run_build(video_root, db, out, frames="uniform:2", model=tiny_model)
+    third = build_into(video_root, db, out, frames="uniform:2", model=tiny_model)
     assert third.videos_indexed == 0 and third.frames == 0 and index.count() == 24
 
 
@@ -61,7 +61,7 @@ def test_bad_files_are_skipped_with_reasons(tmp_path: Path, video_root: Path, ti
     videos = tmp_path / "videos"
     shutil.copytree(video_root / "juggling_fire", videos / "juggling_fire")
     broken = make_broken_files(videos / "tackling")
-    summary = run_build(videos, tmp_path / "db", tmp_path / "out", model=tiny_model)
+    summary = build_into(videos, tmp_path / "db", tmp_path / "out", model=tiny_model)
     assert summary.videos_indexed == 2
     reasons = {Path(s.item).name: s.reason for s in summary.skipped}
     assert reasons[broken["empty"].name] == "empty file (0 bytes)"
@@ -101,6 +101,6 @@ def test_progress_and_cancel(tmp_path: Path, video_root: Path, tiny_model) -> No
 
 def test_second_build_on_the_same_index_is_refused(tmp_path: Path, video_root: Path, tiny_model) -> None:
     with BuildLock(tmp_path / "db", owner="someone else"), pytest.raises(IndexLockedError, match="Another build"):
-        run_build(video_root, tmp_path / "db", tmp_path / "out", model=tiny_model)
+        build_into(video_root, tmp_path / "db", tmp_path / "out", model=tiny_model)
     # The lock goes with its holder: the next build runs.
-    assert run_build(video_root, tmp_path / "db", tmp_path / "out", model=tiny_model).videos_indexed == 12
+    assert build_into(video_root, tmp_path / "db", tmp_path / "out", model=tiny_model).videos_indexed == 12

@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.build import run_build
 from core.index import connect, open_index
 from core.samples import write_clip
 from core.thumbnails import FRAMES_DIRNAME
-from tests.helpers import ROOT
+from tests.helpers import ROOT, build_into
 from tests.tiny_model import COLOURS, CONFIG
 
 N_VIDEOS = 200
@@ -60,7 +59,7 @@ def _snapshot(db: Path) -> dict[str, np.ndarray]:
 
 def test_sigkill_at_random_points_then_resume(tmp_path: Path, many_videos: Path, tiny_model, tiny_checkpoint: Path):
     clean_db, clean_out = tmp_path / "clean-db", tmp_path / "clean-out"
-    clean = run_build(many_videos, clean_db, clean_out, frames=FRAMES, model=tiny_model, batch_size=4)
+    clean = build_into(many_videos, clean_db, clean_out, frames=FRAMES, model=tiny_model, batch_size=4)
     assert clean.videos_indexed == N_VIDEOS and clean.frames == 3 * N_VIDEOS
     reference, _ = _snapshot(clean_db)
 

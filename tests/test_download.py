@@ -207,11 +207,11 @@ def test_resume_after_kill(tmp_path: Path, server: ClipServer) -> None:
 
 
 def test_annotations_feed_build(tmp_path: Path, server: ClipServer, tiny_model) -> None:
-    from core.build import run_build
+    from tests.helpers import build_into
 
     candidates = {"juggling fire": [_cand(server, "juggling fire", "clip0.mp4", "zzzzzzzzzzz")]}
     download_subset(candidates, tmp_path / "videos", per_class=1, jobs=1, backoff=0.05)
-    summary = run_build(tmp_path / "videos", tmp_path / "db", tmp_path / "out", model=tiny_model)
+    summary = build_into(tmp_path / "videos", tmp_path / "db", tmp_path / "out", model=tiny_model)
     assert summary.videos_indexed == 1 and not summary.skipped
 
 

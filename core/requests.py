@@ -1,0 +1,171 @@
+"""The values that cross layers: where an index lives, what to build, how to evaluate.
+
+Each round-trips through JSON (`to_json` / `from_json`), so the run store, the app's deep links, a
+background job and a Ray job all carry the same form. A Chroma server's token never enters that
+form: it comes from the environment of the process that uses it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from core.embed import ModelSpec
+from core.errors import UserError
+from core.evaluation import CLASS_SETS, POOLINGS
+from core.index import ChromaServer
+from core.prompts import LABEL_MODES
+
+DEFAULT_PROMPTS: tuple[str, ...] = ("english",)
+
+
+def _server_to_json(server: ChromaServer | None) -> dict[str, Any] | None:
+    if server is None:
+        return None
+    return {"host": server.host, "port": server.port, "ssl": server.ssl, "token_header": server.token_header}
+
+
+def _server_from_json(data: dict[str, Any] | None) -> ChromaServer | None:
+    if not data:
+        return None
+    port, ssl = int(data.get("port", 8000)), bool(data.get("ssl"))
+    return ChromaServer.resolve(data["host"], port, ssl, data.get("token_header"))
+
+
+@dataclass(frozen=True)
+class IndexRef:
+    """Where an index lives (an embedded folder, or a Chroma server) and which collection of it.
+
+    `collection` None means "the newest one there"."""
+
+    db: str = "chroma_db"
+    server: ChromaServer | None = None
+    collection: str | None = None
+
+    def with_collection(self, name: str | None) -> IndexRef:
+        return replace(self, collection=name)
+
+    def store(self) -> IndexRef:
+        """The same store, no collection chosen (what lists and builds are keyed by)."""
+        return replace(self, collection=None)
+
+    def describe(self) -> str:
+        where = self.server.describe() if self.server is not None else f"{self.db}/"
+        return f"{where}{' · ' + self.collection if self.collection else ''}"
+
+    def key(self) -> str:
+        """What a build is keyed by: the index folder, or the Chroma server's address."""
+        return self.server.describe() if self.server is not None else self.db
+
+    def to_json(self) -> dict[str, Any]:
+        return {"db": self.db, "server": _server_to_json(self.server), "collection": self.collection}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> IndexRef:
+        return cls(db=str(data.get("db", "chroma_db")), server=_server_from_json(data.get("server")),
+                   collection=data.get("collection"))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How to score an index: prompt sets or templates, pooling, label clean-up and class set."""
+
+    prompts: tuple[str, ...] = DEFAULT_PROMPTS
+    pooling: str = "mean"
+    label_mode: str = "keep"
+    classes: str = "present"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.prompts, str):  # a single prompt set or template
+            object.__setattr__(self, "prompts", (self.prompts,))
+        object.__setattr__(self, "prompts", tuple(p for p in self.prompts if str(p).strip()) or DEFAULT_PROMPTS)
+        if self.pooling not in POOLINGS:
+            raise UserError(f"Unknown pooling {self.pooling!r}: use one of {', '.join(POOLINGS)}.")
+        if self.label_mode not in LABEL_MODES:
+            raise UserError(f"Unknown label mode {self.label_mode!r}: use one of {', '.join(LABEL_MODES)}.")
+        if self.classes not in CLASS_SETS:
+            raise UserError(f"Unknown class set {self.classes!r}: use one of {', '.join(CLASS_SETS)}.")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"prompts": list(self.prompts), "pooling": self.pooling, "label_mode": self.label_mode,
+                "classes": self.classes}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EvalSettings:
+        prompts = data.get("prompts") or DEFAULT_PROMPTS
+        return cls(
+            prompts=tuple(str(p) for p in ([prompts] if isinstance(prompts, str) else prompts)),
+            pooling=str(data.get("pooling", "mean")),
+            label_mode=str(data.get("label_mode", "keep")),
+            classes=str(data.get("classes", "present")),
+        )
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What to build: the same choices as ``python -m core build``.
+
+    `workers` is a number of decoding workers or "auto" (one per core, leaving the main process
+    room); `batch_size` None means the device's default; `precision` is fp32, fp16 or auto (fp16 on
+    CUDA); `engine` is local or ray."""
+
+    videos: str
+    db: str = "chroma_db"
+    output: str = "output"
+    spec: ModelSpec = field(default_factory=ModelSpec)
+    frames: str = "middle"
+    annotations: str | None = None
+    batch_size: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    workers: int | str = "auto"
+    engine: str = "local"
+    ray_address: str | None = None
+    allowed_roots: tuple[str, ...] | None = None
+    server: ChromaServer | None = None
+
+    @property
+    def target(self) -> IndexRef:
+        return IndexRef(db=self.db, server=self.server)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "videos": self.videos,
+            "db": self.db,
+            "output": self.output,
+            "spec": self.spec.to_metadata(),
+            "frames": self.frames,
+            "annotations": self.annotations,
+            "batch_size": self.batch_size,
+            "device": self.device,
+            "precision": self.precision,
+            "workers": self.workers,
+            "engine": self.engine,
+            "ray_address": self.ray_address,
+            "allowed_roots": list(self.allowed_roots) if self.allowed_roots is not None else None,
+            "server": _server_to_json(self.server),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BuildRequest:
+        roots = data.get("allowed_roots")
+        return cls(
+            videos=str(data["videos"]),
+            db=str(data.get("db", "chroma_db")),
+            output=str(data.get("output", "output")),
+            spec=ModelSpec.from_metadata(data.get("spec") or {}),
+            frames=str(data.get("frames", "middle")),
+            annotations=data.get("annotations"),
+            batch_size=data.get("batch_size"),
+            device=str(data.get("device", "auto")),
+            precision=str(data.get("precision", "auto")),
+            workers=data.get("workers", "auto"),
+            engine=str(data.get("engine", "local")),
+            ray_address=data.get("ray_address"),
+            allowed_roots=tuple(roots) if roots is not None else None,
+            server=_server_from_json(data.get("server")),
+        )
