@@ -153,6 +153,11 @@ def connect(db: Path | str, server: ChromaServer | None = None) -> chromadb.Clie
     return chromadb.PersistentClient(path=str(path), settings=settings)
 
 
+def version_key(count: int, built_at: str) -> str:
+    """What caches of an index's content are keyed by: it changes with new records and finished builds."""
+    return f"{count}|{built_at}"
+
+
 def similarity_from_distance(distance: float | np.ndarray) -> float | np.ndarray:
     """Chroma's cosine distance → cosine similarity, unclamped."""
     return 1.0 - distance
@@ -175,6 +180,10 @@ class IndexInfo:
     created_at: str
     built_at: str
     count: int
+
+    @property
+    def version(self) -> str:
+        return version_key(self.count, self.built_at)
 
     def describe(self) -> str:
         when = self.built_at or self.created_at
@@ -246,7 +255,7 @@ class FrameIndex:
 
     def version(self) -> str:
         """Changes whenever the collection's content may have changed (new records, a finished build)."""
-        return f"{self.count()}|{self.metadata.get('built_at', '')}"
+        return version_key(self.count(), str(self.metadata.get("built_at", "")))
 
     @_reaching_server
     def mark_built(self) -> None:
