@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.errors import UserError
 from core.index import ChromaServer, _server_unavailable
+from core.paths import confine
 from core.samples import write_clip
 from core.uploads import save_upload
 from tests.helpers import ROOT
@@ -72,3 +73,17 @@ def test_server_settings_merge_flags_with_the_environment() -> None:
     flagged = ChromaServer.resolve("flag-host", None, None, None, environ=env)
     assert (flagged.host, flagged.port, flagged.ssl, flagged.token) == ("flag-host", 9000, True, "t0k")
     assert ChromaServer.resolve("flag-host", 1234, environ={}).describe() == "http://flag-host:1234"
+
+
+def test_confine_keeps_paths_inside_the_roots(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (root / "escape").symlink_to(outside, target_is_directory=True)
+    assert confine(root / "sub", [root], "The videos folder") == (root / "sub").resolve()
+    assert confine(root / "sub" / ".." / "new", [root], "The output folder") == (root / "new").resolve()
+    assert confine(str(outside), None, "Anything") == outside.resolve()  # no roots: nothing refused
+    for path in (outside, root / ".." / "outside", root / "escape", root / "escape" / "x", "/etc"):
+        with pytest.raises(UserError, match=r"^The checkpoint .* is outside the folders this app may use") as info:
+            confine(path, [root], "The checkpoint")
+        assert "--allow-root" in str(info.value) and str(info.value).count(". ") == 0  # one sentence
