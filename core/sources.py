@@ -3,14 +3,16 @@
 Three layouts are understood:
 
 1. a folder per label: ``VIDEOS/<label>/<anything>.mp4`` (underscores in the folder name read as
-   spaces);
+   spaces); every other file in it is listed as skipped ("not a video file type"), apart from hidden
+   files and annotation files (.json, .jsonl, .csv);
 2. an ``annotations.json`` file: a list of objects with at least ``video_id``, ``path`` and
    ``label``; other keys are kept as metadata;
 3. the official Kinetics CSV (``label,youtube_id,time_start,time_end[,split]``) with a folder of
    clips named ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4``.
 
-Nothing here opens a video: records whose file is missing or whose row is malformed are reported in
-`SourceScan.skipped` with a reason, and the scan goes on.
+Nothing here opens a video: a video is recognised by its extension (`VIDEO_EXTENSIONS`, any case),
+and records whose file is missing or whose row is malformed are reported in `SourceScan.skipped`
+with a reason, and the scan goes on.
 """
 
 from __future__ import annotations
@@ -23,8 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import SourceError
+from core.paths import confine, is_within, resolve_roots
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
+# What FFmpeg (inside OpenCV) reads; at least as wide as Ray Data's `read_videos` default. A file with
+# another extension is not opened at all: decoding a PDF to find out it is not a video wastes time.
+VIDEO_EXTENSIONS = (
+    ".mp4", ".mkv", ".mov", ".avi", ".wmv", ".flv", ".webm", ".m4v", ".3gp", ".mpeg", ".mpg", ".ts", ".ogv",
+    ".rm", ".rmvb", ".vob", ".asf", ".f4v", ".m2ts", ".mts", ".divx", ".xvid", ".mxf",
+)  # fmt: skip
+# Files that describe the videos rather than being one (annotations, the downloader's manifest, a
+# Kinetics CSV): not listed as skipped.
+ANNOTATION_EXTENSIONS = (".json", ".jsonl", ".csv")
+NOT_A_VIDEO = "not a video file type"
 ANNOTATIONS_FILENAME = "annotations.json"
 KINETICS_REQUIRED_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
 # Metadata values must be scalars: ChromaDB and JSON reports store them as they are.
@@ -69,6 +81,10 @@ def is_video_file(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".")
 
 
+def is_annotation_file(path: Path) -> bool:
+    return path.suffix.lower() in ANNOTATION_EXTENSIONS
+
+
 def label_from_folder(name: str) -> str:
     return " ".join(name.replace("_", " ").split())
 
@@ -76,20 +92,6 @@ def label_from_folder(name: str) -> str:
 def kinetics_clip_stem(youtube_id: str, time_start: int, time_end: int) -> str:
     """The file stem the official Kinetics downloader gives a clip."""
     return f"{youtube_id}_{int(time_start):06d}_{int(time_end):06d}"
-
-
-def _within(path: Path, roots: Sequence[Path]) -> bool:
-    return any(path == root or root in path.parents for root in roots)
-
-
-def _resolved_roots(roots: Sequence[Path | str] | None) -> list[Path] | None:
-    return None if roots is None else [Path(r).expanduser().resolve() for r in roots]
-
-
-def _check_root(path: Path, roots: list[Path] | None, what: str) -> None:
-    if roots is not None and not _within(path.resolve(), roots):
-        allowed = ", ".join(str(r) for r in roots)
-        raise SourceError(f"{what} {path} is outside the folders this app may read ({allowed}).")
 
 
 def scan_source(
@@ -104,15 +106,15 @@ def scan_source(
     as layout 2, any other folder as layout 1. `allowed_roots`, when given, confines every path
     read to those folders.
     """
-    roots = _resolved_roots(allowed_roots)
+    roots = resolve_roots(allowed_roots)
     videos_dir = Path(videos).expanduser() if videos else None
     if videos_dir is not None:
-        _check_root(videos_dir, roots, "The videos folder")
+        confine(videos_dir, roots, "The videos folder")
         if not videos_dir.is_dir():
             raise SourceError(f"The videos folder {videos_dir} does not exist or is not a folder.")
     if annotations:
         ann = Path(annotations).expanduser()
-        _check_root(ann, roots, "The annotations file")
+        confine(ann, roots, "The annotations file")
         if not ann.is_file():
             raise SourceError(f"The annotations file {ann} does not exist.")
         if ann.suffix.lower() == ".csv":
@@ -127,25 +129,33 @@ def scan_source(
     return scan_folders(videos_dir, allowed_roots=roots)
 
 
-def _walk_videos(root: Path) -> Iterable[Path]:
+def _walk_files(root: Path) -> Iterable[Path]:
+    """Every file below `root` that is not hidden and not in a hidden folder, in a stable order."""
     # followlinks=False: a symlink loop in the folder must not send the scan round forever.
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if is_video_file(path):
-                yield path
+            if not name.startswith("."):
+                yield Path(dirpath) / name
+
+
+def _walk_videos(root: Path) -> Iterable[Path]:
+    return (path for path in _walk_files(root) if is_video_file(path))
 
 
 def scan_folders(root: Path | str, allowed_roots: Sequence[Path] | None = None) -> SourceScan:
     """Layout 1: every video below ``root/<label>/``; the label is the first folder's name."""
     root = Path(root)
-    roots = _resolved_roots(allowed_roots)
+    roots = resolve_roots(allowed_roots)
     videos: list[VideoRecord] = []
     skipped: list[SkippedItem] = []
     taken: dict[str, Path] = {}
-    for path in _walk_videos(root):
+    for path in _walk_files(root):
         rel = path.relative_to(root)
+        if not is_video_file(path):
+            if not is_annotation_file(path):
+                skipped.append(SkippedItem(str(rel), NOT_A_VIDEO))
+            continue
         if len(rel.parts) < 2:
             skipped.append(SkippedItem(str(rel), "not inside a label folder (expected VIDEOS/<label>/file)"))
             continue
@@ -153,7 +163,7 @@ def scan_folders(root: Path | str, allowed_roots: Sequence[Path] | None = None) 
         if not label:
             skipped.append(SkippedItem(str(rel), "its label folder name is empty"))
             continue
-        if roots is not None and not _within(path.resolve(), roots):
+        if roots is not None and not is_within(path.resolve(), roots):
             skipped.append(SkippedItem(str(rel), "links outside the folders this app may read"))
             continue
         # The id is the path below the root without extension: unique across label folders, so
@@ -164,10 +174,11 @@ def scan_folders(root: Path | str, allowed_roots: Sequence[Path] | None = None) 
             video_id = rel.as_posix()
         taken[video_id] = path
         videos.append(VideoRecord(video_id=video_id, label=label, path=path.absolute(), meta={}))
-    if not videos and not skipped:
+    if not videos and all(s.reason == NOT_A_VIDEO for s in skipped):
+        others = f" ({len(skipped)} other file(s) skipped: {NOT_A_VIDEO})" if skipped else ""
         raise SourceError(
-            f"No videos found in {root}: put them in one folder per label, e.g. "
-            f"{root}/playing_guitar/clip.mp4 ({', '.join(VIDEO_EXTENSIONS)})."
+            f"No videos found in {root}{others}: put them in one folder per label, e.g. "
+            f"{root}/playing_guitar/clip.mp4 ({', '.join(e.lstrip('.') for e in VIDEO_EXTENSIONS)})."
         )
     return SourceScan(videos=videos, skipped=skipped, layout="folders")
 
@@ -188,7 +199,7 @@ def load_annotations_json(path: Path | str, allowed_roots: Sequence[Path] | None
     are accepted (inside `allowed_roots` when given).
     """
     path = Path(path)
-    roots = _resolved_roots(allowed_roots)
+    roots = resolve_roots(allowed_roots)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -223,10 +234,10 @@ def load_annotations_json(path: Path | str, allowed_roots: Sequence[Path] | None
             continue
         raw = Path(str(entry["path"])).expanduser()
         video_path = (raw if raw.is_absolute() else base / raw).resolve()
-        if not raw.is_absolute() and not _within(video_path, [base]):
+        if not raw.is_absolute() and not is_within(video_path, [base]):
             skipped.append(SkippedItem(where, "its path leaves the annotations folder; use an absolute path"))
             continue
-        if roots is not None and not _within(video_path, roots):
+        if roots is not None and not is_within(video_path, roots):
             skipped.append(SkippedItem(where, "its path is outside the folders this app may read"))
             continue
         if not video_path.is_file():
@@ -270,7 +281,7 @@ def load_kinetics_csv(
 ) -> SourceScan:
     """Layout 3: the official CSV; clips are found anywhere below `clips_dir` by their file stem."""
     rows = read_kinetics_csv(csv_path)
-    roots = _resolved_roots(allowed_roots)
+    roots = resolve_roots(allowed_roots)
     clips = _index_clip_files(Path(clips_dir))
     videos: list[VideoRecord] = []
     skipped: list[SkippedItem] = []
@@ -294,7 +305,7 @@ def load_kinetics_csv(
         if clip is None:
             skipped.append(SkippedItem(f"line {line} ({stem})", f"clip not found in {clips_dir}"))
             continue
-        if roots is not None and not _within(clip.resolve(), roots):
+        if roots is not None and not is_within(clip.resolve(), roots):
             skipped.append(SkippedItem(f"line {line} ({stem})", "links outside the folders this app may read"))
             continue
         meta: dict[str, MetaValue] = {"youtube_id": youtube_id, "time_start": start, "time_end": end}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import SourceError
+from core.errors import SourceError, UserError
 from core.samples import write_clip
 from core.sources import kinetics_clip_stem, label_from_folder, scan_source
 
@@ -29,8 +29,10 @@ def test_folder_layout_labels_ids_and_skips(tmp_path: Path) -> None:
     assert set(by_id) == {"juggling_fire/a", "juggling_fire/a.mp4", "opening_bottle_(not_wine)/deep/b", "tackling/a"}
     assert by_id["opening_bottle_(not_wine)/deep/b"].label == "opening bottle (not wine)"
     assert by_id["tackling/a"].label == "tackling"
-    assert [s.item for s in scan.skipped] == ["loose.mp4"]
-    assert "label folder" in scan.skipped[0].reason
+    assert [(s.item, s.reason) for s in scan.skipped] == [
+        ("loose.mp4", "not inside a label folder (expected VIDEOS/<label>/file)"),
+        ("juggling_fire/readme.txt", "not a video file type"),
+    ]
 
 
 def test_label_from_folder() -> None:
@@ -39,6 +41,10 @@ def test_label_from_folder() -> None:
 
 def test_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="No videos found"):
+        scan_source(tmp_path)
+    (tmp_path / "tackling").mkdir()
+    (tmp_path / "tackling" / "photo.jpg").write_bytes(b"\xff\xd8\xff")
+    with pytest.raises(SourceError, match=r"No videos found .*1 other file\(s\) skipped: not a video file type.*flv"):
         scan_source(tmp_path)
     with pytest.raises(SourceError, match="does not exist"):
         scan_source(tmp_path / "missing")
@@ -114,6 +120,8 @@ def test_kinetics_csv_missing_columns(tmp_path: Path) -> None:
 def test_allowed_roots_confine_paths(tmp_path: Path) -> None:
     inside = tmp_path / "allowed"
     _clip(inside / "x" / "a.mp4")
-    with pytest.raises(SourceError, match="outside the folders"):
+    with pytest.raises(UserError, match="outside the folders"):
         scan_source(tmp_path, allowed_roots=[inside])
+    with pytest.raises(UserError, match=r"The annotations file .* outside the folders"):
+        scan_source(inside, tmp_path / "annotations.json", allowed_roots=[inside])
     assert len(scan_source(inside, allowed_roots=[inside]).videos) == 1
