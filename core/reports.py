@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import base64
 import csv
-import hashlib
 import html
 import io
 import math
-import os
-import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -24,13 +21,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from core.evaluation import Evaluation
-from core.files import write_text_atomic
+from core.files import atomic_path, write_text_atomic
 from core.metrics import MetricsReport
+from core.names import safe_name
 from core.plots import CORRECT_COLOUR, INCORRECT_COLOUR, histogram_bins
 from core.search import SearchHit
-
-MAX_NAME = 60
-_SAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1f2933;background:#fff}
@@ -38,9 +33,12 @@ h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}
 table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
 th,td{border-bottom:1px solid #e4e7eb;padding:.35rem .6rem;text-align:left;vertical-align:middle}
 th{background:#f5f7fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.miss td{background:#fff5f5}img.thumb{max-width:160px;max-height:120px;border-radius:4px}
+tr.miss td{background:#fff5f5}td.vid{max-width:16rem;overflow-wrap:anywhere}
+img.thumb{display:block;width:auto;height:auto;max-width:160px;max-height:120px;border-radius:4px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:1rem}
-.card{border:1px solid #e4e7eb;border-radius:6px;padding:.5rem}.card img{width:100%;border-radius:4px}
+.card{border:1px solid #e4e7eb;border-radius:6px;padding:.5rem;min-width:0;overflow-wrap:anywhere}
+.card img.thumb{max-width:100%;margin:0 auto .35rem}
+.card .vid{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .muted{color:#616e7c;font-size:.85rem}
 """
 
@@ -51,10 +49,8 @@ def esc(value: object) -> str:
 
 
 def safe_report_name(prefix: str, text: str, suffix: str = ".html") -> str:
-    """``prefix_<slug>_<hash>.html``: only [A-Za-z0-9_-] in the slug, bounded, distinct texts never collide."""
-    slug = _SAFE.sub("_", text).strip("_-")[:MAX_NAME].strip("_-") or "query"
-    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
-    return f"{prefix}_{slug}_{digest}{suffix}"
+    """``prefix_<safe name of text><suffix>``: one component, no ``..``, bounded, distinct texts never collide."""
+    return f"{prefix}_{safe_name(text)}{suffix}"
 
 
 def image_data_uri(path: str | Path, max_side: int = 200) -> str:
@@ -158,10 +154,8 @@ def histogram_png(report: MetricsReport, path: Path, width: int = 900, height: i
             draw.line([x(mean), upper, x(mean), lower], fill=rgba(colour)[:3], width=2)
             draw.text((left, y), f"{label} pairs: mean cosine {mean:.3f}", fill=rgba(colour)[:3])
     draw.text(((left + right) / 2 - 60, height - 30), "cosine similarity (frame vs. prompt)", fill="black")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
     return path
 
 
@@ -200,7 +194,7 @@ def results_html(evaluation: Evaluation, title: str = "CLIP results", max_rows: 
     for row in rows:
         tops = "<br>".join(f"{esc(label)} <span class='muted'>{score:.3f}</span>" for label, score in row["top"])
         body_rows.append(
-            f"<tr class='{'' if row['correct'] else 'miss'}'><td>{esc(row['video_id'])}</td>"
+            f"<tr class='{'' if row['correct'] else 'miss'}'><td class='vid'>{esc(row['video_id'])}</td>"
             f"<td>{_img(row['frame_path'], row['video_id'])}</td><td>{esc(row['label'])}</td>"
             f"<td>{esc(row['predicted'])}</td><td class='num'>{row['rank']}</td>"
             f"<td class='num'>{row['similarity_true']:.3f}</td><td>{tops}</td></tr>"
@@ -225,10 +219,11 @@ def results_html(evaluation: Evaluation, title: str = "CLIP results", max_rows: 
 
 def search_html(query: str, hits: Sequence[SearchHit], title: str = "Search results") -> str:
     """A gallery of hits: thumbnail, label, video, timestamp, similarity; the query escaped."""
+    # A long video id is cut with an ellipsis in its card; the whole id is its tooltip.
     cards = "".join(
         f"<div class='card'>{_img(h.frame_path, h.video_id)}<div><b>{esc(h.label)}</b></div>"
-        f"<div class='muted'>{esc(h.video_id)} · t={h.timestamp_s:.2f}s</div>"
-        f"<div>cosine {h.similarity:.4f}</div></div>"
+        f"<div class='muted vid' title='{esc(h.video_id)}'>{esc(h.video_id)}</div>"
+        f"<div class='muted'>t={h.timestamp_s:.2f}s · cosine {h.similarity:.4f}</div></div>"
         for h in hits
     )
     body = f"<p>Query: <b>{esc(query)}</b> — {len(hits)} result(s)</p><div class='grid'>{cards}</div>"

@@ -7,24 +7,31 @@ final name; nothing existing is overwritten.
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 
 from core.errors import UserError
+from core.files import atomic_path
 from core.frames import FrameStrategy, VideoReadError, read_video_frames
+from core.names import safe_name
 from core.sources import VIDEO_EXTENSIONS, VideoRecord
 
 MAX_UPLOAD_BYTES = 1024 * 1024 * 1024  # 1 GiB per file
-_UNSAFE = re.compile(r"[^\w.\- ()]+", re.UNICODE)
+MAX_NAME_BYTES = 120  # UTF-8 bytes of the stem: well under the 255 file systems allow
 
 
-def safe_component(text: str, what: str) -> str:
-    """A single path component: no separators, no leading dots, not empty."""
-    cleaned = _UNSAFE.sub("_", text.replace("/", "_").replace("\\", "_")).strip(" ._")
-    if not cleaned:
+def _readable(text: str, what: str) -> str:
+    name = safe_name(text, readable=True, max_len=MAX_NAME_BYTES)
+    if not name:
         raise UserError(f"The {what} {text!r} has no usable characters.")
-    return cleaned[:120]
+    return name
+
+
+def _free_name(folder: Path, stem: str, suffix: str) -> Path:
+    target, n = folder / f"{stem}{suffix}", 1
+    while target.exists():
+        target = folder / f"{stem}_{n}{suffix}"
+        n += 1
+    return target
 
 
 def save_upload(name: str, data: bytes, videos_dir: Path | str, label: str) -> Path:
@@ -33,23 +40,18 @@ def save_upload(name: str, data: bytes, videos_dir: Path | str, label: str) -> P
         raise UserError("Give the uploaded videos a label (it becomes their folder name).")
     if len(data) > MAX_UPLOAD_BYTES:
         raise UserError(f"{name} is larger than {MAX_UPLOAD_BYTES // 2**20} MiB.")
-    base = safe_component(Path(name).name, "file name")
+    base = Path(name.replace("\\", "/")).name  # a browser may send a Windows path
     suffix = Path(base).suffix.lower()
     if suffix not in VIDEO_EXTENSIONS:
         raise UserError(f"{name} does not have a video extension ({', '.join(VIDEO_EXTENSIONS)}).")
-    folder = Path(videos_dir) / safe_component(label.strip().replace(" ", "_"), "label")
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".upload-{os.getpid()}-{abs(hash((name, len(data))))}{suffix}"
-    tmp.write_bytes(data)
-    try:
-        read_video_frames(VideoRecord(video_id=base, label=label, path=tmp), FrameStrategy.parse("middle"))
-    except VideoReadError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"{name} is not a usable video: {exc.reason}.") from None
-    target = folder / base
-    stem, n = target.stem, 1
-    while target.exists():
-        target = folder / f"{stem}_{n}{suffix}"
-        n += 1
-    os.replace(tmp, target)
+    # The stem is cleaned on its own, so that a long name loses characters but never its extension.
+    stem = _readable(Path(base).stem, "file name")
+    folder = Path(videos_dir) / _readable(label.strip().replace(" ", "_"), "label")
+    target = _free_name(folder, stem, suffix)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+        try:
+            read_video_frames(VideoRecord(video_id=target.name, label=label, path=tmp), FrameStrategy.parse("middle"))
+        except VideoReadError as exc:
+            raise UserError(f"{name} is not a usable video: {exc.reason}.") from None
     return target

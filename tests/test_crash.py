@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.files import TEMPORARY_GLOB
 from core.index import connect, open_index
 from core.samples import write_clip
 from core.thumbnails import FRAMES_DIRNAME
@@ -92,7 +93,7 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path, many_videos: Path,
     # The thumbnails on disk are those the index points at, all readable.
     on_disk = _thumbnails(out)
     assert on_disk == {str(Path(p).resolve()) for p in contents.frame_paths}
-    assert not list((out / FRAMES_DIRNAME).rglob("*.tmp"))
+    assert not list((out / FRAMES_DIRNAME).rglob(TEMPORARY_GLOB))
 
 
 def test_ctrl_c_leaves_a_consistent_index(tmp_path: Path, many_videos: Path, tiny_checkpoint: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from core.evaluation import evaluate_contents
 from core.index import connect, open_index
-from core.reports import metrics_csv, per_class_csv, per_video_csv, results_html, safe_report_name, search_html
+from core.reports import STYLE, metrics_csv, per_class_csv, per_video_csv, results_html, search_html
 from core.search import SearchHit
 
 HOSTILE = '<script>alert("x")</script> & "quotes" \'single\''
@@ -66,9 +67,14 @@ def test_results_page_and_csv(built_index: dict, tiny_model) -> None:
     assert HOSTILE.replace('"', '""') in per_class_csv(evaluation.report)
 
 
-def test_safe_report_names() -> None:
-    names = {safe_report_name("search_results", q) for q in ("../../etc/passwd", "a/b", "a b", "a_b", "", "é" * 500)}
-    assert len(names) == 6
-    for name in names:
-        assert "/" not in name and ".." not in name and "\\\\" not in name
-        assert name.startswith("search_results_") and name.endswith(".html") and len(name) < 100
+def test_thumbnails_keep_their_shape_and_long_ids_their_tooltip(built_index: dict) -> None:
+    frame = next((built_index["output"] / "frames").rglob("*.jpg"))
+    long_id = "a_very_long_folder_name_for_one_label/" + "x" * 200
+    page = search_html("q", [SearchHit(long_id, "tackling", str(frame), 1.0, 0.5, 10, "/v.mp4")])
+    rules = dict(re.findall(r"([^{}]+)\{([^}]*)\}", STYLE.replace("\n", "")))
+    for selector in ("img.thumb", ".card img.thumb"):
+        # Only bounds (max-width, max-height): a forced width or height would stretch the picture.
+        assert not re.search(r"(?<![-\w])(width|height):(?!auto)", rules[selector]), rules[selector]
+    assert "width:auto;height:auto" in rules["img.thumb"]  # the box follows the picture's own ratio
+    assert "text-overflow:ellipsis" in rules[".card .vid"] and "min-width:0" in rules[".card"]
+    assert f"class='muted vid' title='{long_id}'>{long_id}</div>" in page

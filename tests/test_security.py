@@ -43,10 +43,14 @@ def test_uploads_are_checked_by_content_and_named_safely(tmp_path: Path, monkeyp
         save_upload("fake.mp4", b"<html>not a video</html>" * 50, videos, "x")
     with pytest.raises(UserError, match="video extension"):
         save_upload("notes.txt", real, videos, "x")
+    long = save_upload("é" * 300 + ".AVI", real, videos, "x")
+    assert long.suffix == ".avi" and long.name.startswith("é" * 60) and len(long.name.encode()) <= 124  # kept .avi
+    with pytest.raises(UserError, match="no usable characters"):
+        save_upload("???.avi", real, videos, "x")
     monkeypatch.setattr("core.uploads.MAX_UPLOAD_BYTES", 100)
     with pytest.raises(UserError, match="larger than"):
         save_upload("big.avi", real, videos, "x")
-    assert not list(videos.rglob(".upload-*"))  # rejected files do not linger
+    assert not [p for p in videos.rglob("*") if p.name.startswith(".")]  # rejected files do not linger
 
 
 def test_the_server_token_is_never_shown() -> None:
