@@ -7,8 +7,9 @@ downloaded where the source allows it (yt-dlp ``download_ranges``, cut on exact 
 the whole source is fetched and cut here. Every file is checked (it must decode and last as long as
 the clip) before it takes its final name, so a truncated download is never kept.
 
-The manifest (``OUT/manifest.json``) records each clip's state, reason, checksum and file: a rerun
-skips what is done and verified, and nothing half-written is ever left under a final name. At the
+The manifest (``OUT/manifest.jsonl``, JSON Lines) records each clip's state, reason, checksum and
+file, one line appended per change (the last line for a clip wins): a rerun skips what is done and
+verified, and nothing half-written is ever left under a final name. At the
 end ``OUT/annotations.json`` lists what was obtained, so ``python -m core build --videos OUT`` runs
 next. The ffmpeg used is the one the ``imageio-ffmpeg`` package ships.
 """
@@ -31,13 +32,15 @@ from typing import Any
 
 from core.clock import now_iso
 from core.errors import SourceError
-from core.files import write_text_atomic
+from core.files import atomic_path, remove_temporaries, write_text_atomic
 from core.frames import FrameStrategy, VideoReadError, probe_video, read_video_frames
-from core.media import ffmpeg_exe, h264_command, video_codec
+from core.media import browser_playability, ffmpeg_exe, h264_command
+from core.names import safe_name
 from core.sources import ANNOTATIONS_FILENAME, VideoRecord, kinetics_clip_stem
 from core.subset import load_subset, make_subset
 
-MANIFEST = "manifest.json"
+MANIFEST = "manifest.jsonl"
+LEGACY_MANIFEST = "manifest.json"  # one JSON document rewritten on every change: read, then replaced
 PARTIAL_DIRNAME = ".partial"
 DURATION_TOLERANCE_S = 0.25
 YOUTUBE_URL = "https://www.youtube.com/watch?v={youtube_id}"
@@ -199,12 +202,11 @@ def _tool_dir() -> str:
     link = folder / ("ffmpeg.exe" if os.name == "nt" else "ffmpeg")
     target = ffmpeg_exe()
     if not link.exists() or os.path.realpath(link) != os.path.realpath(target):
-        tmp = folder / f".ffmpeg.{os.getpid()}.{threading.get_ident()}"
-        try:
-            os.symlink(target, tmp)
-        except OSError:
-            shutil.copy2(target, tmp)
-        os.replace(tmp, link)
+        with atomic_path(link) as tmp:
+            try:
+                os.symlink(target, tmp)
+            except OSError:  # no symbolic links here (Windows without the privilege): a copy does
+                shutil.copy2(target, tmp)
     return str(folder)
 
 
@@ -277,7 +279,7 @@ def _duration(path: Path) -> float:
 
 
 def _is_browser_ready(path: Path) -> bool:
-    return path.suffix.lower() == ".mp4" and video_codec(path) in ("avc1", "h264")
+    return path.suffix.lower() == ".mp4" and browser_playability(path).playable
 
 
 def finish_clip(source: Path, candidate: Candidate, target: Path, timeout: float = 600) -> Path:
@@ -294,27 +296,60 @@ def finish_clip(source: Path, candidate: Candidate, target: Path, timeout: float
         offset = float(candidate.time_start)  # the whole source: cut here
     else:
         raise ClipError(f"damaged or truncated source ({length:.1f} s where {wanted:.0f} s were expected)", True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.mp4")
-    if offset == 0.0 and _is_browser_ready(source):
-        shutil.copyfile(source, tmp)  # already H.264 MP4 of the right length: copy, no re-encode
-    else:
-        try:
-            subprocess.run(h264_command(source, tmp, offset, wanted), check=True, capture_output=True, timeout=timeout)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            tmp.unlink(missing_ok=True)
-            raise ClipError(f"re-encoding failed ({exc.__class__.__name__})", True) from None
-    got = _duration(tmp)
-    if abs(got - wanted) > DURATION_TOLERANCE_S + 0.1:
-        tmp.unlink(missing_ok=True)
-        raise ClipError(f"damaged or truncated source (the clip lasts {got:.1f} s, not {wanted:.0f} s)", True)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        if offset == 0.0 and _is_browser_ready(source):
+            shutil.copyfile(source, tmp)  # already browser-playable MP4 of the right length: no re-encode
+        else:
+            try:
+                command = h264_command(source, tmp, offset, wanted)
+                subprocess.run(command, check=True, capture_output=True, timeout=timeout)
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+                raise ClipError(f"re-encoding failed ({exc.__class__.__name__})", True) from None
+        got = _duration(tmp)
+        if abs(got - wanted) > DURATION_TOLERANCE_S + 0.1:
+            raise ClipError(f"damaged or truncated source (the clip lasts {got:.1f} s, not {wanted:.0f} s)", True)
     return target
+
+
+def read_manifest(out_dir: Path | str) -> dict[str, dict[str, Any]]:
+    """clip id → its latest record, from ``OUT/manifest.jsonl`` (else the older ``OUT/manifest.json``).
+
+    Lines that do not parse are passed over: a process killed while appending leaves half a line,
+    and the clip's files are verified again anyway.
+    """
+    out = Path(out_dir)
+    clips: dict[str, dict[str, Any]] = {}
+    path = out / MANIFEST
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("clip"), str):
+                clip_id = record.pop("clip")
+                clips[clip_id] = record  # the last record of a clip wins
+        return clips
+    legacy = out / LEGACY_MANIFEST
+    if legacy.is_file():
+        try:
+            clips = dict(json.loads(legacy.read_text(encoding="utf-8")).get("clips", {}))
+        except (ValueError, AttributeError, TypeError):
+            clips = {}  # an unreadable manifest: start over, files are re-verified anyway
+    return clips
+
+
+def _manifest_line(clip_id: str, entry: dict[str, Any]) -> str:
+    return json.dumps({"clip": clip_id, **entry}, ensure_ascii=False) + "\n"
 
 
 @dataclass
 class Manifest:
-    """What happened to every clip; written atomically after each change."""
+    """What happened to every clip: one JSON line appended per change, the last line of a clip wins.
+
+    Appending costs one line where rewriting the whole file cost every clip on every change; `compact`
+    rewrites it with one line per clip (on load and at the end of a run).
+    """
 
     path: Path
     clips: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -322,23 +357,23 @@ class Manifest:
 
     @classmethod
     def load(cls, out_dir: Path) -> Manifest:
-        path = out_dir / MANIFEST
-        clips: dict[str, dict[str, Any]] = {}
-        if path.is_file():
-            try:
-                clips = json.loads(path.read_text(encoding="utf-8")).get("clips", {})
-            except (ValueError, AttributeError):
-                clips = {}  # an unreadable manifest: start over, files are re-verified anyway
-        return cls(path=path, clips=clips)
+        """The manifest of `out_dir`, compacted; an older ``manifest.json`` is carried over and removed."""
+        manifest = cls(path=out_dir / MANIFEST, clips=read_manifest(out_dir))
+        manifest.compact()
+        (out_dir / LEGACY_MANIFEST).unlink(missing_ok=True)  # after the compaction holds its clips
+        return manifest
 
     def update(self, clip_id: str, **fields: Any) -> None:
         with self.lock:
             entry = self.clips.setdefault(clip_id, {})
             entry.update(fields, updated_at=now_iso())
-            self._write()
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(_manifest_line(clip_id, entry))
 
-    def _write(self) -> None:
-        write_text_atomic(self.path, json.dumps({"version": 1, "clips": self.clips}, indent=1, ensure_ascii=False))
+    def compact(self) -> None:
+        """Rewrite the file with one line per clip (atomically: a reader sees the old file or the new)."""
+        with self.lock:
+            write_text_atomic(self.path, "".join(_manifest_line(cid, e) for cid, e in sorted(self.clips.items())))
 
     def done(self, out_dir: Path, clip_id: str) -> bool:
         """Recorded as done, and the file is still there with the recorded checksum."""
@@ -350,7 +385,9 @@ class Manifest:
 
 
 def clip_path(out_dir: Path, candidate: Candidate) -> Path:
-    return out_dir / candidate.label.replace(" ", "_") / f"{candidate.clip_id}.mp4"
+    """``OUT/<label_with_underscores>/<clip id>.mp4``, both names made safe (they come from a file)."""
+    folder = safe_name(candidate.label.replace(" ", "_"), readable=True, max_len=120) or "unlabelled"
+    return out_dir / folder / f"{safe_name(candidate.clip_id, readable=True, max_len=120)}.mp4"
 
 
 def obtain(
@@ -364,7 +401,7 @@ def obtain(
     attempts = 0
     while True:
         attempts += 1
-        workdir = out_dir / PARTIAL_DIRNAME / f"{candidate.clip_id}-{os.getpid()}-{threading.get_ident()}"
+        workdir = out_dir / PARTIAL_DIRNAME / f"{safe_name(candidate.clip_id)}-{os.getpid()}-{threading.get_ident()}"
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
         try:
@@ -418,8 +455,7 @@ def download_subset(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out / PARTIAL_DIRNAME, ignore_errors=True)  # leftovers of a killed run
-    for leftover in out.glob("*/.*.tmp.mp4"):
-        leftover.unlink(missing_ok=True)
+    remove_temporaries(out)
     cancel = cancel or threading.Event()
     manifest = Manifest.load(out)
     obtained = {label: 0 for label in candidates}
@@ -505,6 +541,7 @@ def download_subset(
                 report(cand.clip_id)
             submit(pool)
     shutil.rmtree(out / PARTIAL_DIRNAME, ignore_errors=True)
+    manifest.compact()
     annotations = write_annotations(out, manifest)
     short = {
         label: f"{obtained[label]} of {per_class}: candidates exhausted"

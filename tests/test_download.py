@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from core.download import Candidate, classify, download_subset
+from core.download import LEGACY_MANIFEST, MANIFEST, Candidate, Manifest, classify, download_subset, read_manifest
 from core.frames import probe_video
 from core.media import ffmpeg_exe, video_codec
 from core.samples import write_clip
@@ -96,6 +96,24 @@ def _cand(server: ClipServer, label: str, name: str, yid: str, start: int = 2, e
     )
 
 
+def test_manifest_appends_and_the_last_record_wins(tmp_path: Path) -> None:
+    legacy = {"version": 1, "clips": {"old": {"state": "done", "path": "a/old.mp4"}, "gone": {"state": "failed"}}}
+    (tmp_path / LEGACY_MANIFEST).write_text(json.dumps(legacy))
+    manifest = Manifest.load(tmp_path)  # an older manifest.json is carried over, then removed
+    assert read_manifest(tmp_path) == legacy["clips"] and not (tmp_path / LEGACY_MANIFEST).exists()
+    before = (tmp_path / MANIFEST).read_text()
+    manifest.update("new", state="downloading", label="tackling")
+    manifest.update("new", state="done", path="tackling/new.mp4")
+    text = (tmp_path / MANIFEST).read_text()
+    assert text.startswith(before) and len(text.splitlines()) == 4  # two lines appended, nothing rewritten
+    assert read_manifest(tmp_path)["new"] == {**manifest.clips["new"], "state": "done", "label": "tackling"}
+    with (tmp_path / MANIFEST).open("a") as fh:
+        fh.write('{"clip": "new", "state": "fail')  # a process killed in the middle of a line
+    assert read_manifest(tmp_path)["new"]["state"] == "done"
+    again = Manifest.load(tmp_path)  # compacted: one line per clip, the torn line gone
+    assert len((tmp_path / MANIFEST).read_text().splitlines()) == 3 and again.clips == read_manifest(tmp_path)
+
+
 def test_failure_classification() -> None:
     assert classify("ERROR: [youtube] abc: Private video. Sign in if you've been granted access")
     assert classify("Video unavailable. This video has been removed by the uploader")
@@ -127,7 +145,9 @@ def test_download_replaces_retries_and_rejects(tmp_path: Path, server: ClipServe
     assert "truncated" in reasons["truncated01_000002_000007"]
 
     out = tmp_path / "videos"
-    manifest = json.loads((out / "manifest.json").read_text())["clips"]
+    manifest = read_manifest(out)
+    lines = (out / MANIFEST).read_text().splitlines()
+    assert len(lines) == len(manifest) and not (out / LEGACY_MANIFEST).exists()  # compacted at the end
     assert manifest["gone00001_000002_000007"]["state"] == "failed"
     assert manifest["gone00001_000002_000007"]["replaced_by"] in manifest
     assert manifest["flaky000001_000000_000010"]["attempts"] == 2
@@ -179,21 +199,18 @@ def test_resume_after_kill(tmp_path: Path, server: ClipServer) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    manifest = out / "manifest.json"
     while time.time() < deadline:
-        if manifest.exists():
-            states = [e.get("state") for e in json.loads(manifest.read_text() or "{}").get("clips", {}).values()]
-            if states.count("done") >= 1:
-                break
+        if [e.get("state") for e in read_manifest(out).values()].count("done") >= 1:
+            break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    first = {cid for cid, e in json.loads(manifest.read_text())["clips"].items() if e["state"] == "done"}
+    first = {cid for cid, e in read_manifest(out).items() if e["state"] == "done"}
     assert first
     requests_before = Counter(server.requests)
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    clips = json.loads(manifest.read_text())["clips"]
+    clips = read_manifest(out)
     assert sum(e["state"] == "done" for e in clips.values()) == 4
     assert all(clips[cid]["state"] == "done" for cid in first)
     # What was finished before the kill was not fetched again; the rest was fetched once more at most.
