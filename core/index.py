@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -120,6 +121,9 @@ def _reaching_server(method: Any) -> Any:
     return wrapper
 
 
+_EMBEDDED_OPEN = threading.Lock()
+
+
 def _reset_stale_embedded(path: Path) -> None:
     # Chroma keeps one system per folder for the whole process; if the folder was deleted since (a
     # user removed the index), that system writes into nothing ("readonly database"): drop it.
@@ -148,9 +152,12 @@ def connect(db: Path | str, server: ChromaServer | None = None) -> chromadb.Clie
         except ValueError as exc:  # chromadb's "Could not connect to a Chroma server"
             raise _server_unavailable(exc, f"The Chroma server at {server.describe()}") from None
     path = Path(db).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    _reset_stale_embedded(path)
-    return chromadb.PersistentClient(path=str(path), settings=settings)
+    # Two threads opening a new folder at once would otherwise race: one could drop, as stale, the
+    # system the other is still creating (before its chroma.sqlite3 exists).
+    with _EMBEDDED_OPEN:
+        path.mkdir(parents=True, exist_ok=True)
+        _reset_stale_embedded(path)
+        return chromadb.PersistentClient(path=str(path), settings=settings)
 
 
 def version_key(count: int, built_at: str) -> str:
