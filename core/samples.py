@@ -1,24 +1,30 @@
 """Synthetic labelled clips, for trying the pipeline without a dataset (and for tests and benchmarks).
 
 Each label gets its own colour; a clip is that colour with some noise and a white square moving
-across it. The clips are VP8 WebM by default (OpenCV writes it, browsers play it) in the
-folder-per-label layout, so ``python -m core build --videos DIR`` reads them as they are.
+across it. The clips are VP8 WebM by default (browsers play it) in the folder-per-label layout, so
+``python -m core build --videos DIR`` reads them as they are.
+
+WebM is written by imageio-ffmpeg's ffmpeg, the other containers by OpenCV: OpenCV's writer prints an
+unavoidable "tag 'VP80' is not supported with codec id 139 and format 'webm / WebM'" line on stderr
+for every WebM file (a plain fprintf in its FFmpeg backend, whatever its log level; the file is fine).
 """
 
 from __future__ import annotations
 
 import colorsys
 import hashlib
-import os
-from collections.abc import Mapping, Sequence
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-import core.frames  # noqa: F401  (sets OpenCV's logging before cv2 is first loaded)
+from core.files import atomic_path
+from core.media import ffmpeg_exe
 
-CONTAINERS = {"webm": "VP80", "mp4": "mp4v", "avi": "MJPG", "mkv": "VP80"}
+# Container → OpenCV four-character code, or None where ffmpeg writes the file (VP8 in WebM).
+CONTAINERS: dict[str, str | None] = {"webm": None, "mp4": "mp4v", "avi": "MJPG", "mkv": "VP80"}
 
 
 def label_colour(label: str) -> tuple[int, int, int]:
@@ -37,32 +43,63 @@ def write_clip(
     seed: int = 0,
     noise: float = 6.0,
 ) -> Path:
-    """Write one clip (container from the file extension); temporary name, then rename."""
+    """Write one clip (container from the file extension), atomically."""
     path = Path(path)
     ext = path.suffix.lower().lstrip(".")
     if ext not in CONTAINERS:
         raise ValueError(f"unsupported container {ext!r}: use one of {', '.join(CONTAINERS)}")
+    frames = _frames(colour_rgb, n_frames, size, seed, noise)
+    with atomic_path(path) as tmp:
+        fourcc = CONTAINERS[ext]
+        if fourcc is None:
+            _write_with_ffmpeg(tmp, frames, size, fps)
+        else:
+            _write_with_opencv(tmp, frames, size, fps, fourcc)
+    return path
+
+
+def _frames(
+    colour_rgb: tuple[int, int, int], n_frames: int, size: tuple[int, int], seed: int, noise: float
+) -> Iterator[np.ndarray]:
+    """The clip's frames, BGR uint8 (both writers take BGR): the colour with noise, a white square moving."""
     width, height = size
     rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*CONTAINERS[ext]), fps, (width, height))
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot write {ext} files here")
-    # OpenCV writes BGR: the colour is given in RGB and reversed once, here.
-    bgr = np.array(colour_rgb[::-1], dtype=np.float32)
+    bgr = np.array(colour_rgb[::-1], dtype=np.float32)  # given in RGB, reversed once, here
     side = max(4, min(width, height) // 4)
+    for i in range(n_frames):
+        frame = np.clip(bgr + rng.normal(0, noise, (height, width, 3)), 0, 255).astype(np.uint8)
+        x = int((width - side) * i / max(1, n_frames - 1))
+        y = (height - side) // 2
+        frame[y : y + side, x : x + side] = 255
+        yield frame
+
+
+def _write_with_opencv(
+    path: Path, frames: Iterator[np.ndarray], size: tuple[int, int], fps: float, fourcc: str
+) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write {path.suffix} files here")
     try:
-        for i in range(n_frames):
-            frame = np.clip(bgr + rng.normal(0, noise, (height, width, 3)), 0, 255).astype(np.uint8)
-            x = int((width - side) * i / max(1, n_frames - 1))
-            y = (height - side) // 2
-            frame[y : y + side, x : x + side] = 255
+        for frame in frames:
             writer.write(frame)
     finally:
         writer.release()
-    os.replace(tmp, path)
-    return path
+
+
+def _write_with_ffmpeg(path: Path, frames: Iterator[np.ndarray], size: tuple[int, int], fps: float) -> None:
+    """VP8 WebM from raw frames on ffmpeg's standard input (quality high enough to keep the colours)."""
+    width, height = size
+    command = [
+        ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
+        "-s", f"{width}x{height}", "-r", f"{fps}", "-i", "-", "-c:v", "libvpx", "-crf", "10", "-b:v", "2M",
+        "-pix_fmt", "yuv420p", "-threads", "1", "-f", "webm", str(path),
+    ]  # fmt: skip
+    raw = b"".join(frame.tobytes() for frame in frames)
+    result = subprocess.run(command, input=raw, capture_output=True, timeout=300)
+    if result.returncode != 0:
+        detail = result.stderr.decode("utf-8", errors="replace").strip().splitlines()[-1:]
+        raise RuntimeError(f"ffmpeg could not write {path.name}: {' '.join(detail) or result.returncode}")
 
 
 def make_sample_videos(
