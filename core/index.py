@@ -6,7 +6,8 @@ frame_path`` plus ``frames_in_video`` (how many frames the video contributes), w
 count as indexed only once all its frames are in. The collection's metadata records the model
 (name, pretrained tag or absolute checkpoint path, custom config), the embedding size and the frame
 strategy, so `evaluate`, `search` and the app use the right model without being told, and refuse
-another one.
+another one. It also records `schema_version`, the layout of records and metadata that this module
+writes; a collection of another schema is listed but refused on open, with a sentence.
 
 Chroma's cosine distance is turned into a similarity (1 − distance, the dot product of the
 normalised vectors, in [−1, 1]) here and nowhere else.
@@ -19,7 +20,7 @@ import functools
 import os
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ from core.embed import ModelSpec
 from core.errors import IndexUnavailableError
 
 COLLECTION_PREFIX = "frames"
+# The layout of ids, record metadata and collection metadata (the index contract). Raise it when that
+# layout changes, and then either migrate older collections in `FrameIndex.check_schema` or keep
+# refusing them there. Every collection this tool ever wrote says 1; none recorded means another tool.
 SCHEMA_VERSION = 1
 # HNSW settings, measured by the benchmark (benchmarks/README.md): on 100,000 frames structured like
 # CLIP embeddings (classes, videos, frames; text queries offset from the images), recall@10 against
@@ -125,14 +129,22 @@ _EMBEDDED_OPEN = threading.Lock()
 
 
 def _reset_stale_embedded(path: Path) -> None:
-    # Chroma keeps one system per folder for the whole process; if the folder was deleted since (a
-    # user removed the index), that system writes into nothing ("readonly database"): drop it.
+    """Forget Chroma's cached system for `path` when the folder's database is gone.
+
+    Chroma keeps one system per folder for the whole process; if the folder was deleted since (a user
+    removed the index), that system writes into nothing ("readonly database"). Chroma has no public
+    way to drop one folder's system (`clear_system_cache` drops every folder's, under the clients other
+    threads hold), so this reaches into `SharedSystemClient`'s class attributes, as of chromadb 1.5.9.
+    The only private use of chromadb in the product; should they be renamed, nothing is dropped.
+    """
     if (path / "chroma.sqlite3").exists():
         return
     from chromadb.api.shared_system_client import SharedSystemClient
 
-    stale = SharedSystemClient._identifier_to_system.pop(str(path), None)
-    SharedSystemClient._identifier_to_refcount.pop(str(path), None)
+    systems = getattr(SharedSystemClient, "_identifier_to_system", {})
+    refcounts = getattr(SharedSystemClient, "_identifier_to_refcount", {})
+    stale = systems.pop(str(path), None)
+    refcounts.pop(str(path), None)
     if stale is not None:
         with contextlib.suppress(Exception):
             stale.stop()
@@ -171,6 +183,8 @@ def similarity_from_distance(distance: float | np.ndarray) -> float | np.ndarray
 
 
 def collection_name(spec: ModelSpec, frames: str) -> str:
+    # Chroma's own naming rule, not a file name (core.names): it must stay exactly as it is, since a
+    # build finds its collection again by this name.
     safe_model = "".join(c if c.isalnum() or c in "-_." else "-" for c in spec.name)[:60].strip("-_.")
     safe_frames = frames.replace(":", "")
     return f"{COLLECTION_PREFIX}-{safe_model}-{safe_frames}-{spec.identity()}"
@@ -187,6 +201,7 @@ class IndexInfo:
     created_at: str
     built_at: str
     count: int
+    schema_version: int = SCHEMA_VERSION
 
     @property
     def version(self) -> str:
@@ -215,6 +230,26 @@ class IndexContents:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+def frame_counts(metadatas: Iterable[Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
+    """video_id → (frames present, frames expected) over records' metadata."""
+    present: Counter[str] = Counter()
+    expected: dict[str, int] = {}
+    for meta in metadatas:
+        vid = str(meta["video_id"])
+        present[vid] += 1
+        expected[vid] = int(meta.get("frames_in_video", 1))
+    return {vid: (present[vid], expected[vid]) for vid in present}
+
+
+def complete_video_ids(counts: Mapping[str, tuple[int, int]]) -> set[str]:
+    """The one rule for "this video is indexed": every frame it contributes is in the index.
+
+    A build killed mid-video leaves some of its frames; such a video is neither evaluated nor skipped
+    by the next build, which writes it again under the same ids.
+    """
+    return {vid for vid, (have, want) in counts.items() if have >= want}
 
 
 def _is_frame_collection(meta: dict | None) -> bool:
@@ -254,7 +289,38 @@ class FrameIndex:
             created_at=str(meta.get("created_at", "")),
             built_at=str(meta.get("built_at", "")),
             count=self.count(),
+            schema_version=self.schema_version,
         )
+
+    @property
+    def schema_version(self) -> int:
+        """The schema the collection was written with (0: none recorded, i.e. not written by this tool)."""
+        try:
+            return int(self.metadata.get("schema_version", 0))
+        except (TypeError, ValueError):
+            return 0
+
+    def schema_problem(self) -> str:
+        """Why this tool cannot use the collection, in one sentence; '' when it can."""
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            return (
+                f"The collection {self.name} was written by a newer version of this tool (index schema {version}; "
+                f"this one reads {SCHEMA_VERSION}): update the tool to use it, or pick another collection."
+            )
+        if version < SCHEMA_VERSION:
+            return (
+                f"The collection {self.name} has index schema {version or 'none'}, older than the {SCHEMA_VERSION} "
+                "this tool reads: build the videos again into a new index folder."
+            )
+        return ""
+
+    def check_schema(self) -> FrameIndex:
+        """This index, or `IndexUnavailableError` when its schema is not the one this tool reads."""
+        problem = self.schema_problem()
+        if problem:
+            raise IndexUnavailableError(problem)
+        return self
 
     @_reaching_server
     def count(self) -> int:
@@ -293,18 +359,11 @@ class FrameIndex:
     @_reaching_server
     def video_frame_counts(self) -> dict[str, tuple[int, int]]:
         """video_id → (frames present, frames expected)."""
-        present: Counter[str] = Counter()
-        expected: dict[str, int] = {}
-        for page in self._pages(include=["metadatas"]):
-            for meta in page["metadatas"]:
-                vid = str(meta["video_id"])
-                present[vid] += 1
-                expected[vid] = int(meta.get("frames_in_video", 1))
-        return {vid: (present[vid], expected[vid]) for vid in present}
+        return frame_counts(meta for page in self._pages(include=["metadatas"]) for meta in page["metadatas"])
 
     def complete_videos(self) -> set[str]:
         """Videos whose frames are all in (a build killed mid-video leaves some that are not)."""
-        return {vid for vid, (have, want) in self.video_frame_counts().items() if have >= want}
+        return complete_video_ids(self.video_frame_counts())
 
     @_reaching_server
     def contents(self, complete_only: bool = True) -> IndexContents:
@@ -319,8 +378,8 @@ class FrameIndex:
         dim = int(self.metadata.get("embed_dim", 0))
         matrix = np.concatenate(embeddings) if embeddings else np.zeros((0, dim), np.float32)
         if complete_only and metas:
-            have = Counter(str(m["video_id"]) for m in metas)
-            keep = [i for i, m in enumerate(metas) if have[str(m["video_id"])] >= int(m.get("frames_in_video", 1))]
+            complete = complete_video_ids(frame_counts(metas))
+            keep = [i for i, m in enumerate(metas) if str(m["video_id"]) in complete]
             ids, matrix, metas = [ids[i] for i in keep], matrix[keep], [metas[i] for i in keep]
         order = sorted(range(len(ids)), key=lambda i: (str(metas[i]["video_id"]), int(metas[i]["frame_index"])))
         metas = [metas[i] for i in order]
@@ -373,7 +432,10 @@ class FrameIndex:
 
 @_reaching_server
 def list_indexes(client: chromadb.ClientAPI) -> list[FrameIndex]:
-    """Frame collections in the store, most recently built first."""
+    """Frame collections in the store, most recently built first.
+
+    Collections of another schema are listed too, so that they can be shown with the reason
+    (`FrameIndex.schema_problem`); opening one is refused."""
     found = [FrameIndex(client, c) for c in client.list_collections() if _is_frame_collection(c.metadata)]
     return sorted(found, key=lambda ix: str(ix.metadata.get("built_at") or ix.metadata.get("created_at")), reverse=True)
 
@@ -387,7 +449,8 @@ def open_index(
 ) -> FrameIndex:
     """The collection to read: by name, else the newest one matching `spec`/`frames` when given.
 
-    Refuses (with a sentence) a model other than the index's: its vectors are not comparable.
+    Refuses (with a sentence) a model other than the index's, since its vectors are not comparable, and
+    a collection of another schema. Unnamed, the choice is among the collections this tool can read.
     """
     indexes = list_indexes(client)
     if not indexes:
@@ -397,11 +460,14 @@ def open_index(
     if name:
         for ix in indexes:
             if ix.name == name:
-                return ix
+                return ix.check_schema()
         raise IndexUnavailableError(
             f"There is no collection '{name}' in {where}; available: {', '.join(ix.name for ix in indexes)}."
         )
-    candidates = indexes
+    readable = [ix for ix in indexes if not ix.schema_problem()]
+    if not readable:
+        indexes[0].check_schema()
+    indexes = candidates = readable
     if spec is not None:
         candidates = [ix for ix in candidates if ix.spec.identity() == spec.identity()]
         if not candidates:
@@ -438,6 +504,7 @@ def open_for_build(client: chromadb.ClientAPI, spec: ModelSpec, embed_dim: int, 
         configuration={"hnsw": dict(HNSW_CONFIG)},
         embedding_function=None,
     )
+    FrameIndex(client, collection).check_schema()  # an existing collection of another schema is not written into
     existing = int((collection.metadata or {}).get("embed_dim", embed_dim))
     if existing != int(embed_dim):
         raise IndexUnavailableError(

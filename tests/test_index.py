@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from core.embed import ModelSpec
 from core.errors import IndexUnavailableError
-from core.index import connect, list_indexes, open_for_build, open_index
+from core.index import SCHEMA_VERSION, FrameIndex, connect, list_indexes, open_for_build, open_index
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -90,3 +91,45 @@ def test_collection_records_the_model_and_refuses_another(tmp_path: Path, spec: 
 def test_empty_store_points_to_build(tmp_path: Path) -> None:
     with pytest.raises(IndexUnavailableError, match="build one first"):
         open_index(connect(tmp_path))
+
+
+def _set_schema(index: FrameIndex, version: int | None) -> None:
+    meta = index.metadata
+    meta.pop("schema_version")
+    if version is not None:
+        meta["schema_version"] = version
+    index.collection.modify(metadata=meta)
+
+
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [
+        (SCHEMA_VERSION + 1, r"written by a newer version of this tool \(index schema 2; this one reads 1\): update"),
+        (SCHEMA_VERSION - 1, r"has index schema none, older than the 1 this tool reads: build the videos again"),
+        (None, r"has index schema none, older than the 1 this tool reads"),
+    ],
+)
+def test_another_schema_is_listed_but_refused_on_open(
+    tmp_path: Path, spec: ModelSpec, version: int | None, message: str
+) -> None:
+    client = connect(tmp_path)
+    index = open_for_build(client, spec, 8, "middle")
+    index.upsert(["x:0"], _unit(np.random.default_rng(3), 1, 8), [_meta("x", 0, 1)])
+    assert index.metadata["schema_version"] == SCHEMA_VERSION and not index.schema_problem()
+    assert open_index(client, name=index.name).name == open_for_build(client, spec, 8, "middle").name == index.name
+    _set_schema(index, version)
+    (listed,) = list_indexes(client)  # still listed, with the reason, for the app to show
+    assert listed.info().schema_version == (version or 0) and re.search(message, listed.schema_problem())
+    for opening in (
+        lambda: open_index(client, name=index.name),
+        lambda: open_index(client),
+        lambda: open_index(client, spec=spec),
+        lambda: open_for_build(client, spec, 8, "middle"),  # a build does not write into it either
+    ):
+        with pytest.raises(IndexUnavailableError, match=message) as info:
+            opening()
+        assert str(info.value).count(". ") == 0  # one sentence
+    assert list_indexes(client)[0].schema_version == (version or 0) and index.count() == 1
+    # Unnamed, the newest collection this tool can read is chosen.
+    readable = open_for_build(client, spec, 8, "uniform:2")
+    assert open_index(client).name == readable.name
