@@ -455,7 +455,8 @@ def download_subset(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out / PARTIAL_DIRNAME, ignore_errors=True)  # leftovers of a killed run
-    remove_temporaries(out)
+    for folder in (out, *(d for d in out.iterdir() if d.is_dir())):  # the manifest's and the label folders'
+        remove_temporaries(folder, recursive=False)
     cancel = cancel or threading.Event()
     manifest = Manifest.load(out)
     obtained = {label: 0 for label in candidates}
