@@ -32,17 +32,22 @@ def temporary_sibling(path: Path | str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path | str) -> Iterator[Path]:
+def atomic_path(path: Path | str, replace: bool = True) -> Iterator[Path]:
     """``with atomic_path(target) as tmp:`` write `tmp`; it becomes `target` only if the block succeeds.
 
-    The folder is created. A block that raises leaves `target` as it was and no temporary behind.
+    The folder is created. A block that raises leaves `target` as it was and no temporary behind. With
+    `replace` False an existing `target` is never overwritten: `FileExistsError` instead, even when
+    another process creates it while the block runs (the new name is a hard link, made or refused at once).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
     try:
         yield tmp
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # gone already after the rename; the leftover of a failure otherwise
 

@@ -7,6 +7,8 @@ final name; nothing existing is overwritten.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 from core.errors import UserError
@@ -26,12 +28,12 @@ def _readable(text: str, what: str) -> str:
     return name
 
 
-def _free_name(folder: Path, stem: str, suffix: str) -> Path:
-    target, n = folder / f"{stem}{suffix}", 1
-    while target.exists():
-        target = folder / f"{stem}_{n}{suffix}"
-        n += 1
-    return target
+def _names(folder: Path, stem: str, suffix: str) -> Iterator[Path]:
+    """``stem.ext``, then ``stem_1.ext``, ``stem_2.ext``, ... (those not taken yet)."""
+    for n in itertools.count():
+        target = folder / (f"{stem}{suffix}" if n == 0 else f"{stem}_{n}{suffix}")
+        if not target.exists():
+            yield target
 
 
 def save_upload(name: str, data: bytes, videos_dir: Path | str, label: str) -> Path:
@@ -47,11 +49,16 @@ def save_upload(name: str, data: bytes, videos_dir: Path | str, label: str) -> P
     # The stem is cleaned on its own, so that a long name loses characters but never its extension.
     stem = _readable(Path(base).stem, "file name")
     folder = Path(videos_dir) / _readable(label.strip().replace(" ", "_"), "label")
-    target = _free_name(folder, stem, suffix)
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(data)
+    for target in _names(folder, stem, suffix):
         try:
-            read_video_frames(VideoRecord(video_id=target.name, label=label, path=tmp), FrameStrategy.parse("middle"))
-        except VideoReadError as exc:
-            raise UserError(f"{name} is not a usable video: {exc.reason}.") from None
-    return target
+            with atomic_path(target, replace=False) as tmp:
+                tmp.write_bytes(data)
+                try:
+                    record = VideoRecord(video_id=target.name, label=label, path=tmp)
+                    read_video_frames(record, FrameStrategy.parse("middle"))
+                except VideoReadError as exc:
+                    raise UserError(f"{name} is not a usable video: {exc.reason}.") from None
+        except FileExistsError:
+            continue  # another upload took this name meanwhile: the next one
+        return target
+    raise AssertionError("unreachable: the names never run out")

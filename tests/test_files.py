@@ -39,3 +39,14 @@ def test_leftovers_of_a_killed_writer_are_removed(tmp_path: Path) -> None:
     assert remove_temporaries(tmp_path) == 1
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == [keep]
     assert remove_temporaries(tmp_path / "missing") == 0
+
+
+def test_without_replace_an_existing_target_is_kept(tmp_path: Path) -> None:
+    target = tmp_path / "clip.mp4"
+    with pytest.raises(FileExistsError), atomic_path(target, replace=False) as tmp:
+        tmp.write_text("mine")
+        target.write_text("someone else's, written meanwhile")
+    assert target.read_text() == "someone else's, written meanwhile" and sorted(tmp_path.iterdir()) == [target]
+    with atomic_path(tmp_path / "new.mp4", replace=False) as tmp:
+        tmp.write_text("new")
+    assert (tmp_path / "new.mp4").read_text() == "new" and len(list(tmp_path.iterdir())) == 2
