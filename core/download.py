@@ -471,7 +471,7 @@ def download_subset(
             else:
                 queue.append(cand)
         queues[label] = queue
-    failures = [
+    failures: list[dict[str, Any]] = [
         {"clip": cid, "label": e.get("label"), "reason": e.get("reason")}
         for cid, e in manifest.clips.items()
         if e.get("state") == "failed" and e.get("label") in candidates and not retry_failed

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import chromadb
 import numpy as np
@@ -32,6 +32,9 @@ from chromadb.config import Settings
 from core.clock import now_iso
 from core.embed import ModelSpec
 from core.errors import IndexUnavailableError
+
+if TYPE_CHECKING:  # the type of `configuration["hnsw"]`; chromadb does not export it at the top
+    from chromadb.api.collection_configuration import CreateHNSWConfiguration
 
 COLLECTION_PREFIX = "frames"
 # The layout of ids, record metadata and collection metadata (the index contract). Raise it when that
@@ -42,7 +45,12 @@ SCHEMA_VERSION = 1
 # CLIP embeddings (classes, videos, frames; text queries offset from the images), recall@10 against
 # exact cosine is 1.0 with these, queries take about 2 ms, and insertion stays cheap (about 0.5 ms a
 # frame, where M=32 and construction 200 cost three times more for no recall gained).
-HNSW_CONFIG = {"space": "cosine", "ef_construction": 100, "ef_search": 100, "max_neighbors": 16}
+HNSW_CONFIG: CreateHNSWConfiguration = {
+    "space": "cosine",
+    "ef_construction": 100,
+    "ef_search": 100,
+    "max_neighbors": 16,
+}
 _PAGE = 5000
 
 
@@ -252,8 +260,8 @@ def complete_video_ids(counts: Mapping[str, tuple[int, int]]) -> set[str]:
     return {vid for vid, (have, want) in counts.items() if have >= want}
 
 
-def _is_frame_collection(meta: dict | None) -> bool:
-    return bool(meta) and "model_name" in meta and "frames" in meta
+def _is_frame_collection(meta: Mapping[str, Any] | None) -> bool:
+    return meta is not None and "model_name" in meta and "frames" in meta
 
 
 class FrameIndex:
@@ -501,7 +509,7 @@ def open_for_build(client: chromadb.ClientAPI, spec: ModelSpec, embed_dim: int, 
     collection = client.get_or_create_collection(
         name=collection_name(spec, frames),
         metadata=meta,
-        configuration={"hnsw": dict(HNSW_CONFIG)},
+        configuration={"hnsw": HNSW_CONFIG.copy()},
         embedding_function=None,
     )
     FrameIndex(client, collection).check_schema()  # an existing collection of another schema is not written into

@@ -56,8 +56,8 @@ def safe_report_name(prefix: str, text: str, suffix: str = ".html") -> str:
 def image_data_uri(path: str | Path, max_side: int = 200) -> str:
     """A small JPEG of an image file as a data URI ('' when the file is missing or unreadable)."""
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
             image.thumbnail((max_side, max_side))
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=80)

@@ -77,7 +77,7 @@ def _frames(
 def _write_with_opencv(
     path: Path, frames: Iterator[np.ndarray], size: tuple[int, int], fps: float, fourcc: str
 ) -> None:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, size)
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write {path.suffix} files here")
     try:
