@@ -45,10 +45,11 @@ page = st.navigation(
     ]
 )
 
-from core.runtime import configure_runtime  # noqa: E402
-from pages.common import init_state, sidebar  # noqa: E402
+from core.app import configure_runtime  # noqa: E402
+from pages.common import init_state, new_run, sidebar  # noqa: E402
 
 configure_runtime()
 init_state(parse_args(sys.argv[1:]))
+new_run()
 sidebar()
 page.run()

@@ -16,9 +16,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from core.files import write_text_atomic
-from core.paths import DEFAULT_CSV, DEFAULT_SUBSET
-
 DEFAULT_DB = "chroma_db"
 DEFAULT_OUTPUT = "output"
 
@@ -55,9 +52,9 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--chroma-token-header", default=None, help="auth header (default: Authorization, as Bearer)")
 
 
-def _server(args: argparse.Namespace):
+def _server(args: argparse.Namespace) -> Any:
     """The Chroma server from the flags, else from the environment, else None (the embedded store)."""
-    from core.index import ChromaServer
+    from core.app import ChromaServer
 
     flags = ("chroma_host", "chroma_port", "chroma_ssl", "chroma_token_header")
     return ChromaServer.resolve(*(getattr(args, flag, None) for flag in flags))
@@ -141,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     subset = sub.add_parser("subset", help="write the class subset file with candidate clips per class")
     subset.add_argument(
         "--csv",
-        default=str(DEFAULT_CSV),
+        default=None,
         help="official Kinetics CSV (default: annotations/kinetics700_2020_validate.csv)",
     )
     subset.add_argument(
@@ -152,14 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subset.add_argument("--per-class", type=int, default=5, help="clips wanted per class (default: 5)")
     subset.add_argument("--candidates", type=int, default=15, help="candidate clips kept per class (default: 15)")
-    subset.add_argument(
-        "--out", default=str(DEFAULT_SUBSET), help="where to write it (default: annotations/selected_subset.json)"
-    )
+    subset.add_argument("--out", default=None, help="where to write it (default: annotations/selected_subset.json)")
 
     download = sub.add_parser("download", help="download a Kinetics subset (yt-dlp), cut to H.264/AAC MP4 clips")
-    download.add_argument(
-        "--subset", default=str(DEFAULT_SUBSET), help="subset file (default: annotations/selected_subset.json)"
-    )
+    download.add_argument("--subset", default=None, help="subset file (default: annotations/selected_subset.json)")
     download.add_argument("--csv", help="an official Kinetics CSV instead of the subset file (needs --classes)")
     download.add_argument("--classes", nargs="+", help="only these classes (with --csv: the classes to take)")
     download.add_argument("--per-class", type=int, help="clips per class (default: the subset's, 5)")
@@ -175,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     samples.add_argument("--classes", type=int, default=10, help="how many classes of the reference subset (10)")
     samples.add_argument("--per-class", type=int, default=5, help="clips per class (default: 5)")
     samples.add_argument("--frames", type=int, default=48, help="frames per clip (default: 48)")
+
+    demo = sub.add_parser(
+        "demo-model",
+        help="train the tiny offline demo model for the sample clips (seconds; its scores mean nothing on real videos)",
+    )
+    demo.add_argument(
+        "--out", default="output/demo-model", help="folder for its weights and config (default: output/demo-model)"
+    )
+    demo.add_argument("--classes", type=int, default=10, help="as many classes as sample-videos made (default: 10)")
 
     runs = sub.add_parser("runs", help="the saved evaluations side by side, or two of them compared per class")
     runs.add_argument("--db", default=DEFAULT_DB, help=f"ChromaDB folder (default: {DEFAULT_DB}/)")
@@ -192,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def write_json(target: str, data: Any) -> None:
     """Write JSON to a file (temporary name, then rename) or to stdout for '-'."""
+    from core.app import write_text_atomic
+
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
     if target == "-":
         sys.stdout.write(text + "\n")
@@ -199,41 +203,38 @@ def write_json(target: str, data: Any) -> None:
     write_text_atomic(target, text + "\n")
 
 
-def _report_stream(args: argparse.Namespace):
+def _report_stream(args: argparse.Namespace) -> Any:
     """Where human-readable lines go: stderr when the JSON itself goes to stdout."""
     return sys.stderr if getattr(args, "json", None) == "-" else sys.stdout
 
 
-def _requested_spec(args: argparse.Namespace):
-    from core.embed import ModelSpec
+def _requested_spec(args: argparse.Namespace) -> Any:
+    from core.app import ModelSpec
 
     if not (args.model or args.pretrained or args.model_config):
         return None
     return ModelSpec.resolve(args.model, args.pretrained, args.model_config)
 
 
-def _open(args: argparse.Namespace):
-    """The index named by --db/--collection and the model to query it with (the index's own by default)."""
-    from core.embed import load_model
-    from core.errors import IndexUnavailableError
-    from core.index import connect, open_index
+def _explorer(args: argparse.Namespace) -> Any:
+    from core.app import Explorer
 
-    db, server = Path(args.db), _server(args)
-    if server is None and not db.is_dir():
-        raise IndexUnavailableError(
-            f"There is no index at {db}/: build one first with python -m core build --videos DIR --db {db}."
-        )
-    where = f"the index at {db}/" if server is None else f"the Chroma server at {server.describe()}"
-    requested = _requested_spec(args)
-    index = open_index(connect(db, server), spec=requested, name=args.collection, where=where)
-    return index, load_model(requested or index.spec, args.device)
+    return Explorer(output=getattr(args, "output", None) or DEFAULT_OUTPUT, device=getattr(args, "device", "auto"))
+
+
+def _ref(args: argparse.Namespace) -> Any:
+    """The index named by --db / --collection / the Chroma server flags."""
+    from core.app import IndexRef
+
+    return IndexRef(db=args.db, server=_server(args), collection=getattr(args, "collection", None))
 
 
 class _ProgressBar:
     """A tqdm bar on stderr, made on the first update (nothing at all with --quiet)."""
 
     def __init__(self, quiet: bool, unit: str, desc: str) -> None:
-        self.quiet, self.unit, self.desc, self.bar = quiet, unit, desc, None
+        self.quiet, self.unit, self.desc = quiet, unit, desc
+        self.bar: Any = None
 
     def show(self, done: int, total: int, **postfix: Any) -> None:
         if self.quiet:
@@ -252,9 +253,7 @@ class _ProgressBar:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from core.build import BuildProgress, run_build
-    from core.embed import ModelSpec
-    from core.requests import BuildRequest
+    from core.app import BuildProgress, BuildRequest, ModelSpec, NoUsableVideoError
 
     spec = _requested_spec(args) or ModelSpec.resolve()
     bar = _ProgressBar(args.quiet, "video", "Indexing")
@@ -264,6 +263,12 @@ def cmd_build(args: argparse.Namespace) -> int:
         bar.show(
             p.videos_done, p.videos_total, frames=p.frames_done, fps=f"{p.frames_per_s:.1f}", skipped=len(p.skipped)
         )
+
+    def stage(text: str) -> None:
+        # On a terminal, say what the build is doing before the first video is done (loading or
+        # downloading a model can take a minute); in logs and pipes an error stays one line.
+        if not args.quiet and sys.stderr.isatty():
+            print(f"{text[:1].upper()}{text[1:]}…", file=sys.stderr)
 
     request = BuildRequest(
         videos=args.videos,
@@ -277,7 +282,15 @@ def cmd_build(args: argparse.Namespace) -> int:
         workers=args.workers,
         server=_server(args),
     )
-    summary = run_build(request, progress=progress, lock_owner="python -m core build")
+    try:
+        summary = _explorer(args).build(request, progress=progress, lock_owner="python -m core build", on_stage=stage)
+    except NoUsableVideoError as exc:
+        bar.close()
+        if exc.summary is not None:
+            say(exc.summary.line())
+            if args.json:
+                write_json(args.json, exc.summary.to_json())
+        raise
     bar.close()
     say(summary.line())
     for note in summary.notes:
@@ -287,13 +300,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     if summary.cancelled:
         print("Interrupted: run the same command again to finish; finished videos are kept.", file=sys.stderr)
         return 130
-    if summary.videos_indexed == 0 and summary.videos_already_indexed == 0:
-        print(f"error: no usable video was found in {args.videos}.", file=sys.stderr)
-        return 2
     return 0
 
 
-def _print_evaluation(say, result) -> None:
+def _print_evaluation(say: Any, result: Any) -> None:
     rep = result.report
     templates = result.prompts.templates
     more = f" and {len(templates) - 1} more" if len(templates) > 1 else ""
@@ -309,29 +319,40 @@ def _print_evaluation(say, result) -> None:
     say(f"  mean margin: {rep.mean_margin:.4f}   ROC-AUC correct vs incorrect: {rep.auc:.3f}")
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from core.evaluation import POOLINGS, evaluate_grid
-    from core.prompts import PROMPT_SETS, resolve_prompts
-    from core.runs import RunStore, run_from_evaluation
+def _settings_grid(args: argparse.Namespace) -> list[Any]:
+    """The settings `evaluate` asked for: the --prompt set (first), every named set, every pooling."""
+    from core.app import POOLINGS, PROMPT_SETS, EvalSettings
 
-    say = partial(print, file=_report_stream(args))
-    index, model = _open(args)
-    prompt_sets = [PROMPT_SETS[name] for name in PROMPT_SETS] if args.all_prompt_sets else []
+    prompt_sets: list[tuple[str, ...]] = [(name,) for name in PROMPT_SETS] if args.all_prompt_sets else []
     if args.prompt or not prompt_sets:
-        prompt_sets.insert(0, resolve_prompts(args.prompt))
+        prompt_sets.insert(0, tuple(args.prompt or ()))
     poolings = list(POOLINGS) if args.all_poolings else [args.pooling]
+    return [
+        EvalSettings(prompts=prompts, pooling=pooling, label_mode=args.labels, classes=args.classes)
+        for prompts in prompt_sets
+        for pooling in poolings
+    ]
+
+
+def _open_and_say(args: argparse.Namespace, explorer: Any) -> Any:
+    """The index the command will use, and a line saying which (and how to pick another)."""
+    ref = _ref(args)
+    index = explorer.open(ref, _requested_spec(args))
+    hint = "" if ref.collection else " (the newest; --collection NAME picks another, see python -m core info)"
+    print(f"Index:   {index.name}{hint}", file=sys.stderr if getattr(args, "json", None) == "-" else sys.stdout)
+    return ref.with_collection(index.name), index
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    say = partial(print, file=_report_stream(args))
+    explorer = _explorer(args)
+    ref = _ref(args)
+    index = explorer.open(ref, _requested_spec(args))
     say(f"Index:   {index.name} ({index.info().describe()})")
-    results = evaluate_grid(
-        index.contents(), model, prompt_sets, poolings, classes=args.classes, label_mode=args.labels
-    )
-    store = RunStore.for_db(args.db, DEFAULT_OUTPUT, _server(args))
-    version = index.version()
+    results = explorer.grid(ref.with_collection(index.name), _settings_grid(args), save=not args.no_save)
     for result in results:
-        result.settings.update({"index": index.name, "frames": index.frames})
         say("")
         _print_evaluation(say, result)
-        if not args.no_save:
-            store.add(run_from_evaluation(result, index, version))
     if len(results) > 1:
         say("")
         say(f"{'prompt set':<20} {'pooling':<8} {'p@1':>6} {'p@3':>6} {'p@5':>6}  95% CI of p@1")
@@ -350,12 +371,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    from core.loadtest import run_search_load
-
-    index, model = _open(args)
-    report = run_search_load(
-        model, index, threads=max(1, args.threads), requests=max(1, args.requests), k=args.k, time_limit_s=args.seconds
-    )
+    explorer = _explorer(args)
+    ref, _index = _open_and_say(args, explorer)
+    report = explorer.loadtest(ref, max(1, args.threads), max(1, args.requests), args.k, args.seconds)
     print(report.line(), file=_report_stream(args))
     if report.first_error:
         print(f"first error: {report.first_error}", file=sys.stderr)
@@ -365,25 +383,27 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from core.evaluation import evaluate_index
-    from core.reports import write_reports
+    from core.app import EvalSettings
 
-    index, model = _open(args)
-    result = evaluate_index(index, model, args.prompt, args.pooling, classes=args.classes, label_mode=args.labels)
-    paths = write_reports(result, args.output, title=f"CLIP results: {index.name}")
-    for path in paths.values():
+    explorer = _explorer(args)
+    ref, _index = _open_and_say(args, explorer)
+    settings = EvalSettings(tuple(args.prompt or ()), args.pooling, args.labels, args.classes)
+    result = explorer.evaluate(ref, settings, save=False)
+    for path in explorer.write_reports(result, args.output).values():
         print(f"Wrote {path}")
     return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from core.search import check_k, normalise_query, search
+    from core.app import SearchQuery, check_k, normalise_query
 
     normalise_query(args.text)  # fail fast, before loading a model
     check_k(args.k)
     say = partial(print, file=_report_stream(args))
-    index, model = _open(args)
-    hits = search(model, index, args.text, k=args.k, one_per_video=args.one_per_video, label=args.label)
+    explorer = _explorer(args)
+    ref, _index = _open_and_say(args, explorer)
+    query = SearchQuery(text=args.text, k=args.k, one_per_video=args.one_per_video, label=args.label)
+    hits = explorer.search(ref, query, _requested_spec(args))
     if not hits:
         say("No frame matched (the index or the label filter is empty).")
     for rank, hit in enumerate(hits, start=1):
@@ -392,35 +412,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, [h.to_json() for h in hits])
     if args.html:
-        from core.reports import write_search_report
-
-        say(f"Wrote {write_search_report(args.text, hits, args.output)}")
+        say(f"Wrote {explorer.write_search_report(args.text, hits, args.output)}")
     return 0
 
 
-def _subset_classes(items: list[str], csv_path: str) -> list[str]:
-    from core.sources import read_kinetics_csv
-    from core.subset import reference_classes
-
-    classes: list[str] = []
-    for item in items:
-        if item == "reference":
-            classes.extend(reference_classes())
-        elif item == "all":
-            classes.extend(sorted({" ".join(r["label"].split()) for r in read_kinetics_csv(csv_path)}))
-        elif Path(item).is_file():
-            classes.extend(line.strip() for line in Path(item).read_text(encoding="utf-8").splitlines() if line.strip())
-        else:
-            classes.append(" ".join(item.split()))
-    return list(dict.fromkeys(classes))
-
-
 def cmd_subset(args: argparse.Namespace) -> int:
-    from core.subset import make_subset, write_subset
+    from core.app import DEFAULT_CSV, DEFAULT_SUBSET, subset_classes, write_class_subset
 
-    classes = _subset_classes(args.classes, args.csv)
-    subset = make_subset(args.csv, classes, per_class=args.per_class, candidates=args.candidates)
-    path = write_subset(subset, args.out)
+    csv_path = args.csv or str(DEFAULT_CSV)
+    classes = subset_classes(args.classes, csv_path)
+    path, subset = write_class_subset(csv_path, classes, args.per_class, args.candidates, args.out or DEFAULT_SUBSET)
     short = [c for c, clips in subset["candidates"].items() if len(clips) < args.candidates]
     print(f"Wrote {path}: {len(classes)} classes, up to {args.candidates} candidate clips each.")
     if short:
@@ -429,24 +430,20 @@ def cmd_subset(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from core.download import DownloadProgress, download_subset, plan_from
+    from core.app import DEFAULT_SUBSET, DownloadProgress, download, plan_from
 
-    candidates, per_class = plan_from(args.subset, args.csv, args.classes, args.per_class)
+    subset_file = args.subset or (None if args.csv else str(DEFAULT_SUBSET))
+    candidates, per_class = plan_from(subset_file, args.csv, args.classes, args.per_class)
     say = partial(print, file=_report_stream(args))
     bar = _ProgressBar(args.quiet, "clip", "Downloading")
 
     def progress(p: DownloadProgress) -> None:
         bar.show(p.clips_done, p.clips_wanted, failed=p.failures, running=p.in_flight)
 
-    summary = download_subset(
-        candidates,
-        args.out,
-        per_class=per_class,
-        jobs=max(1, args.jobs),
-        retries=max(0, args.retries),
-        progress=progress,
+    summary = download(
+        candidates, args.out, per_class, jobs=args.jobs, retries=args.retries, progress=progress,
         retry_failed=args.retry_failed,
-    )
+    )  # fmt: skip
     bar.close()
     say(summary.line())
     for label, why in summary.short_classes.items():
@@ -458,27 +455,31 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_sample_videos(args: argparse.Namespace) -> int:
-    from core.samples import make_sample_videos
-    from core.subset import reference_classes
+    from core.app import sample_videos
 
-    labels = reference_classes()[: max(1, args.classes)]
-    paths = make_sample_videos(args.out, labels, per_class=max(1, args.per_class), n_frames=max(1, args.frames))
+    paths, labels = sample_videos(args.out, args.classes, args.per_class, args.frames)
     print(f"Wrote {len(paths)} clips of {len(labels)} classes under {args.out}/ (one folder per label).")
     return 0
 
 
+def cmd_demo_model(args: argparse.Namespace) -> int:
+    from core.app import demo_model
+
+    spec = demo_model(args.out, args.classes)
+    print(f"Trained the demo model for {args.classes} sample classes: {spec.pretrained}")
+    print("Its scores mean something on the sample clips only (it matches colours to labels).")
+    print(f"Use it with: --model-config {spec.config_path} --pretrained {spec.pretrained}")
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
-    from core.errors import UserError
-    from core.runs import REFERENCE_RUN, RunStore, compare_per_class
+    from core.app import REFERENCE_RUN
 
     say = partial(print, file=_report_stream(args))
-    store = RunStore.for_db(args.db, args.output, _server(args))
-    runs = store.load()
+    explorer = _explorer(args)
+    ref = _ref(args)
     if args.compare:
-        a, b = (store.get(run_id) for run_id in args.compare)
-        if a is None or b is None:
-            raise UserError(f"Unknown run id among {', '.join(args.compare)}: see python -m core runs --db {args.db}.")
-        rows = compare_per_class(a, b)
+        rows = explorer.compare_runs(ref, *args.compare)
         say(f"{'class':<40} {'A':>6} {'B':>6} {'B - A':>7}")
         for name, pa, pb, delta in rows:
             fmt = lambda v: "   -  " if v is None else f"{v:6.3f}"  # noqa: E731
@@ -486,6 +487,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if args.json:
             write_json(args.json, [{"class": n, "a": pa, "b": pb, "delta": d} for n, pa, pb, d in rows])
         return 0
+    runs = explorer.runs(ref)
     rows = [{**REFERENCE_RUN}, *[run.row() for run in runs]]
     header = f"{'run':<13} {'frames':<10} {'pooling':<7} {'prompt set':<18} {'classes':<10}"
     say(f"{header} {'p@1':>6} {'95% CI':>13} {'p@3':>6}")
@@ -503,16 +505,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from core.index import connect, list_indexes
-
-    db, server = Path(args.db), _server(args)
     say = partial(print, file=_report_stream(args))
-    indexes = list_indexes(connect(db, server)) if server is not None or db.is_dir() else []
-    if not indexes:
-        say(f"No index in {server.describe() if server else f'{db}/'}.")
+    ref = _ref(args)
+    listed = _explorer(args).indexes(ref)
+    if not listed:
+        say(f"No index in {ref.server.describe() if ref.server else f'{args.db}/'}.")
     rows = []
-    for ix in indexes:
-        info = ix.info()
+    for item in listed:
+        info = item.info
         say(f"{info.name}: {info.describe()}")
         rows.append(
             {
@@ -524,6 +524,11 @@ def cmd_info(args: argparse.Namespace) -> int:
                 "created_at": info.created_at,
                 "built_at": info.built_at,
             }
+        )
+    if len(listed) > 1:
+        say(
+            "evaluate, search and report use the newest collection (listed first); "
+            "pass --collection NAME to use another."
         )
     if args.json:
         write_json(args.json, rows)
@@ -539,6 +544,7 @@ COMMANDS = {
     "subset": cmd_subset,
     "download": cmd_download,
     "sample-videos": cmd_sample_videos,
+    "demo-model": cmd_demo_model,
     "runs": cmd_runs,
     "info": cmd_info,
 }
@@ -546,11 +552,9 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from core.errors import UserError
-    from core.runtime import configure_runtime
+    from core.app import UserError, configure_runtime
 
     configure_runtime()
-
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:

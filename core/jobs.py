@@ -17,16 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.build import run_build
-from core.download import Candidate, download_subset
-from core.embed import ClipModel, ModelSpec, load_model
-from core.errors import IndexLockedError, UserError
-from core.index import ChromaServer
-from core.requests import BuildRequest
+from core.app import BuildRequest, Candidate, Explorer, IndexLockedError, UserError, download
 
 log = logging.getLogger(__name__)
-
-ModelLoader = Callable[[ModelSpec, str], ClipModel]
 
 
 @dataclass
@@ -36,7 +29,8 @@ class Job:
     key: str
     kind: str
     request: Any
-    state: str = "starting"  # starting, loading model, running, done, cancelled, failed
+    state: str = "starting"  # starting, scanning videos, loading model, running, done, cancelled, failed
+    stage: str = ""  # what it is doing now, in words (e.g. "loading the model ViT-B-32 (openai)")
     progress: Any = None
     summary: Any = None
     error: str = ""
@@ -47,7 +41,7 @@ class Job:
 
     @property
     def active(self) -> bool:
-        return self.state in ("starting", "loading model", "running")
+        return self.state in ("starting", "scanning videos", "loading model", "running")
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -58,11 +52,6 @@ class Job:
 
 def _key(target: str) -> str:
     return target if "://" in target else str(Path(target).expanduser().resolve())
-
-
-def build_target(db: str, server: ChromaServer | None = None) -> str:
-    """What a build is keyed by: the index folder, or the Chroma server's address."""
-    return server.describe() if server is not None else db
 
 
 class JobManager:
@@ -113,22 +102,25 @@ class JobManager:
 
 
 class BuildManager(JobManager):
-    """Background index builds, one per index folder."""
+    """Background index builds, one per index folder (or Chroma server)."""
 
     kind = "build"
 
-    def __init__(self, model_loader: ModelLoader = load_model) -> None:
-        super().__init__()
-        self._load_model = model_loader
+    def start(self, explorer: Explorer, request: BuildRequest) -> Job:
+        """Build in the background with `explorer` (the caller's: its roots confine the request)."""
 
-    def start(self, request: BuildRequest) -> Job:
         def work(job: Job) -> Any:
-            job.state = "loading model"
-            model = self._load_model(request.spec, request.device)
-            job.state = "running"
-            return run_build(request, model=model, progress=job.report, cancel=job.cancel_event, lock_owner="dashboard")
+            def stage(text: str) -> None:
+                job.stage = text
+                job.state = next(
+                    (s for s in ("scanning videos", "loading model") if text.startswith(s.split()[0])), "running"
+                )
 
-        return self._start(build_target(request.db, request.server), request, work)
+            return explorer.build(
+                request, progress=job.report, cancel=job.cancel_event, lock_owner="dashboard", on_stage=stage
+            )
+
+        return self._start(request.target.key(), request, work)
 
 
 @dataclass(frozen=True)
@@ -150,10 +142,10 @@ class DownloadManager(JobManager):
     def start(self, request: DownloadRequest) -> Job:
         def work(job: Job) -> Any:
             job.state = "running"
-            return download_subset(
+            return download(
                 request.candidates,
                 request.out,
-                per_class=request.per_class,
+                request.per_class,
                 jobs=request.jobs,
                 retries=request.retries,
                 progress=job.report,

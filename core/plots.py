@@ -72,6 +72,8 @@ def similarity_histogram(report: MetricsReport, bins: int = 60) -> go.Figure:
             )
     fig.update_layout(
         barmode="overlay",
+        # The data's own range: cosines never reach the axis' automatic padding for the mean labels.
+        xaxis={"range": [float(edges[0]), float(edges[-1])]},
         xaxis_title="cosine similarity (frame vs. prompt)",
         yaxis_title="density",
         legend={"orientation": "h", "y": -0.2},
@@ -158,12 +160,16 @@ def runs_chart(rows: list[dict], reference: dict | None = None) -> go.Figure:
             ("precision_at_1", "reference precision@1", "dash"),
             ("precision_at_3", "reference precision@3", "dot"),
         ):
-            fig.add_hline(
-                y=reference[key],
-                line_dash=dash,
-                line_color="#d1495b",
-                annotation_text=f"{label} {reference[key]:.2f}",
-                annotation_position="top left",
+            # Named in the legend, not beside the line: a label on the plot would sit on the bars.
+            fig.add_hline(y=reference[key], line_dash=dash, line_color="#d1495b")
+            fig.add_trace(
+                go.Scatter(
+                    x=[None],
+                    y=[None],
+                    mode="lines",
+                    line={"color": "#d1495b", "dash": dash},
+                    name=f"{label} {reference[key]:.2f}",
+                )
             )
     fig.update_layout(
         barmode="group",

@@ -102,7 +102,19 @@ class EvalSettings:
         )
 
     def dumps(self) -> str:
-        return json.dumps(self.to_json(), sort_keys=True)
+        """The compact JSON form (the app's deep links carry it as ?settings=...)."""
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, text: str) -> EvalSettings:
+        """The JSON form back; text that is not one (a hand-edited link) gives one sentence."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise UserError("The link's evaluation settings are not valid JSON: open the page without them.") from None
+        if not isinstance(data, dict):
+            raise UserError("The link's evaluation settings are not an object: open the page without them.")
+        return cls.from_json(data)
 
 
 @dataclass(frozen=True)
@@ -169,3 +181,13 @@ class BuildRequest:
             allowed_roots=tuple(roots) if roots is not None else None,
             server=_server_from_json(data.get("server")),
         )
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A text search: what to look for, how many results, and filters."""
+
+    text: str
+    k: int = 5
+    one_per_video: bool = False
+    label: str | None = None

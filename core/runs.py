@@ -85,6 +85,9 @@ class Run:
     classes: str
     metrics: dict[str, Any]
     per_class: dict[str, float] = field(default_factory=dict)
+    # The settings in the form the app's deep links and requests use (core.requests.EvalSettings);
+    # empty for runs saved before it was recorded.
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
         """A flat row for tables: settings and summary figures."""
@@ -124,6 +127,7 @@ def run_from_evaluation(evaluation: Evaluation, index: FrameIndex, index_version
         classes=classes,
         metrics={k: data.get(k) for k in SUMMARY_KEYS},
         per_class=dict(data.get("per_class", {})),
+        settings=dict(evaluation.settings.get("request", {})),
     )
 
 

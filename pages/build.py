@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from core.download import plan_from
-from core.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelSpec
-from core.errors import UserError
-from core.frames import MAX_UNIFORM_FRAMES
-from core.jobs import BuildRequest, DownloadRequest, Job
-from core.paths import DEFAULT_SUBSET
+from core.app import (
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    DEFAULT_SUBSET,
+    DEMO_MODEL_NAME,
+    MAX_UNIFORM_FRAMES,
+    VIDEO_EXTENSIONS,
+    BuildRequest,
+    UserError,
+    demo_model,
+    plan_from,
+    sample_videos,
+)
+from core.jobs import DownloadRequest, Job
 from core.resources import get_build_manager, get_download_manager
-from core.sources import VIDEO_EXTENSIONS, scan_source
-from core.uploads import save_upload
-from pages.common import allowed_roots, bound_text_input, build_job, check_path, indexes, require_navigation
+from pages.common import (
+    bound,
+    bound_text_input,
+    build_job,
+    check_path,
+    explorer,
+    list_indexes,
+    require_navigation,
+    set_bound,
+)
 
 require_navigation()
 
@@ -50,13 +66,13 @@ def download_panel() -> None:
         except UserError as exc:
             st.error(str(exc))
     try:
-        folder = str(check_path(out, "The download folder"))
+        target = str(check_path(out, "The download folder"))
     except UserError:
         return
-    current = downloads.job(folder)
+    current = downloads.job(target)
     if current is not None:
         live = st.fragment(run_every=2.0 if current.active else None)(download_progress)
-        live(folder)
+        live(target)
 
 
 def download_progress(folder: str) -> None:
@@ -79,6 +95,57 @@ def download_progress(folder: str) -> None:
             st.dataframe(pd.DataFrame(job.summary.failures), hide_index=True, width="stretch")
 
 
+def offline_demo() -> None:
+    """Everything needed to try the app without internet: sample clips and a tiny model that knows them."""
+    st.caption(
+        "No videos yet, or no internet to download CLIP's weights? Make 50 small synthetic clips of 10 classes "
+        "and train a tiny demo CLIP on their colours (about 10 seconds), then build. Every page works with them, "
+        "but **the demo model's scores mean nothing** beyond these clips: it matches colours to labels."
+    )
+    if st.button("Set up the offline demo", icon=":material/science:"):
+        try:
+            videos = check_path("videos/sample", "The sample videos folder")
+            models = check_path(str(Path(st.session_state.output) / "demo-model"), "The demo model folder")
+            with st.spinner("Writing the sample clips…"):
+                paths, labels = sample_videos(videos)
+            with st.spinner("Training the demo model (seconds)…"):
+                spec = demo_model(models, len(labels))
+        except UserError as exc:
+            st.error(str(exc))
+            return
+        set_bound("videos", str(videos))
+        set_bound("form_model", spec.name)
+        set_bound("form_pretrained", spec.pretrained)
+        set_bound("form_config", spec.config_path)
+        set_bound("form_strategy", "middle")
+        st.session_state.demo_note = (
+            f"{len(paths)} sample clips of {len(labels)} classes in {videos}, and the demo model {spec.name} are "
+            "ready and filled in below: press **Start the build**."
+        )
+    if st.session_state.get("demo_note"):
+        st.success(st.session_state.demo_note)
+
+
+def seed_form_from_index() -> None:
+    """The form starts from the selected index's model and frames (and follows a new selection), so
+    resuming a build continues that index instead of starting another."""
+    listed = next((ix for ix in list_indexes() if ix.info.name == st.session_state.collection), None)
+    if listed is None or st.session_state.get("form_for") == listed.info.name:
+        return
+    st.session_state.form_for = listed.info.name
+    spec, frames = listed.info.spec, listed.info.frames
+    set_bound("form_model", spec.name)
+    set_bound("form_pretrained", spec.pretrained)
+    set_bound("form_config", spec.config_path)
+    kind, _, count = frames.partition(":")
+    set_bound("form_strategy", kind if kind in ("middle", "uniform") else "middle")
+    if count.isdigit():
+        set_bound("form_k", max(2, int(count)))
+
+
+with st.expander("0 · Try it offline: sample clips and a tiny demo model", expanded=not list_indexes()):
+    offline_demo()
+
 with st.expander("0 · Get the Kinetics-700 subset (optional)"):
     download_panel()
 
@@ -98,19 +165,23 @@ with st.container(border=True):
     if st.button("Check the source"):
         try:
             videos_dir = check_path(st.session_state.videos, "The videos folder")
-            annotations = (
+            notes_file = (
                 check_path(st.session_state.annotations, "The annotations file")
                 if st.session_state.annotations
                 else None
             )
-            scan = scan_source(videos_dir, annotations, allowed_roots=allowed_roots())
+            scan = explorer().check_source(videos_dir, notes_file)
         except UserError as exc:
             st.error(str(exc))
         else:
-            st.success(
+            found = (
                 f"{len(scan.videos)} videos of {len(scan.labels)} labels ({scan.layout.replace('_', ' ')} layout); "
                 f"{len(scan.skipped)} item(s) skipped."
             )
+            if scan.videos:
+                st.success(found)
+            else:
+                st.error(f"Nothing to index: {found} Add videos to the folder, or choose another one.")
             if scan.skipped:
                 st.dataframe(
                     pd.DataFrame([(s.item, s.reason) for s in scan.skipped], columns=["item", "reason"]),
@@ -126,42 +197,64 @@ with st.container(border=True):
             try:
                 folder = check_path(st.session_state.videos, "The videos folder")
                 for upload in uploads or []:
-                    saved = save_upload(upload.name, upload.getvalue(), folder, label)
+                    saved = explorer().save_upload(upload.name, upload.getvalue(), folder, label)
                     st.write(f"Saved {saved}")
             except UserError as exc:
                 st.error(str(exc))
 
+seed_form_from_index()
 with st.container(border=True):
     st.subheader("2 · Model and frames")
-    existing = sorted({ix.spec.describe() for ix in indexes()})
+    existing = sorted({ix.info.spec.describe() for ix in list_indexes()})
     if existing:
-        st.caption(f"This index folder already holds: {', '.join(existing)}. Another model gets its own collection.")
+        st.caption(
+            f"This index folder already holds: {', '.join(existing)}. The form starts from the selected index, so a "
+            "build continues it; another model or frame strategy gets its own collection."
+        )
     left, right = st.columns(2)
-    model_name = left.text_input("open_clip model", value=DEFAULT_MODEL, help="e.g. ViT-B-32-quickgelu, ViT-L-14, RN50")
-    pretrained = right.text_input(
+    model_name = bound(
+        left.text_input, "open_clip model", "form_model", DEFAULT_MODEL, help="e.g. ViT-B-32-quickgelu, ViT-L-14, RN50"
+    )
+    pretrained = bound(
+        right.text_input,
         "Pretrained tag or local checkpoint",
-        value=DEFAULT_PRETRAINED,
+        "form_pretrained",
+        DEFAULT_PRETRAINED,
         help="e.g. openai, laion2b_s34b_b79k, /models/clip.pt",
     )
-    config = st.text_input("Custom model config (optional)", placeholder="path/to/MyModel.json (open_clip format)")
+    config = bound(
+        st.text_input,
+        "Custom model config (optional)",
+        "form_config",
+        "",
+        placeholder="path/to/MyModel.json (open_clip format)",
+    )
+    if DEMO_MODEL_NAME in str(model_name):
+        st.warning("The demo model's scores mean nothing beyond the sample clips: it only matches colours to labels.")
     c1, c2, c3 = st.columns(3)
-    strategy = c1.radio("Frames per video", ["middle", "uniform"], horizontal=True)
-    count = c2.slider("K (uniform)", 2, MAX_UNIFORM_FRAMES, 8, disabled=strategy == "middle")
-    batch = c3.number_input("Batch size", min_value=1, max_value=512, value=32)
+    strategy = bound(
+        c1.radio, "Frames per video", "form_strategy", "middle", options=["middle", "uniform"], horizontal=True
+    )
+    count = bound(
+        c2.slider, "K (uniform)", "form_k", 8, min_value=2, max_value=MAX_UNIFORM_FRAMES, disabled=strategy == "middle"
+    )
+    batch = bound(c3.number_input, "Batch size", "form_batch", 32, min_value=1, max_value=512)
     frames = "middle" if strategy == "middle" else f"uniform:{count}"
 
 job = build_job()
 running = job is not None and job.active
+start_error = ""
 if st.button("Start the build", type="primary", disabled=running):
     try:
         videos_dir = check_path(st.session_state.videos, "The videos folder")
-        annotations = (
+        notes_file = (
             check_path(st.session_state.annotations, "The annotations file") if st.session_state.annotations else None
         )
         output = check_path(st.session_state.output, "The output folder")
-        spec = ModelSpec.resolve(model_name or None, pretrained or None, config or None)
-        scan_source(videos_dir, annotations, allowed_roots=allowed_roots())  # fail here, not in the worker
+        spec = explorer().resolve_spec(model_name, pretrained, config)
+        explorer().check_source(videos_dir, notes_file)  # fail here, not in the worker
         manager.start(
+            explorer(),
             BuildRequest(
                 videos=str(videos_dir),
                 db=db,
@@ -169,15 +262,15 @@ if st.button("Start the build", type="primary", disabled=running):
                 output=str(output),
                 spec=spec,
                 frames=frames,
-                annotations=str(annotations) if annotations else None,
+                annotations=str(notes_file) if notes_file else None,
                 batch_size=int(batch),
                 device=st.session_state.device,
-                allowed_roots=tuple(str(r) for r in allowed_roots()),
-            )
+            ),
         )
         st.rerun()
     except UserError as exc:
-        st.error(str(exc))
+        start_error = str(exc)
+        st.error(start_error)
 
 
 def eta(seconds: float | None) -> str:
@@ -190,8 +283,9 @@ def show(job: Job) -> None:
     p = job.progress
     st.subheader("Progress")
     if job.active:
-        if p is None or job.state == "loading model":
-            st.info(f"{job.state.capitalize()}…")
+        if p is None or job.state in ("scanning videos", "loading model"):
+            # Before the first video: say what takes the time (a first model load may download weights).
+            st.info(f"{(job.stage or job.state)[:1].upper()}{(job.stage or job.state)[1:]}…")
         else:
             share = p.videos_done / p.videos_total if p.videos_total else 1.0
             st.progress(share, text=f"{p.videos_done} / {p.videos_total} videos")
@@ -235,4 +329,5 @@ def progress_panel() -> None:
             st.rerun()
 
 
-progress_panel()
+if not start_error:  # a refused start shows its error alone, not an older build's progress under it
+    progress_panel()

@@ -6,15 +6,15 @@ import argparse
 import os
 import runpy
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
-from core.embed import ClipModel
-from core.errors import UserError
-from core.index import ChromaServer, FrameIndex, IndexInfo, list_indexes
-from core.jobs import build_target
-from core.resources import get_build_manager, get_client, get_model
+from core.app import ChromaServer, ClipModel, Explorer, IndexInfo, IndexRef, ListedIndex, UserError
+from core.jobs import Job
+from core.resources import get_build_manager, get_explorer
 
 BUILD_PAGE = "pages/build.py"
 _MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_{}[]()#+-.!|<>~$"})
@@ -36,6 +36,9 @@ def require_navigation() -> None:
     settings). Then the entry script is run here, in this same run (a rerun would drop the click
     that brought us here): it leaves that mode, draws the navigation and sidebar, and runs this page
     again, properly; the outer, bare run stops.
+
+    Streamlit has no public switch for this: PagesManager.uses_pages_directory is internal (checked
+    against Streamlit 1.67.0); this function is the only place that touches it.
     """
     from streamlit.runtime.pages_manager import PagesManager
 
@@ -71,38 +74,50 @@ def allowed_roots() -> list[Path]:
     return [Path(r) for r in st.session_state.roots]
 
 
+def explorer() -> Explorer:
+    """The application layer with this session's choices (output folder, device, allowed roots)."""
+    return get_explorer(st.session_state.output, st.session_state.device, tuple(st.session_state.roots))
+
+
 def check_path(text: str, what: str) -> Path:
     """A path typed in the UI, resolved, and refused unless it lies inside an allowed root."""
-    path = Path(str(text).strip() or ".").expanduser()
-    resolved = path.resolve()
-    roots = allowed_roots()
-    if not any(resolved == root or root in resolved.parents for root in roots):
-        allowed = ", ".join(str(r) for r in roots)
-        raise UserError(
-            f"{what} {path} is outside the folders this app may use ({allowed}); "
-            "start the app with -- --allow-root DIR to allow another folder."
-        )
-    return resolved
+    return explorer().confine(text, what)
+
+
+def store_ref() -> IndexRef:
+    """The index store in use (the folder or the server), no collection chosen."""
+    return IndexRef(db=st.session_state.db, server=st.session_state.server)
 
 
 def store_label() -> str:
-    server = st.session_state.server
-    return server.describe() if server is not None else st.session_state.db
+    return store_ref().describe()
 
 
-def build_job():
-    return get_build_manager().job(build_target(st.session_state.db, st.session_state.server))
+def build_job() -> Job | None:
+    return get_build_manager().job(store_ref().key())
 
 
-def indexes() -> list[FrameIndex]:
+def list_indexes() -> list[ListedIndex]:
+    """The store's collections, read once per run (the sidebar lists them; pages reuse the list)."""
+    run_key = st.session_state.get("_run_key")
+    cached = st.session_state.get("_listed")
+    if cached is not None and cached[0] == run_key:
+        return cached[1]
     try:
-        return list_indexes(get_client(st.session_state.db, st.session_state.server))
+        found = explorer().indexes(store_ref())
     except UserError as exc:  # e.g. the Chroma server is down: say so, keep the app up
         st.sidebar.error(str(exc))
-        return []
+        found = []
     except Exception as exc:  # an unreadable folder: say so in the sidebar, do not take the app down
         st.sidebar.error(f"Cannot open the index at {store_label()}: {exc.__class__.__name__}: {exc}")
-        return []
+        found = []
+    st.session_state._listed = (run_key, found)
+    return found
+
+
+def new_run() -> None:
+    """Called once at the top of every run of the app: cached listings from earlier runs expire."""
+    st.session_state._run_key = st.session_state.get("_run_key", 0) + 1
 
 
 def _describe(info: IndexInfo) -> str:
@@ -120,6 +135,22 @@ def _copy_confined(widget_key: str, state_key: str, what: str) -> None:
     except UserError as exc:
         st.session_state[f"{state_key}_error"] = str(exc)
         st.session_state[widget_key] = st.session_state[state_key]
+
+
+def bound(widget: Callable[..., Any], label: str, state_key: str, default: Any, **kwargs: Any) -> Any:
+    """Any input widget bound to a plain session-state key, so its value survives page changes
+    (Streamlit drops a widget's own key when a run does not draw it)."""
+    st.session_state.setdefault(state_key, default)
+    widget_key = f"{state_key}_input"
+    if widget_key not in st.session_state:
+        st.session_state[widget_key] = st.session_state[state_key]
+    return widget(label, key=widget_key, on_change=_copy, args=(widget_key, state_key), **kwargs)
+
+
+def set_bound(state_key: str, value: Any) -> None:
+    """Change a bound widget's value from code (before the widget is drawn in this run)."""
+    st.session_state[state_key] = value
+    st.session_state.pop(f"{state_key}_input", None)
 
 
 def bound_text_input(
@@ -177,18 +208,18 @@ def sidebar() -> None:
         )  # fmt: skip
         bound_text_input("Output folder (thumbnails, reports)", "output", confine="The output folder")
         server_settings()
-        found = indexes()
+        found = list_indexes()
         if not found:
             st.caption("No index in this folder yet.")
             st.session_state.collection = None
         else:
-            names = [ix.name for ix in found]
+            names = [ix.info.name for ix in found]
             wanted = st.session_state.pop("select_collection", None)  # set when a build finishes
             if wanted in names:
                 st.session_state.collection = wanted
             if st.session_state.collection not in names:
                 st.session_state.collection = names[0]
-            infos = {ix.name: ix.info() for ix in found}
+            infos = {ix.info.name: ix.info for ix in found}
             if st.session_state.get("collection_choice") != st.session_state.collection:
                 st.session_state.collection_choice = st.session_state.collection  # only when changed here
             st.selectbox(
@@ -201,32 +232,42 @@ def sidebar() -> None:
                 help="One collection per model and frame strategy; the newest is chosen by default.",
             )
             info = infos[st.session_state.collection]
+            st.caption(md(info.name))  # the full name, wrapped (the box above cuts long ones)
             st.markdown(
-                f"**Model** {info.spec.describe()}  \n"
+                f"**Model** {md(info.spec.describe())}  \n"
                 f"**Frames** {info.frames} · **{info.count:,}** frames indexed  \n"
                 f"**Built** {info.built_at or 'not finished yet'}"
             )
         job = build_job()
         if job is not None and job.active:
-            p = job.progress
-            done = f"{p.videos_done}/{p.videos_total} videos" if p else job.state
-            st.info(f"Build running: {done}")
+            # Its own fragment, refreshed as often as the Build page's progress, so the two agree.
+            st.fragment(run_every=1.0)(sidebar_build_status)()
 
 
-def current_index() -> FrameIndex | None:
+def sidebar_build_status() -> None:
+    job = build_job()
+    if job is None or not job.active:
+        st.caption("The build has finished: reload the page to see it.")
+        return
+    p = job.progress
+    done = f"{p.videos_done}/{p.videos_total} videos" if p else (job.stage or job.state)
+    st.info(f"Build running: {done}")
+
+
+def current_index() -> ListedIndex | None:
     """The selected collection, or a message pointing to the Build page."""
-    found = {ix.name: ix for ix in indexes()}
-    index = found.get(st.session_state.collection) if found else None
-    if index is None:
-        st.info(f"There is no index in **{store_label()}** yet. Build one from a folder of videos first.")
+    found = {ix.info.name: ix for ix in list_indexes()}
+    listed = found.get(st.session_state.collection) if found else None
+    if listed is None:
+        st.info(f"There is no index in **{md(store_label())}** yet. Build one from a folder of videos first.")
         st.page_link(BUILD_PAGE, label="Go to Build index", icon=":material/construction:")
-    return index
+    return listed
 
 
-def index_model(index: FrameIndex) -> ClipModel | None:
-    """The model the index was built with, or the reason it cannot be loaded."""
+def index_model(listed: ListedIndex) -> ClipModel | None:
+    """The model the index was built with, or the reason it cannot be loaded (said on the page)."""
     try:
-        return get_model(index.spec, st.session_state.device)
+        return explorer().model(listed.info.spec)
     except UserError as exc:
         st.error(str(exc))
         return None

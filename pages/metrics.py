@@ -8,14 +8,24 @@ import os
 import pandas as pd
 import streamlit as st
 
-from core.errors import UserError
-from core.evaluation import CLASS_SETS, POOLINGS
-from core.plots import confusion_heatmap, similarity_histogram
-from core.prompts import DEFAULT_PROMPT, LABEL_MODES, PROMPT_SETS
-from core.reports import metrics_csv, metrics_rows, per_class_csv, per_video_csv, results_html
+from core.app import (
+    CLASS_SETS,
+    DEFAULT_PROMPT,
+    LABEL_MODES,
+    POOLINGS,
+    PROMPT_SETS,
+    EvalSettings,
+    UserError,
+    confusion_heatmap,
+    metrics_csv,
+    metrics_rows,
+    per_class_csv,
+    per_video_csv,
+    results_html,
+    similarity_histogram,
+)
 from core.resources import get_evaluation, thumbnail_uri
-from core.runs import RunStore, run_from_evaluation
-from pages.common import build_in_progress_note, current_index, index_model, require_navigation
+from pages.common import build_in_progress_note, current_index, explorer, index_model, require_navigation
 
 require_navigation()
 
@@ -28,27 +38,56 @@ POOLING_HELP = {
 }
 
 st.header("How well does CLIP match the videos to their labels?")
-index = current_index()
-if index is None:
+listed = current_index()
+if listed is None:
     st.stop()
+index = listed.info
 build_in_progress_note()
-if index_model(index) is None:  # weights missing: the message is already on the page
+if index_model(listed) is None:  # weights missing: the message is already on the page
     st.stop()
+
+
+CUSTOM = "custom"
 
 
 def load_preset() -> None:
-    st.session_state.templates = "\n".join(PROMPT_SETS[st.session_state.preset].templates)
+    if st.session_state.preset in PROMPT_SETS:
+        st.session_state.templates = "\n".join(PROMPT_SETS[st.session_state.preset].templates)
+
+
+def name_templates() -> None:
+    """After an edit, the box names the set the templates are (or "custom"), not the one they came from."""
+    typed = tuple(line for line in st.session_state.templates.splitlines() if line.strip())
+    st.session_state.preset = next((k for k, v in PROMPT_SETS.items() if v.templates == typed), CUSTOM)
 
 
 st.session_state.setdefault("preset", DEFAULT_PROMPT)
 st.session_state.setdefault("templates", "\n".join(PROMPT_SETS[DEFAULT_PROMPT].templates))
+# A deep link (?settings={...}, the JSON form runs are stored in) opens the page on those settings.
+linked = st.query_params.get("settings")
+if linked and st.session_state.get("applied_link") != linked:
+    st.session_state.applied_link = linked
+    try:
+        wanted = EvalSettings.loads(linked)
+    except UserError as exc:
+        st.warning(str(exc))
+    else:
+        lines = [
+            t for name in wanted.prompts for t in (PROMPT_SETS[name].templates if name in PROMPT_SETS else (name,))
+        ]
+        st.session_state.templates = "\n".join(lines)
+        name_templates()
+        st.session_state.pooling = wanted.pooling
+        st.session_state.label_mode = wanted.label_mode
+        st.session_state.classes = wanted.classes
 with st.container(border=True):
     left, right = st.columns([3, 2])
     with left:
-        st.selectbox("Prompt set", list(PROMPT_SETS), key="preset", on_change=load_preset)
+        st.selectbox("Prompt set", [*PROMPT_SETS, CUSTOM], key="preset", on_change=load_preset)
         st.text_area(
             "Prompt template(s), one per line, with {label} (several lines are averaged: a prompt ensemble)",
             key="templates",
+            on_change=name_templates,
             height=110,
             help="Editing the prompt only re-encodes the class texts: the frames are not encoded again.",
         )
@@ -60,32 +99,24 @@ with st.container(border=True):
             f"Frames → video score{frames_note}",
             POOLINGS,
             format_func=lambda p: f"{p}: {POOLING_HELP[p]}",
+            key="pooling",
         )
         c1, c2 = st.columns(2)
-        label_mode = c1.radio("Labels", LABEL_MODES, help="strip: 'opening bottle (not wine)' → 'opening bottle'")
-        classes = c2.radio("Candidate classes", CLASS_SETS, help="all: score against the 700 Kinetics-700 names")
+        label_mode = c1.radio(
+            "Labels", LABEL_MODES, help="strip: 'opening bottle (not wine)' → 'opening bottle'", key="label_mode"
+        )
+        classes = c2.radio(
+            "Candidate classes", CLASS_SETS, help="all: score against the 700 Kinetics-700 names", key="classes"
+        )
 
 templates = tuple(line for line in st.session_state.templates.splitlines() if line.strip())
 try:
-    version = index.version()
-    evaluation = get_evaluation(
-        st.session_state.db,
-        index.name,
-        version,
-        templates,
-        pooling,
-        label_mode,
-        classes,
-        st.session_state.device,
-        st.session_state.server,
-    )
+    settings = EvalSettings(prompts=templates, pooling=pooling, label_mode=label_mode, classes=classes)
+    evaluation = get_evaluation(explorer(), listed.ref, index.version, settings)
+    st.query_params["settings"] = st.session_state.applied_link = settings.dumps()  # this view, as a link
 except UserError as exc:
     st.warning(str(exc))
     st.stop()
-# Every distinct evaluation is kept as a run (same settings on the same index version: stored once).
-RunStore.for_db(st.session_state.db, st.session_state.output, st.session_state.server).add(
-    run_from_evaluation(evaluation, index, version)
-)
 rep = evaluation.report
 unit = "frames" if pooling == "frame" else "videos"
 
@@ -106,8 +137,11 @@ for column, (label, value) in zip(
 low, high = rep.interval(1)
 st.caption(
     f"{rep.n_videos} {unit} · {rep.n_classes} classes · precision@1 95% CI {low:.3f}–{high:.3f} · "
-    f"chance precision@1 = {1 / max(1, rep.n_classes):.3f} · saved as a run (see Runs)"
+    f"chance precision@1 = {1 / max(1, rep.n_classes):.3f}"
 )
+if st.button("Save as a run", help="Keep these settings and figures on the Runs page (saved once per index version)"):
+    added = explorer().record(listed.ref, evaluation)
+    st.toast("Saved as a run: see the Runs page." if added else "This run was already saved.")
 
 table_col, chart_col = st.columns([1, 1])
 with table_col:

@@ -5,12 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.evaluation import CLASS_SETS, POOLINGS, evaluate_grid
-from core.plots import runs_chart
-from core.prompts import LABEL_MODES, PROMPT_SETS
-from core.resources import get_contents
-from core.runs import REFERENCE_RUN, RunStore, compare_per_class, run_from_evaluation
-from pages.common import current_index, index_model, require_navigation
+from core.app import CLASS_SETS, LABEL_MODES, POOLINGS, PROMPT_SETS, REFERENCE_RUN, EvalSettings, UserError, runs_chart
+from pages.common import current_index, explorer, index_model, require_navigation, store_ref
 
 require_navigation()
 
@@ -19,10 +15,11 @@ st.caption(
     "Every evaluation of this index folder is kept (in runs.jsonl next to the index). Precision figures carry "
     "95% intervals: two runs whose intervals overlap widely are not shown to differ."
 )
-store = RunStore.for_db(st.session_state.db, st.session_state.output, st.session_state.server)
-index = current_index()
+app = explorer()
+listed = current_index()
 
-if index is not None:
+if listed is not None:
+    index = listed.info
     with st.container(border=True):
         st.markdown(
             f"**Run the grid** on the selected collection (`{index.frames}` frames): every prompt set × pooling."
@@ -31,20 +28,19 @@ if index is not None:
         sets = left.multiselect("Prompt sets", list(PROMPT_SETS), default=list(PROMPT_SETS))
         labels = middle.selectbox("Labels", LABEL_MODES, help="strip: drop parenthesised asides")
         classes = right.selectbox("Classes", CLASS_SETS, help="all: the 700 Kinetics-700 names")
-        if st.button("Evaluate the grid", type="primary", disabled=not sets):
-            model = index_model(index)
-            if model is not None:
-                version = index.version()
+        if st.button("Evaluate the grid", type="primary", disabled=not sets) and index_model(listed) is not None:
+            grid = [EvalSettings((name,), pooling, labels, classes) for name in sets for pooling in POOLINGS]
+            before = len(app.runs(listed.ref))
+            try:
                 with st.spinner("Scoring every combination (frames are not re-encoded)…"):
-                    contents = get_contents(st.session_state.db, index.name, version, st.session_state.server)
-                    results = evaluate_grid(contents, model, [PROMPT_SETS[s] for s in sets], POOLINGS, classes, labels)
-                added = 0
-                for result in results:
-                    result.settings.update({"index": index.name, "frames": index.frames})
-                    added += store.add(run_from_evaluation(result, index, version))
+                    results = app.grid(listed.ref, grid, save=True)
+            except UserError as exc:
+                st.warning(str(exc))
+            else:
+                added = len(app.runs(listed.ref)) - before
                 st.success(f"{len(results)} evaluations, {added} new run(s) saved.")
 
-runs = store.load()
+runs = app.runs(store_ref())
 rows = [{**REFERENCE_RUN, "name": "reference study"}]
 for run in runs:
     rows.append({**run.row(), "name": f"{run.prompt_set} · {run.pooling} · {run.frames} · {run.classes}"})
@@ -93,11 +89,13 @@ if len(rows) > 25:
 st.subheader("Which classes gain or lose between two runs")
 labels_by_id = {run.id: f"{run.prompt_set} · {run.pooling} · {run.frames} · {run.timestamp}" for run in runs}
 left, right = st.columns(2)
-first = left.selectbox("Run A", list(labels_by_id), format_func=labels_by_id.get, index=0)
-second = right.selectbox("Run B", list(labels_by_id), format_func=labels_by_id.get, index=len(runs) - 1)
-a, b = store.get(first), store.get(second)
-if a is not None and b is not None:
-    diff = pd.DataFrame(compare_per_class(a, b), columns=["class", "precision@1 A", "precision@1 B", "B − A"])
+run_ids: list[str] = list(labels_by_id)
+first = left.selectbox("Run A", run_ids, format_func=lambda i: labels_by_id[i], index=0)
+second = right.selectbox("Run B", run_ids, format_func=lambda i: labels_by_id[i], index=len(runs) - 1)
+if first and second:
+    diff = pd.DataFrame(
+        app.compare_runs(store_ref(), first, second), columns=["class", "precision@1 A", "precision@1 B", "B − A"]
+    )
     gains, losses = int((diff["B − A"] > 0).sum()), int((diff["B − A"] < 0).sum())
     st.caption(f"{gains} class(es) gain, {losses} lose, {len(diff) - gains - losses} unchanged or not comparable.")
     st.dataframe(diff, hide_index=True, width="stretch", column_config={"B − A": number})

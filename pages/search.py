@@ -6,12 +6,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.errors import UserError
-from core.media import browser_playability, playable_copy
-from core.reports import safe_report_name, search_html
+from core.app import MAX_K, SearchHit, SearchQuery, UserError, browser_playability, safe_report_name, search_html
 from core.resources import get_labels
-from core.search import MAX_K, search
-from pages.common import build_in_progress_note, current_index, index_model, md, require_navigation
+from pages.common import build_in_progress_note, current_index, explorer, index_model, md, require_navigation
 
 require_navigation()
 
@@ -19,8 +16,8 @@ COLUMNS = 4
 HISTORY = 15
 
 st.header("Search frames by text")
-index = current_index()
-if index is None:
+listed = current_index()
+if listed is None:
     st.stop()
 build_in_progress_note()
 
@@ -44,7 +41,7 @@ with st.form("search", border=False):
     left, middle, right, go = st.columns([2, 2, 3, 1], vertical_alignment="bottom")
     k = left.number_input("Results", min_value=1, max_value=MAX_K, value=12, step=1)
     one_per_video = middle.toggle("One frame per video", value=True)
-    labels = ["(all labels)", *get_labels(st.session_state.db, index.name, index.version(), st.session_state.server)]
+    labels = ["(all labels)", *get_labels(explorer(), listed.ref, listed.info.version)]
     label = right.selectbox("Label", labels, help="Only frames of this label")
     go.form_submit_button("Search", type="primary", width="stretch")
 
@@ -57,18 +54,11 @@ if not query.strip():
     st.caption("Type a description and press Enter. Queries can be in any language CLIP understands (mostly English).")
     st.stop()
 
-model = index_model(index)
-if model is None:
+if index_model(listed) is None:
     st.stop()
 try:
-    hits = search(
-        model,
-        index,
-        query,
-        k=int(k),
-        one_per_video=one_per_video,
-        label=None if label == labels[0] else label,
-    )
+    wanted = SearchQuery(query, k=int(k), one_per_video=one_per_video, label=None if label == labels[0] else label)
+    hits = explorer().search(listed.ref, wanted)
 except UserError as exc:
     st.warning(str(exc))
     st.stop()
@@ -89,17 +79,22 @@ download.download_button(
 
 
 @st.dialog("Video at the matched moment", width="large")
-def play(hit) -> None:
+def play(hit: SearchHit) -> None:
     st.markdown(f"**{md(hit.label)}** · {md(hit.video_id)} · from {hit.timestamp_s:.2f} s")
     check = browser_playability(hit.video_path)
     if check.playable:
         st.video(hit.video_path, start_time=float(hit.timestamp_s), autoplay=True, muted=True)
         return
+    copy = explorer().existing_playable_copy(hit.video_path)
+    if copy is not None:  # converted before (same file, size and date): play that copy
+        st.caption(f"Playing the browser-friendly copy made earlier ({check.reason} in the original).")
+        st.video(str(copy), start_time=float(hit.timestamp_s), autoplay=True, muted=True)
+        return
     st.warning(f"This video cannot play in a browser as it is: {check.reason}.")
     if check.codec and st.button("Make a playable copy (H.264 MP4)"):
         with st.spinner("Converting…"):
             try:
-                copy = playable_copy(hit.video_path, st.session_state.output)
+                copy = explorer().playable_copy(hit.video_path)
             except Exception as exc:  # ffmpeg failed on this file: say so, keep the page alive
                 st.error(f"The conversion failed ({exc.__class__.__name__}).")
                 return

@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.index import connect, list_indexes
+from core.prompts import PROMPT_SETS
 from tests.helpers import ROOT
 from tests.tiny_model import CONFIG
 
@@ -184,8 +185,55 @@ def test_runs_page_grid_and_comparison(tmp_path: Path, built_index: dict) -> Non
 def test_metrics_page_saves_runs_and_offers_700_classes(tmp_path: Path, built_index: dict) -> None:
     db = _private_copy(built_index, tmp_path)
     at = run_page(make_app(db, built_index["output"]), "pages/metrics.py")
-    at.radio[2].set_value("all").run()  # candidate classes
+    next(b for b in at.button if b.label == "Save as a run").click().run()
+    at.radio(key="classes").set_value("all").run()  # candidate classes
     assert not at.exception
     assert any("700 classes" in c.value for c in at.caption)
+    next(b for b in at.button if b.label == "Save as a run").click().run()
     runs = [json.loads(line) for line in (db / "runs.jsonl").read_text().splitlines()]
     assert [r["classes"] for r in runs] == ["present", "all (700)"]
+
+
+def test_looking_at_metrics_records_nothing_until_saved(built_index: dict, tmp_path: Path) -> None:
+    db = _private_copy(built_index, tmp_path)
+    runs = db / "runs.jsonl"
+    runs.unlink(missing_ok=True)
+    at = run_page(make_app(db, built_index["output"]), "pages/metrics.py")
+    at.run()
+    assert not runs.exists(), "rendering the Metrics page must not record a run"
+    save = next(b for b in at.button if b.label == "Save as a run")
+    save.click().run()
+    assert len(runs.read_text().splitlines()) == 1
+    next(b for b in at.button if b.label == "Save as a run").click().run()
+    assert len(runs.read_text().splitlines()) == 1, "identical settings on an unchanged index are stored once"
+    saved = json.loads(runs.read_text())
+    # The run keeps its settings in the form deep links use: the page's templates, pooling, labels, classes.
+    english = list(PROMPT_SETS["english"].templates)
+    assert saved["settings"] == {"prompts": english, "pooling": "mean", "label_mode": "keep", "classes": "present"}
+
+
+def test_metrics_deep_link_opens_the_page_on_its_settings(built_index: dict) -> None:
+    at = make_app(built_index["db"], built_index["output"])
+    link = '{"classes":"present","label_mode":"strip","pooling":"max","prompts":["a photo of {label}."]}'
+    at.query_params["settings"] = link
+    at = run_page(at, "pages/metrics.py")
+    assert at.radio(key="pooling").value == "max" and at.radio(key="label_mode").value == "strip"
+    assert at.text_area(key="templates").value == "a photo of {label}."
+    value = at.query_params["settings"]
+    assert json.loads(value if isinstance(value, str) else value[0]) == json.loads(link)
+
+
+def test_a_checkpoint_outside_the_allowed_roots_is_refused(
+    tmp_path: Path, video_root: Path, tiny_checkpoint: Path
+) -> None:
+    """The security section promises every typed path is confined: the checkpoint and the config too."""
+    at = run_page(make_app(tmp_path / "db", tmp_path / "out", roots=[tmp_path, video_root]), "pages/build.py")
+    at.text_input(key="videos_input").input(str(video_root))
+    inputs = {t.label: t for t in at.text_input}
+    inputs["open_clip model"].input("TinyCLIP-test")
+    inputs["Pretrained tag or local checkpoint"].input(str(tiny_checkpoint))
+    inputs["Custom model config (optional)"].input(str(CONFIG))
+    next(b for b in at.button if b.label == "Start the build").click().run()
+    errors = " ".join(e.value for e in at.error)
+    assert "outside the folders this app may use" in errors and ("model config" in errors or "checkpoint" in errors)
+    assert not (tmp_path / "db").exists(), "nothing is written when the request is refused"

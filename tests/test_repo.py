@@ -44,3 +44,59 @@ def test_cloud_requirements_match_except_the_cpu_torch_build() -> None:
     for package, version in local.items():
         expected = f"{version}+cpu" if package in ("torch", "torchvision") else version
         assert cloud[package] == expected, package
+
+
+# The front doors translate and render; everything else goes through the application layer.
+FRONT_DOOR_ALLOWED = {"core.app", "core.requests", "core.resources", "core.jobs", "core.errors"}
+
+
+def _core_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name == "core" or name.startswith("core.")}
+
+
+def test_front_doors_use_only_the_application_layer() -> None:
+    doors = [ROOT / "streamlit_app.py", ROOT / "core" / "cli.py", *sorted((ROOT / "pages").glob("*.py"))]
+    for path in doors:
+        extra = _core_imports(path) - FRONT_DOOR_ALLOWED
+        assert not extra, f"{path.relative_to(ROOT)} reaches past the application layer: {sorted(extra)}"
+    for name in ("resources.py", "jobs.py"):
+        extra = _core_imports(ROOT / "core" / name) - {"core.app", "core.jobs"}
+        assert not extra, f"core/{name} reaches past the application layer: {sorted(extra)}"
+
+
+def test_importing_core_changes_nothing_in_the_process() -> None:
+    """os.environ, logging and OpenCV's settings are the same before and after importing every module."""
+    import subprocess
+    import sys
+
+    modules = sorted(p.stem for p in (ROOT / "core").glob("*.py") if p.stem not in ("__main__",))
+    script = f"""
+import logging, os, sys
+import cv2
+env = dict(os.environ)
+threads = cv2.getNumThreads()
+disabled = logging.root.manager.disable
+filters = list(logging.getLogger().filters)
+handlers = list(logging.getLogger().handlers)
+import importlib
+for name in {modules!r}:
+    importlib.import_module("core." + name)
+changed = {{k for k in set(env) | set(os.environ) if env.get(k) != os.environ.get(k)}}
+assert not changed, f"environment changed: {{sorted(changed)}}"
+assert cv2.getNumThreads() == threads, "OpenCV's thread count changed"
+assert logging.root.manager.disable == disabled, "logging was disabled"
+assert list(logging.getLogger().filters) == filters and list(logging.getLogger().handlers) == handlers
+print("unchanged")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={k: v for k, v in __import__("os").environ.items() if not k.startswith(("OPENCV_", "ANONYMIZED"))},
+    )  # fmt: skip
+    assert result.returncode == 0 and "unchanged" in result.stdout, result.stderr[-2000:]

@@ -1,0 +1,502 @@
+"""The application layer: the one place where the front doors' requests become work.
+
+`python -m core` (core/cli.py), the Streamlit pages and the background jobs (core/jobs.py) call an
+`Explorer` and nothing else of core, apart from the values of core/requests.py, the errors and the
+record types and rendering helpers re-exported at the bottom of this module. Each decision lives
+in one method:
+
+- build an index: `Explorer.build`
+- evaluate it: `Explorer.evaluate` (one setting) and `Explorer.grid` (many, texts encoded once)
+- search it: `Explorer.search`
+- record a run: `Explorer.record` (called by evaluate/grid only when asked to save)
+
+The Explorer owns the Chroma clients, the loaded models and the index contents it has read, so a
+long-lived process (the dashboard, the interactive prompt) pays for each once. It is thread-safe:
+the dashboard shares one between its sessions and its background builds.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import chromadb
+
+from core.build import BuildProgress, BuildSummary, run_build
+from core.demo_model import DEMO_MODEL_NAME, make_demo_model
+from core.download import Candidate, DownloadProgress, DownloadSummary, download_subset, plan_from
+from core.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED, ClipModel, ModelSpec, load_model
+from core.errors import IndexLockedError, IndexUnavailableError, SourceError, UserError
+from core.evaluation import CLASS_SETS, POOLINGS, Evaluation, evaluate_grid
+from core.files import write_text_atomic
+from core.frames import MAX_UNIFORM_FRAMES, FrameStrategy
+from core.index import ChromaServer, FrameIndex, IndexContents, IndexInfo, connect, list_indexes, open_index
+from core.loadtest import LoadReport, run_search_load
+from core.media import browser_playability, cached_playable_copy, playable_copy
+from core.paths import DEFAULT_CSV, DEFAULT_SUBSET, confine
+from core.plots import confusion_heatmap, runs_chart, similarity_histogram
+from core.prompts import DEFAULT_PROMPT, LABEL_MODES, PROMPT_SETS, resolve_prompts
+from core.reports import (
+    image_data_uri,
+    metrics_csv,
+    metrics_rows,
+    per_class_csv,
+    per_video_csv,
+    results_html,
+    safe_report_name,
+    search_html,
+    write_reports,
+    write_search_report,
+)
+from core.requests import BuildRequest, EvalSettings, IndexRef, SearchQuery
+from core.runs import REFERENCE_RUN, Run, RunStore, compare_per_class, run_from_evaluation
+from core.runtime import configure_runtime
+from core.samples import make_sample_videos
+from core.search import MAX_K, SearchHit, check_k, normalise_query, search
+from core.sources import VIDEO_EXTENSIONS, SourceScan, read_kinetics_csv, scan_source
+from core.subset import make_subset, reference_classes, write_subset
+from core.uploads import save_upload
+
+ModelLoader = Callable[[ModelSpec, str], ClipModel]
+_CONTENTS_CACHED = 2  # index contents kept in memory (each holds every embedding of a collection)
+
+
+def store_exists(ref: IndexRef) -> bool:
+    """Whether there is a store to read: a server (assumed), or an embedded folder with a database."""
+    return ref.server is not None or (Path(ref.db).expanduser() / "chroma.sqlite3").is_file()
+
+
+@dataclass(frozen=True)
+class ListedIndex:
+    """A collection as the front doors show it: where it is and what it holds (`info.version`
+    changes with its content)."""
+
+    ref: IndexRef
+    info: IndexInfo
+
+
+class ProcessCache:
+    """What a process loads once and shares between its Explorers (and threads): the models, the
+    Chroma clients and the index contents last read."""
+
+    def __init__(self, model_loader: ModelLoader = load_model) -> None:
+        self.load_model = model_loader
+        self.lock = threading.RLock()
+        self.models: dict[tuple[ModelSpec, str], ClipModel] = {}
+        self.model_locks: dict[tuple[ModelSpec, str], threading.Lock] = {}
+        self.clients: dict[tuple[str, Any], chromadb.ClientAPI] = {}
+        self.contents: OrderedDict[tuple[IndexRef, str], IndexContents] = OrderedDict()
+
+
+class Explorer:
+    """Builds, evaluates and searches indexes; records runs.
+
+    `output`: where thumbnails, reports and (with a Chroma server) runs go. `roots`: when given,
+    every path that comes from a request (videos, annotations, output, index folder, checkpoint,
+    model config, uploads) must lie inside one of these folders (the dashboard); None trusts the
+    caller (the command line, whose user owns the machine). Explorers are cheap: the loaded models
+    and clients live in the `cache`, which a long-lived process shares between them.
+    """
+
+    def __init__(
+        self,
+        output: str | Path = "output",
+        device: str = "auto",
+        roots: Sequence[str | Path] | None = None,
+        cache: ProcessCache | None = None,
+    ) -> None:
+        self.output = str(output)
+        self.device = device
+        self.roots = [Path(r).expanduser().resolve() for r in roots] if roots is not None else None
+        self.cache = cache or ProcessCache()
+
+    # -- paths ---------------------------------------------------------------------------------
+    def confine(self, path: str | Path, what: str) -> Path:
+        """`path` resolved; refused (one sentence) outside the allowed roots when there are any."""
+        return confine(path, self.roots, what)
+
+    def resolve_spec(self, model: str | None, pretrained: str | None, config: str | None) -> ModelSpec:
+        """A model choice checked without loading it; a checkpoint or config path typed into the app
+        must lie inside the allowed roots (it is read, so it is confined like every other path)."""
+        if self.roots is not None:
+            if config:
+                config = str(self.confine(config, "The model config"))
+            # A file that exists, or anything written as a path: tags ("openai") have no separators.
+            if pretrained and ("/" in pretrained or "\\" in pretrained or Path(pretrained).expanduser().exists()):
+                pretrained = str(self.confine(pretrained, "The checkpoint"))
+        return ModelSpec.resolve(model or None, pretrained or None, config or None)
+
+    # -- stores and models ---------------------------------------------------------------------
+    def client(self, ref: IndexRef, create: bool = False) -> chromadb.ClientAPI | None:
+        """The store's client, or None for an embedded folder that holds no index yet (and then
+        nothing is created on disk unless `create`: typing a folder name must not make one)."""
+        db = str(Path(ref.db).expanduser().resolve()) if ref.server is None else ""
+        if ref.server is None and not create and not store_exists(ref):
+            return None
+        key = (db, ref.server)
+        cache = self.cache
+        with cache.lock:
+            # An embedded folder deleted since its client was made is a new, empty store.
+            if key in cache.clients and (ref.server is not None or store_exists(ref)):
+                return cache.clients[key]
+            client = connect(db or ref.db, ref.server)
+            cache.clients[key] = client
+            return client
+
+    def model(self, spec: ModelSpec, device: str | None = None) -> ClipModel:
+        """The loaded model for `spec`, made once per process (concurrent callers wait for it)."""
+        key = (spec, device or self.device)
+        cache = self.cache
+        with cache.lock:
+            if key in cache.models:
+                return cache.models[key]
+            lock = cache.model_locks.setdefault(key, threading.Lock())
+        with lock:
+            with cache.lock:
+                if key in cache.models:
+                    return cache.models[key]
+            model = cache.load_model(spec, key[1])
+            with cache.lock:
+                cache.models[key] = model
+            return model
+
+    # -- indexes -------------------------------------------------------------------------------
+    def where(self, ref: IndexRef) -> str:
+        return f"the index at {ref.db}/" if ref.server is None else f"the Chroma server at {ref.server.describe()}"
+
+    def indexes(self, ref: IndexRef) -> list[ListedIndex]:
+        """The store's collections, newest build first (an embedded folder without an index: none)."""
+        client = self.client(ref)
+        if client is None:
+            return []
+        return [ListedIndex(ref.with_collection(ix.name), ix.info()) for ix in list_indexes(client)]
+
+    def open(self, ref: IndexRef, spec: ModelSpec | None = None) -> FrameIndex:
+        """The collection `ref` names (the newest when it names none; with `spec`, the newest of that model)."""
+        client = self.client(ref)
+        if client is None:
+            raise IndexUnavailableError(
+                f"There is no index at {ref.db}/: build one first with python -m core build --videos DIR "
+                f"--db {ref.db}, or on the Build page."
+            )
+        return open_index(client, spec=spec, name=ref.collection, where=self.where(ref))
+
+    def index_model(self, ref: IndexRef, spec: ModelSpec | None = None) -> tuple[FrameIndex, ClipModel]:
+        """The index and the model to query it with: the index's own unless `spec` (which must match)."""
+        index = self.open(ref, spec)
+        return index, self.model(spec or index.spec)
+
+    def contents(self, ref: IndexRef) -> IndexContents:
+        """Every complete video's frames with their embeddings; read once per index version."""
+        index = self.open(ref)
+        key = (ref.with_collection(index.name), index.version())
+        cache = self.cache
+        with cache.lock:
+            if key in cache.contents:
+                cache.contents.move_to_end(key)
+                return cache.contents[key]
+        contents = index.contents()
+        with cache.lock:
+            cache.contents[key] = contents
+            while len(cache.contents) > _CONTENTS_CACHED:
+                cache.contents.popitem(last=False)
+        return contents
+
+    def labels(self, ref: IndexRef) -> list[str]:
+        return self.open(ref).labels()
+
+    # -- build ---------------------------------------------------------------------------------
+    def check_source(self, videos: str | Path, annotations: str | Path | None = None) -> SourceScan:
+        """What a build of this source would take and skip (nothing is written)."""
+        folder = self.confine(videos, "The videos folder")
+        notes = self.confine(annotations, "The annotations file") if annotations else None
+        return scan_source(folder, notes, allowed_roots=self.roots)
+
+    def save_upload(self, name: str, data: bytes, videos: str | Path, label: str) -> Path:
+        """Store an uploaded video as ``videos/<label>/<name>`` once it proves decodable."""
+        return save_upload(name, data, self.confine(videos, "The videos folder"), label)
+
+    def confined_request(self, request: BuildRequest) -> BuildRequest:
+        """`request` with every path resolved, checked against the allowed roots (checkpoint and
+        model config included)."""
+        if self.roots is None:
+            return request
+        spec = request.spec
+        if spec.is_checkpoint:
+            self.confine(spec.pretrained, "The checkpoint")
+        if spec.config_path:
+            self.confine(spec.config_path, "The model config")
+        return BuildRequest(
+            **{
+                **request.__dict__,
+                "videos": str(self.confine(request.videos, "The videos folder")),
+                "annotations": str(self.confine(request.annotations, "The annotations file"))
+                if request.annotations
+                else None,
+                "output": str(self.confine(request.output, "The output folder")),
+                "db": request.db if request.server is not None else str(self.confine(request.db, "The index folder")),
+                "allowed_roots": tuple(str(r) for r in self.roots),
+            }
+        )
+
+    def build(
+        self,
+        request: BuildRequest,
+        progress: Callable[[BuildProgress], None] | None = None,
+        cancel: threading.Event | None = None,
+        lock_owner: str = "",
+        on_stage: Callable[[str], None] | None = None,
+    ) -> BuildSummary:
+        """Index the request's videos. A source with no usable video is refused with the reasons,
+        before any collection is made."""
+        request = self.confined_request(request)
+        FrameStrategy.parse(request.frames)  # a typo fails here, before a model loads
+        say = on_stage or (lambda _stage: None)
+        say("scanning videos")
+        scan = scan_source(request.videos, request.annotations, allowed_roots=request.allowed_roots)
+        if not scan.videos:
+            raise NoUsableVideoError(no_usable_video(request.videos, scan))
+        say(f"loading the model {request.spec.describe()}")
+        model = self.model(request.spec, request.device)
+        say("indexing")
+        summary = run_build(request, model=model, progress=progress, cancel=cancel, lock_owner=lock_owner)
+        self.forget_empty(request.target, summary)
+        if summary.videos_indexed == 0 and summary.videos_already_indexed == 0 and not summary.cancelled:
+            raise NoUsableVideoError(no_usable_video(request.videos, summary), summary)
+        return summary
+
+    def forget_empty(self, ref: IndexRef, summary: BuildSummary) -> None:
+        """Drop the collection a build made if it wrote nothing into it (every video failed)."""
+        client = self.client(ref)
+        if client is None or summary.frames:
+            return
+        for ix in list_indexes(client):
+            if ix.name == summary.index_name and ix.count() == 0:
+                client.delete_collection(ix.name)
+
+    # -- evaluate ------------------------------------------------------------------------------
+    def evaluate(self, ref: IndexRef, settings: EvalSettings, save: bool = False) -> Evaluation:
+        """Score the index's videos for one setting; record it as a run only when `save`."""
+        return self.grid(ref, [settings], save=save)[0]
+
+    def grid(self, ref: IndexRef, settings: Sequence[EvalSettings], save: bool = True) -> list[Evaluation]:
+        """Several settings on the same frames: each prompt set's texts encoded once, no frame re-encoded.
+
+        Results come in the order of `settings`."""
+        index, model = self.index_model(ref)
+        contents = self.contents(ref.with_collection(index.name))
+        version = index.version()
+        results: dict[EvalSettings, Evaluation] = {}
+        groups: dict[tuple[tuple[str, ...], str, str], list[EvalSettings]] = {}
+        for item in settings:
+            groups.setdefault((item.prompts, item.label_mode, item.classes), []).append(item)
+        for (prompts, label_mode, classes), members in groups.items():
+            poolings = list(dict.fromkeys(m.pooling for m in members))
+            evaluations = evaluate_grid(
+                contents, model, [resolve_prompts(list(prompts))], poolings, classes, label_mode
+            )
+            for member in members:
+                evaluation = evaluations[poolings.index(member.pooling)]
+                evaluation.settings.update({"index": index.name, "frames": index.frames, "request": member.to_json()})
+                results[member] = evaluation
+        ordered = [results[item] for item in settings]
+        if save:
+            for evaluation in {id(e): e for e in ordered}.values():  # one record per distinct setting
+                self._record(ref, index, evaluation, version)
+        return ordered
+
+    def record(self, ref: IndexRef, evaluation: Evaluation) -> bool:
+        """Save `evaluation` as a run of the index it came from; False when that run is already there
+        (identical settings on an unchanged index are stored once)."""
+        index = self.open(ref.with_collection(evaluation.settings.get("index") or ref.collection))
+        return self._record(ref, index, evaluation, index.version())
+
+    def _record(self, ref: IndexRef, index: FrameIndex, evaluation: Evaluation, version: str) -> bool:
+        return self.run_store(ref).add(run_from_evaluation(evaluation, index, version))
+
+    # -- runs ----------------------------------------------------------------------------------
+    def run_store(self, ref: IndexRef) -> RunStore:
+        """Next to an embedded index; with a Chroma server, in the output folder."""
+        return RunStore.for_db(ref.db, self.output, ref.server)
+
+    def runs(self, ref: IndexRef) -> list[Run]:
+        return self.run_store(ref).load()
+
+    def compare_runs(
+        self, ref: IndexRef, run_a: str, run_b: str
+    ) -> list[tuple[str, float | None, float | None, float | None]]:
+        store = self.run_store(ref)
+        a, b = store.get(run_a), store.get(run_b)
+        if a is None or b is None:
+            raise UserError(f"Unknown run id among {run_a}, {run_b}: see python -m core runs --db {ref.db}.")
+        return compare_per_class(a, b)
+
+    # -- search --------------------------------------------------------------------------------
+    def search(self, ref: IndexRef, query: SearchQuery, spec: ModelSpec | None = None) -> list[SearchHit]:
+        """The frames most similar to the query, best first."""
+        index, model = self.index_model(ref, spec)
+        return search(model, index, query.text, k=query.k, one_per_video=query.one_per_video, label=query.label)
+
+    def loadtest(self, ref: IndexRef, threads: int, requests: int, k: int, seconds: float) -> LoadReport:
+        index, model = self.index_model(ref)
+        return run_search_load(model, index, threads=threads, requests=requests, k=k, time_limit_s=seconds)
+
+    # -- playback ------------------------------------------------------------------------------
+    def playable_copy(self, video_path: str | Path) -> Path:
+        """An H.264 MP4 copy of a video a browser cannot play, in the output folder (made once)."""
+        return playable_copy(video_path, self.confine(self.output, "The output folder"))
+
+    def existing_playable_copy(self, video_path: str | Path) -> Path | None:
+        """The copy made earlier for this version of the video, if any (nothing is converted)."""
+        return cached_playable_copy(video_path, self.confine(self.output, "The output folder"))
+
+    # -- reports -------------------------------------------------------------------------------
+    def write_reports(self, evaluation: Evaluation, output: str | Path | None = None) -> dict[str, Path]:
+        folder = self.confine(output or self.output, "The output folder")
+        return write_reports(evaluation, folder, title=f"CLIP results: {evaluation.settings.get('index', '')}")
+
+    def write_search_report(self, text: str, hits: Sequence[SearchHit], output: str | Path | None = None) -> Path:
+        return write_search_report(text, hits, self.confine(output or self.output, "The output folder"))
+
+
+class NoUsableVideoError(SourceError):
+    """A build found nothing it could index; `summary` says what it tried (None: nothing to try)."""
+
+    def __init__(self, message: str, summary: BuildSummary | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+def no_usable_video(videos: str | Path, found: SourceScan | BuildSummary) -> str:
+    """One sentence: why a source gave nothing to index, with the first reasons."""
+    skipped = list(found.skipped)
+    reasons = "; ".join(str(s) for s in skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+    detail = f" ({reasons})" if reasons else " (it holds no video file)"
+    return f"There is no usable video in {videos}{detail}: add videos there, or point to another folder."
+
+
+# -- the Kinetics subset, downloads and sample clips (no index involved) -------------------------
+def subset_classes(items: Sequence[str], csv_path: str | Path) -> list[str]:
+    """Class names from 'reference' (the study's 50), 'all' (every class of the CSV), files with one
+    class per line, or names; duplicates dropped, order kept."""
+    classes: list[str] = []
+    for item in items:
+        if item == "reference":
+            classes.extend(reference_classes())
+        elif item == "all":
+            classes.extend(sorted({" ".join(r["label"].split()) for r in read_kinetics_csv(csv_path)}))
+        elif Path(item).is_file():
+            classes.extend(line.strip() for line in Path(item).read_text(encoding="utf-8").splitlines() if line.strip())
+        else:
+            classes.append(" ".join(item.split()))
+    return list(dict.fromkeys(classes))
+
+
+def write_class_subset(
+    csv_path: str | Path, classes: Sequence[str], per_class: int, candidates: int, out: str | Path
+) -> tuple[Path, dict[str, Any]]:
+    """The subset file: per class, the candidate clips to try in order."""
+    subset = make_subset(csv_path, classes, per_class=per_class, candidates=candidates)
+    return write_subset(subset, out), subset
+
+
+def sample_videos(
+    out: str | Path, classes: int = 10, per_class: int = 5, frames: int = 48
+) -> tuple[list[Path], list[str]]:
+    """Small synthetic clips of the first `classes` reference classes, one folder per label."""
+    labels = reference_classes()[: max(1, classes)]
+    return make_sample_videos(out, labels, per_class=max(1, per_class), n_frames=max(1, frames)), labels
+
+
+def demo_model(out: str | Path, classes: int = 10) -> ModelSpec:
+    """Train the tiny offline demo model for the first `classes` reference classes (the labels
+    `sample_videos` makes with the same number): meaningful on the sample clips only."""
+    return make_demo_model(out, reference_classes()[: max(1, classes)])
+
+
+def download(
+    candidates: dict[str, list[Candidate]],
+    out: str | Path,
+    per_class: int,
+    jobs: int = 4,
+    retries: int = 3,
+    progress: Callable[[DownloadProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+    retry_failed: bool = False,
+) -> DownloadSummary:
+    """Download `per_class` clips per class (see core/download.py for the guarantees)."""
+    return download_subset(
+        candidates, out, per_class=per_class, jobs=max(1, jobs), retries=max(0, retries), progress=progress,
+        cancel=cancel, retry_failed=retry_failed,
+    )  # fmt: skip
+
+
+# -- what the front doors may use besides the Explorer: record types, choices and renderers -----
+__all__ = [
+    "CLASS_SETS",
+    "DEFAULT_CSV",
+    "DEFAULT_MODEL",
+    "DEFAULT_PRETRAINED",
+    "DEFAULT_PROMPT",
+    "DEFAULT_SUBSET",
+    "DEMO_MODEL_NAME",
+    "LABEL_MODES",
+    "MAX_K",
+    "MAX_UNIFORM_FRAMES",
+    "POOLINGS",
+    "PROMPT_SETS",
+    "REFERENCE_RUN",
+    "VIDEO_EXTENSIONS",
+    "BuildProgress",
+    "BuildRequest",
+    "BuildSummary",
+    "Candidate",
+    "ChromaServer",
+    "ClipModel",
+    "DownloadProgress",
+    "DownloadSummary",
+    "EvalSettings",
+    "Evaluation",
+    "Explorer",
+    "IndexInfo",
+    "IndexLockedError",
+    "IndexRef",
+    "ListedIndex",
+    "LoadReport",
+    "ModelSpec",
+    "NoUsableVideoError",
+    "ProcessCache",
+    "Run",
+    "SearchHit",
+    "SearchQuery",
+    "SourceScan",
+    "UserError",
+    "browser_playability",
+    "check_k",
+    "configure_runtime",
+    "confusion_heatmap",
+    "demo_model",
+    "download",
+    "image_data_uri",
+    "metrics_csv",
+    "metrics_rows",
+    "no_usable_video",
+    "normalise_query",
+    "per_class_csv",
+    "per_video_csv",
+    "plan_from",
+    "results_html",
+    "runs_chart",
+    "safe_report_name",
+    "sample_videos",
+    "search_html",
+    "similarity_histogram",
+    "store_exists",
+    "subset_classes",
+    "write_class_subset",
+    "write_text_atomic",
+]
