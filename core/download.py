@@ -40,7 +40,9 @@ from core.sources import ANNOTATIONS_FILENAME, VideoRecord, kinetics_clip_stem
 from core.subset import load_subset, make_subset
 
 MANIFEST = "manifest.jsonl"
-LEGACY_MANIFEST = "manifest.json"  # one JSON document rewritten on every change: read, then replaced
+# The documented file other tools read (the CLI contract keeps its name): one JSON document, written
+# from the journal above whenever it is compacted (on load and at the end of a run).
+LEGACY_MANIFEST = "manifest.json"
 PARTIAL_DIRNAME = ".partial"
 DURATION_TOLERANCE_S = 0.25
 YOUTUBE_URL = "https://www.youtube.com/watch?v={youtube_id}"
@@ -357,10 +359,9 @@ class Manifest:
 
     @classmethod
     def load(cls, out_dir: Path) -> Manifest:
-        """The manifest of `out_dir`, compacted; an older ``manifest.json`` is carried over and removed."""
+        """The manifest of `out_dir`, compacted; an older ``manifest.json`` alone is carried over."""
         manifest = cls(path=out_dir / MANIFEST, clips=read_manifest(out_dir))
         manifest.compact()
-        (out_dir / LEGACY_MANIFEST).unlink(missing_ok=True)  # after the compaction holds its clips
         return manifest
 
     def update(self, clip_id: str, **fields: Any) -> None:
@@ -371,9 +372,12 @@ class Manifest:
                 fh.write(_manifest_line(clip_id, entry))
 
     def compact(self) -> None:
-        """Rewrite the file with one line per clip (atomically: a reader sees the old file or the new)."""
+        """Rewrite the journal with one line per clip, and the ``manifest.json`` snapshot beside it
+        (atomically: a reader sees the old file or the new)."""
         with self.lock:
             write_text_atomic(self.path, "".join(_manifest_line(cid, e) for cid, e in sorted(self.clips.items())))
+            snapshot = {"version": 1, "clips": dict(sorted(self.clips.items()))}
+            write_text_atomic(self.path.with_name(LEGACY_MANIFEST), json.dumps(snapshot, indent=1, ensure_ascii=False))
 
     def done(self, out_dir: Path, clip_id: str) -> bool:
         """Recorded as done, and the file is still there with the recorded checksum."""

@@ -99,8 +99,8 @@ def _cand(server: ClipServer, label: str, name: str, yid: str, start: int = 2, e
 def test_manifest_appends_and_the_last_record_wins(tmp_path: Path) -> None:
     legacy = {"version": 1, "clips": {"old": {"state": "done", "path": "a/old.mp4"}, "gone": {"state": "failed"}}}
     (tmp_path / LEGACY_MANIFEST).write_text(json.dumps(legacy))
-    manifest = Manifest.load(tmp_path)  # an older manifest.json is carried over, then removed
-    assert read_manifest(tmp_path) == legacy["clips"] and not (tmp_path / LEGACY_MANIFEST).exists()
+    manifest = Manifest.load(tmp_path)  # an older manifest.json alone is carried over into the journal
+    assert read_manifest(tmp_path) == legacy["clips"] and (tmp_path / MANIFEST).is_file()
     before = (tmp_path / MANIFEST).read_text()
     manifest.update("new", state="downloading", label="tackling")
     manifest.update("new", state="done", path="tackling/new.mp4")
@@ -112,6 +112,8 @@ def test_manifest_appends_and_the_last_record_wins(tmp_path: Path) -> None:
     assert read_manifest(tmp_path)["new"]["state"] == "done"
     again = Manifest.load(tmp_path)  # compacted: one line per clip, the torn line gone
     assert len((tmp_path / MANIFEST).read_text().splitlines()) == 3 and again.clips == read_manifest(tmp_path)
+    # manifest.json, the file the CLI names and other tools read, is the same content as one document.
+    assert json.loads((tmp_path / LEGACY_MANIFEST).read_text())["clips"] == again.clips
 
 
 def test_failure_classification() -> None:
@@ -147,7 +149,8 @@ def test_download_replaces_retries_and_rejects(tmp_path: Path, server: ClipServe
     out = tmp_path / "videos"
     manifest = read_manifest(out)
     lines = (out / MANIFEST).read_text().splitlines()
-    assert len(lines) == len(manifest) and not (out / LEGACY_MANIFEST).exists()  # compacted at the end
+    assert len(lines) == len(manifest)  # compacted at the end
+    assert json.loads((out / LEGACY_MANIFEST).read_text())["clips"] == manifest  # the documented file, in step
     assert manifest["gone00001_000002_000007"]["state"] == "failed"
     assert manifest["gone00001_000002_000007"]["replaced_by"] in manifest
     assert manifest["flaky000001_000000_000010"]["attempts"] == 2
