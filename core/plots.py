@@ -50,26 +50,22 @@ def similarity_histogram(report: MetricsReport, bins: int = 60) -> go.Figure:
         ("correct", correct, CORRECT_COLOUR, report.mean_similarity_correct, report.similarities_correct.size),
     )
     for name, dens, colour, mean, count in series:
+        # The mean is drawn as a dashed line and named in the legend: a label on the plot would be cut
+        # off at the edge of the data's range.
+        shown_mean = f", mean {mean:.3f}" if np.isfinite(mean) else ""
         fig.add_trace(
             go.Bar(
                 x=centres,
                 y=dens,
                 width=width,
-                name=f"{name} pairs ({count:,})",
+                name=f"{name} pairs ({count:,}){shown_mean}",
                 marker_color=colour,
                 opacity=0.6,
                 hovertemplate=f"{name}<br>cosine %{{x:.3f}}<br>density %{{y:.2f}}<extra></extra>",
             )
         )
         if np.isfinite(mean):
-            fig.add_vline(
-                x=mean,
-                line_color=colour,
-                line_dash="dash",
-                annotation_text=f"mean {name} {mean:.3f}",
-                annotation_position="top right" if name == "correct" else "top left",
-                annotation_font_color=colour,
-            )
+            fig.add_vline(x=mean, line_color=colour, line_dash="dash")
     fig.update_layout(
         barmode="overlay",
         # The data's own range: cosines never reach the axis' automatic padding for the mean labels.

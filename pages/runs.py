@@ -12,7 +12,8 @@ require_navigation()
 
 st.header("Runs side by side")
 st.caption(
-    "Every evaluation of this index folder is kept (in runs.jsonl next to the index). Precision figures carry "
+    "Every evaluation you save (Metrics page, the grid below, or python -m core evaluate) is kept in runs.jsonl next "
+    "to the index. Precision figures carry "
     "95% intervals: two runs whose intervals overlap widely are not shown to differ."
 )
 app = explorer()

@@ -96,6 +96,15 @@ def test_search_in_a_real_browser(app_url: str, tmp_path: Path) -> None:
         page.wait_for_timeout(1000)
         page.screenshot(path=str(shots / "search.png"))
 
+        # Save the Metrics page's evaluation as a run (looking records nothing), for the Runs page's chart.
+        page.goto(f"{app_url}/metrics")
+        save = page.get_by_role("button", name="Save as a run")
+        save.wait_for(timeout=60_000)
+        save.click()
+        expect(page.get_by_text("Saved as a run").or_(page.get_by_text("already saved")).first).to_be_visible(
+            timeout=30_000
+        )
+
         # Each page: what must be on it (text, and whether a Plotly chart is), and the screenshot height.
         for name, marker, chart, height in (
             ("metrics", "precision@1", True, 1700),
@@ -117,3 +126,40 @@ def test_search_in_a_real_browser(app_url: str, tmp_path: Path) -> None:
         Path(target).mkdir(parents=True, exist_ok=True)
         for shot in shots.iterdir():
             shutil.copy(shot, Path(target) / shot.name)
+
+
+def test_html_export_keeps_thumbnails_in_shape_and_ids_inside_their_card(built_index: dict, tmp_path: Path) -> None:
+    """The exported search page, rendered: each thumbnail keeps its file's aspect ratio, a long id stays
+    inside its card (cut with an ellipsis, the whole id in the tooltip)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: apt-get install -y chromium (or deselect with -m 'not browser').")
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from core.app import Explorer, IndexRef, SearchHit, SearchQuery
+
+    explorer = Explorer(output=tmp_path)
+    hits = explorer.search(IndexRef(db=str(built_index["db"])), SearchQuery("juggling fire", k=4))
+    wide = tmp_path / "wide.jpg"
+    Image.new("RGB", (384, 96), (200, 40, 30)).save(wide)  # 4:1, far from any card's shape
+    long_id = "a-very-long-video-identifier-" * 6
+    first = hits[0]
+    hits[0] = SearchHit(**{**first.to_json(), "video_id": long_id, "frame_path": str(wide)})
+    report = explorer.write_search_report("juggling fire", hits, tmp_path)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(report.as_uri())
+        shapes = page.eval_on_selector_all(
+            "img", "els => els.map(e => [e.naturalWidth, e.naturalHeight, e.clientWidth, e.clientHeight])"
+        )
+        assert len(shapes) == len(hits)
+        for natural_w, natural_h, shown_w, shown_h in shapes:
+            assert shown_w > 0 and shown_h > 0
+            assert abs(shown_w / shown_h - natural_w / natural_h) < 0.03 * (natural_w / natural_h)
+        card = page.locator(".card").first
+        overflow = card.evaluate("c => [...c.querySelectorAll('*')].some(e => e.getBoundingClientRect().right > "
+                                 "c.getBoundingClientRect().right + 1)")  # fmt: skip
+        assert not overflow, "a long id spills out of its card"
+        assert page.locator(f"[title='{long_id}']").count() >= 1, "the full id is in a tooltip"
+        browser.close()

@@ -117,8 +117,11 @@ def test_histogram_axis_stays_in_the_data_range() -> None:
     rng = np.random.default_rng(0)
     scores = rng.uniform(0.1, 0.35, (20, 4)).astype(np.float32)
     report = compute_metrics(scores, np.arange(20) % 4, ["a", "b", "c", "d"])
-    low, high = similarity_histogram(report).layout.xaxis.range
+    figure = similarity_histogram(report)
+    low, high = figure.layout.xaxis.range
     assert scores.min() - 1e-6 <= low and high <= scores.max() + 1e-6
+    assert not figure.layout.annotations  # the means are named in the legend, never cut off at the edge
+    assert any(f"mean {report.mean_similarity_correct:.3f}" in trace.name for trace in figure.data)
 
 
 def test_runs_chart_names_the_reference_in_the_legend_not_on_the_bars() -> None:
