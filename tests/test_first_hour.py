@@ -16,7 +16,7 @@ from core.metrics import compute_metrics
 from core.plots import runs_chart, similarity_histogram
 from core.requests import BuildRequest
 from core.runs import REFERENCE_RUN
-from tests.helpers import make_broken_files
+from tests.helpers import SHARED_CLIPS, build_into, make_broken_files
 from tests.test_app import make_app, run_page
 from tests.tiny_model import CONFIG
 
@@ -188,3 +188,29 @@ def test_config_path_is_confined_before_it_is_read(tmp_path: Path) -> None:
     explorer = Explorer(output=tmp_path, roots=[tmp_path])
     with pytest.raises(Exception, match="outside the folders this app may use"):
         explorer.resolve_spec(None, "none", str(CONFIG))
+
+
+@pytest.mark.skipif(not (SHARED_CLIPS / "imageio__cockatoo.mp4").is_file(), reason="../shared/data/realclips absent")
+def test_unplayable_video_is_said_so_and_its_copy_is_remembered(tmp_path: Path, tiny_model) -> None:
+    """H.264 High 4:4:4 plays as a blank box in browsers: the dialog says why and offers a copy; once
+    made, the copy is used next time instead of asking again."""
+    import shutil
+
+    folder = tmp_path / "videos" / "bathing_dog"
+    folder.mkdir(parents=True)
+    shutil.copy(SHARED_CLIPS / "imageio__cockatoo.mp4", folder / "cockatoo.mp4")
+    build_into(tmp_path / "videos", tmp_path / "db", tmp_path / "out", model=tiny_model)
+    at = run_page(make_app(tmp_path / "db", tmp_path / "out", roots=[tmp_path]), "pages/search.py")
+    at.text_input(key="query").input("a bird")
+    at.form_submit_button[0].click().run()
+    _button(at, "▶ Play from here").click().run()
+    warning = " ".join(w.value for w in at.warning)
+    assert "cannot play in a browser" in warning and "4:4:4" in warning
+    assert not at.get("video")
+    assert any(b.label == "Make a playable copy (H.264 MP4)" for b in at.button)
+    # AppTest reruns the whole script on a click inside a dialog (the browser reruns the dialog alone),
+    # so the conversion the button starts is made here, through the same application call.
+    Explorer(output=tmp_path / "out", roots=[tmp_path]).playable_copy(folder / "cockatoo.mp4")
+    _button(at, "▶ Play from here").click().run()  # a new visit: the copy is found, nothing asked
+    assert at.get("video") and not any("cannot play" in w.value for w in at.warning)
+    assert any("copy made earlier" in c.value for c in at.caption)
