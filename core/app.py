@@ -77,6 +77,7 @@ class ListedIndex:
 
     ref: IndexRef
     info: IndexInfo
+    problem: str = ""  # why this tool cannot use it (another schema version), in one sentence
 
 
 class ProcessCache:
@@ -173,7 +174,9 @@ class Explorer:
         client = self.client(ref)
         if client is None:
             return []
-        return [ListedIndex(ref.with_collection(ix.name), ix.info()) for ix in list_indexes(client)]
+        return [
+            ListedIndex(ref.with_collection(ix.name), ix.info(), ix.schema_problem()) for ix in list_indexes(client)
+        ]
 
     def open(self, ref: IndexRef, spec: ModelSpec | None = None) -> FrameIndex:
         """The collection `ref` names (the newest when it names none; with `spec`, the newest of that model)."""

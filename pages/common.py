@@ -233,6 +233,9 @@ def sidebar() -> None:
             )
             info = infos[st.session_state.collection]
             st.caption(md(info.name))  # the full name, wrapped (the box above cuts long ones)
+            problem = next(ix.problem for ix in found if ix.info.name == info.name)
+            if problem:
+                st.warning(problem)
             st.markdown(
                 f"**Model** {md(info.spec.describe())}  \n"
                 f"**Frames** {info.frames} · **{info.count:,}** frames indexed  \n"
@@ -261,6 +264,9 @@ def current_index() -> ListedIndex | None:
     if listed is None:
         st.info(f"There is no index in **{md(store_label())}** yet. Build one from a folder of videos first.")
         st.page_link(BUILD_PAGE, label="Go to Build index", icon=":material/construction:")
+    elif listed.problem:
+        st.warning(listed.problem)
+        return None
     return listed
 
 

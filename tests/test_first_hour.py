@@ -214,3 +214,16 @@ def test_unplayable_video_is_said_so_and_its_copy_is_remembered(tmp_path: Path, 
     _button(at, "▶ Play from here").click().run()  # a new visit: the copy is found, nothing asked
     assert at.get("video") and not any("cannot play" in w.value for w in at.warning)
     assert any("copy made earlier" in c.value for c in at.caption)
+
+
+def test_an_index_of_a_newer_schema_is_explained_not_used(built_index: dict, tmp_path: Path) -> None:
+    import shutil
+
+    db = tmp_path / "db"
+    shutil.copytree(built_index["db"], db)
+    collection = list_indexes(connect(db))[0].collection
+    collection.modify(metadata={**(collection.metadata or {}), "schema_version": 99})
+    at = run_page(make_app(db, built_index["output"]), "pages/search.py")
+    assert any("newer version of this tool" in w.value for w in at.sidebar.warning)
+    assert any("newer version of this tool" in w.value for w in at.main.warning)
+    assert not at.form_submit_button  # no search form is offered on an index it cannot read
