@@ -147,22 +147,22 @@ def _check_file(path: Path) -> None:
         raise VideoReadError(f"this is {image}, not a video")
 
 
-# Videos are decoded in parallel, one per worker: FFmpeg's own threads would only compete with those
-# workers and with the model (measured: about a third more CPU per video). FFmpeg's log level and
+# Videos are decoded in parallel, one per worker process, each with one FFmpeg thread: FFmpeg's own
+# threads would only compete with the other workers and with the model (benchmarks/README.md has the
+# figures). `threads` 0 lets FFmpeg choose, for a caller that decodes alone. FFmpeg's log level and
 # OpenCV's thread pool are process settings: core.runtime.configure_runtime sets them.
-_DECODE_PARAMS = [cv2.CAP_PROP_N_THREADS, 1]
 
 
-def _open(path: Path) -> cv2.VideoCapture:
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, _DECODE_PARAMS)
+def _open(path: Path, threads: int = 1) -> cv2.VideoCapture:
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, max(0, int(threads))])
     if not cap.isOpened():
         cap.release()
         raise VideoReadError("cannot be opened as a video (not a video file, damaged, or an unsupported codec)")
     return cap
 
 
-def _count_decodable(path: Path) -> int:
-    cap = _open(path)
+def _count_decodable(path: Path, threads: int) -> int:
+    cap = _open(path, threads)
     try:
         n = 0
         while cap.grab():
@@ -238,23 +238,26 @@ def _properties(cap: cv2.VideoCapture) -> tuple[int, float | None, int, int]:
     return count, fps, width, height
 
 
-def read_video_frames(record: VideoRecord, strategy: FrameStrategy, max_side: int = DEFAULT_MAX_SIDE) -> VideoFrames:
+def read_video_frames(
+    record: VideoRecord, strategy: FrameStrategy, max_side: int = DEFAULT_MAX_SIDE, threads: int = 1
+) -> VideoFrames:
     """Decode the frames `strategy` picks from `record`'s file, as RGB arrays.
 
-    Raises `VideoReadError` when the file cannot be opened or no planned frame can be decoded.
+    `threads` is FFmpeg's decoding threads (1: one per worker; 0: FFmpeg's choice). Raises
+    `VideoReadError` when the file cannot be opened or no planned frame can be decoded.
     """
     try:
-        return _read_video_frames(record, strategy, max_side)
+        return _read_video_frames(record, strategy, max_side, threads)
     except cv2.error as exc:
         # OpenCV raises on some malformed streams instead of failing the read.
         raise VideoReadError(f"OpenCV could not decode it ({str(exc).strip().splitlines()[-1][:120]})") from None
 
 
-def _read_video_frames(record: VideoRecord, strategy: FrameStrategy, max_side: int) -> VideoFrames:
+def _read_video_frames(record: VideoRecord, strategy: FrameStrategy, max_side: int, threads: int) -> VideoFrames:
     path = Path(record.path)
     _check_file(path)
     notes: list[str] = []
-    cap = _open(path)
+    cap = _open(path, threads)
     try:
         reported, fps, width, height = _properties(cap)
         read = None
@@ -266,14 +269,14 @@ def _read_video_frames(record: VideoRecord, strategy: FrameStrategy, max_side: i
     if read is None:
         # The container's count is missing or wrong (or the file is cut short): count what can
         # really be decoded and plan again on that, reading straight through without seeking.
-        n_frames = _count_decodable(path)
+        n_frames = _count_decodable(path, threads)
         if n_frames == 0:
             raise VideoReadError("no decodable frames (damaged file or unsupported codec)")
         if reported and n_frames != reported:
             notes.append(f"container reports {reported} frames but {n_frames} are decodable")
         elif not reported:
             notes.append(f"frame count missing from the container; {n_frames} frames decoded")
-        cap = _open(path)
+        cap = _open(path, threads)
         try:
             read = _read_planned(cap, strategy.indices(n_frames), fps, allow_seek=False, max_side=max_side)
         finally:

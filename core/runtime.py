@@ -23,12 +23,20 @@ class RuntimeSettings:
     torch_threads: int | None
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform tells, else all of them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS and Windows have no sched_getaffinity
+        return max(1, os.cpu_count() or 1)
+
+
 def torch_threads_for(workers: int, cores: int | None = None) -> int:
     """Intra-op threads for the process that runs the model while `workers` processes decode.
 
     The decoding workers get the cores they need; the model gets what is left, at least one.
     """
-    cores = cores or os.cpu_count() or 1
+    cores = cores or usable_cores()
     return max(1, cores - max(0, workers))
 
 

@@ -1,0 +1,486 @@
+"""The local build engine: worker processes prepare frames, this process encodes, a thread writes.
+
+    videos ─▶ FramePool (N worker processes: decode, resize/crop to the model's input as uint8, thumbnails)
+           ─▶ encoding loop (this thread: full batches, pinned and copied to the model's device)
+           ─▶ IndexWriter (a thread: complete videos only, large upserts, bounded queue)
+
+Frames are prepared in processes because Python threads serialise on the GIL between native calls: on
+a many-core machine a pool of threads keeps about three cores busy. The processes are started with
+``forkserver`` (``spawn`` where it does not exist), never ``fork``: forking a process that runs threads
+(the dashboard's server) can deadlock. Memory stays bounded: a fixed number of videos is in flight, and
+the writer's queue holds a fixed number of frames (the encoding loop waits when Chroma is slow).
+
+A video is handed to the writer only when all its frames are encoded, and its thumbnails are on disk
+before that (the worker wrote them), so an interrupted build (cancel, Ctrl-C or a killed process)
+leaves an index that the next build completes: complete videos are skipped, the others written again
+under the same ids.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.embed import ClipModel
+from core.engines.prepare import PreparedVideo, init_worker, ping, prepare_video
+from core.engines.records import BuildProgress, BuildSummary
+from core.frames import FrameStrategy, VideoReadError
+from core.geometry import InputGeometry
+from core.index import FrameIndex
+from core.runtime import torch_threads_for
+from core.sources import SkippedItem, VideoRecord
+from core.thumbnails import remove_stale_temporaries
+
+UPSERT_BATCH = 512  # frames per Chroma upsert at least: large batches, far fewer round trips
+FLUSH_SECONDS = 2.0  # ... but never hold finished videos longer than this
+WRITER_QUEUE_FRAMES = 4 * UPSERT_BATCH  # encoded frames waiting for the writer before encoding waits
+FRAMES_IN_FLIGHT = 1024  # frames prepared or being prepared ahead of the encoder (bounded by videos too)
+START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+CRASH_REASON = "the decoder crashed on this file (its worker process died)"
+
+
+class FramePool:
+    """Prepares videos in worker processes and hands them back in order, a bounded number at a time.
+
+    If a worker dies (a decoder crash on a malformed file, or the system killing it), the videos that
+    were in flight are tried again one at a time in a fresh pool, so the file responsible is skipped
+    with a reason and the others are kept.
+    """
+
+    def __init__(
+        self, workers: int, strategy: FrameStrategy, output_dir: Path | str, task: Callable[..., Any] | None = None
+    ) -> None:
+        self.workers = max(1, int(workers))
+        self.strategy = strategy
+        self.output_dir = Path(output_dir)
+        # `prepare_video`, or a stand-in with its signature (tests): a module-level function the workers import.
+        self.task = task or prepare_video
+        self._executor: ProcessPoolExecutor | None = None
+
+    def start(self) -> FramePool:
+        """Start the worker processes now, so that they start while the caller loads the model."""
+        executor = self._pool()
+        for _ in range(self.workers):  # a process starts per submission, up to `workers`
+            executor.submit(ping)
+        return self
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            self._executor = worker_pool(self.workers)
+        return self._executor
+
+    def prepare(
+        self, records: Iterable[VideoRecord], geometry: InputGeometry | None, in_flight: int
+    ) -> Generator[tuple[VideoRecord, PreparedVideo | str], None, None]:
+        """(record, prepared video or the reason it was skipped), in the order of `records`, with at most
+        `in_flight` videos submitted ahead. A worker's `UserError` (the output folder cannot be written) is
+        raised here. Stop iterating, then `close`, to stop early."""
+        source = iter(records)
+        window: deque[tuple[VideoRecord, Future]] = deque()
+
+        def submit(record: VideoRecord) -> Future:
+            return self._pool().submit(self.task, record, self.strategy, geometry, self.output_dir)
+
+        def refill() -> None:
+            while len(window) < max(1, in_flight):
+                record = next(source, None)
+                if record is None:
+                    return
+                window.append((record, submit(record)))
+
+        refill()
+        while window:
+            record, future = window[0]
+            try:
+                outcome: PreparedVideo | str = future.result()
+            except VideoReadError as exc:
+                outcome = exc.reason
+            except BrokenProcessPool:
+                # Which video killed its worker is unknown: retry those in flight alone, each in a fresh pool.
+                suspects = [r for r, _ in window]
+                window.clear()
+                for suspect in suspects:
+                    self.close()
+                    try:
+                        outcome = submit(suspect).result()
+                    except VideoReadError as exc:
+                        outcome = exc.reason
+                    except BrokenProcessPool:
+                        outcome = CRASH_REASON
+                    yield suspect, outcome
+                self.close()
+                refill()
+                continue
+            window.popleft()
+            refill()
+            yield record, outcome
+
+    def close(self) -> None:
+        """Cancel what has not started, let the running videos finish (one video each), stop the workers."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+
+def _forkserver_preload() -> list[str]:
+    """What the fork server imports once, so that each worker starts as a cheap fork of it (the setting
+    applies when the server starts, once per process).
+
+    A new worker also imports the parent's main module again (Python's rule for forkserver and spawn),
+    unless it is a package's ``__main__`` (``python -m core``, ``python -m pytest``): an entry script or
+    module that runs builds should stay light to import (benchmarks/run.py is). "__main__" asks the
+    server to import a main script once for all workers; Python 3.11's forkserver ignores it (the script's
+    path never reaches the server), later versions use it.
+    """
+    return ["__main__", "core.engines.prepare"]
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of `workers` frame-preparation processes (forkserver or spawn, never fork; see the module)."""
+    context = multiprocessing.get_context(START_METHOD)
+    if START_METHOD == "forkserver":
+        context.set_forkserver_preload(_forkserver_preload())
+    return ProcessPoolExecutor(max(1, int(workers)), mp_context=context, initializer=init_worker)
+
+
+@dataclass
+class VideoInProgress:
+    """One video on its way through the encoder: its inputs, its embeddings so far, and what is left."""
+
+    record: VideoRecord
+    metadatas: list[dict[str, Any]]
+    inputs: torch.Tensor | None  # N×3×H×W model inputs (uint8, or float without a geometry); None once encoded
+    vectors: np.ndarray  # N×D, filled batch by batch
+    batched: int = 0  # frames handed to the encoder so far
+    encoded: int = 0  # frames whose embeddings are in `vectors`
+
+    @classmethod
+    def start(cls, record: VideoRecord, prepared: PreparedVideo, model: ClipModel) -> VideoInProgress:
+        if prepared.pixels is not None:
+            inputs = torch.from_numpy(prepared.pixels)
+        else:  # a model whose transform does not split: its whole preprocessing, here
+            inputs = torch.stack([model.preprocess_rgb(rgb) for rgb in prepared.frames])
+        vectors = np.empty((len(prepared), model.embed_dim), dtype=np.float32)
+        return cls(record, prepared.metadatas, inputs, vectors)
+
+    @property
+    def size(self) -> int:
+        return len(self.metadatas)
+
+    def take(self, limit: int) -> tuple[int, int, torch.Tensor]:
+        """The next at most `limit` frames for a batch: (start, stop, inputs)."""
+        assert self.inputs is not None
+        start = self.batched
+        stop = min(self.size, start + limit)
+        self.batched = stop
+        return start, stop, self.inputs[start:stop]
+
+    def receive(self, start: int, vectors: np.ndarray) -> bool:
+        """Store embeddings for frames start.. ; True once every frame has its embedding."""
+        self.vectors[start : start + len(vectors)] = vectors
+        self.encoded += len(vectors)
+        if self.encoded == self.size:
+            self.inputs = None  # the pixels are no longer needed
+            return True
+        return False
+
+
+class BatchEncoder:
+    """Encodes batches of model inputs; on a GPU through one pinned buffer, copied asynchronously."""
+
+    def __init__(self, model: ClipModel, batch_size: int) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self._buffer: torch.Tensor | None = None
+        if model.device.type == "cuda" and model.geometry is not None:
+            height, width = model.geometry.size
+            self._buffer = torch.empty((batch_size, 3, height, width), dtype=torch.uint8).pin_memory()
+
+    def encode(self, parts: list[torch.Tensor]) -> np.ndarray:
+        count = sum(len(p) for p in parts)
+        if self._buffer is not None and parts[0].dtype == torch.uint8:
+            # encode_images returns CPU results, so the previous copy from this buffer is complete.
+            batch = torch.cat(parts, out=self._buffer[:count])
+        else:
+            batch = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return self.model.encode_images(batch)
+
+
+class ThreadGovernor:
+    """torch's intra-op threads during a build, so that this process does not starve the workers.
+
+    On a GPU this process only feeds the model: it keeps one thread per core the workers leave. On a
+    CPU it depends on which side is the bottleneck: when the model is (ViT-B/32: the workers wait for
+    it) it gets every core; when the frames are (a cheap model, or costly decoding) its threads only
+    steal time slices from the busy workers, and each parallel operation waits for a descheduled thread.
+    So the share of time the encoding loop waits for frames decides, with hysteresis, over windows of a
+    few batches. The setting is process-wide; the original is restored at the end.
+    """
+
+    WINDOW_S = 1.0
+    STARVED, FED = 0.5, 0.2  # shares of time spent waiting for frames: leave the cores / take them back
+
+    def __init__(self, device: torch.device, workers: int) -> None:
+        self.original = torch.get_num_threads()
+        self.few = torch_threads_for(workers)
+        self.adaptive = device.type != "cuda" and self.few < self.original
+        self.current = self.original
+        self._waited = self._worked = 0.0
+        if device.type == "cuda":
+            self._set(self.few)
+
+    def _set(self, count: int) -> None:
+        if count != self.current:
+            torch.set_num_threads(count)
+            self.current = count
+
+    def observe(self, waited: float, worked: float) -> None:
+        """Time spent waiting for prepared frames, and encoding, since the last call."""
+        if not self.adaptive:
+            return
+        self._waited += waited
+        self._worked += worked
+        total = self._waited + self._worked
+        if total < self.WINDOW_S:
+            return
+        starved = self._waited / total
+        self._waited = self._worked = 0.0
+        if starved > self.STARVED:
+            self._set(self.few)
+        elif starved < self.FED:
+            self._set(self.original)
+
+    def restore(self) -> None:
+        self._set(self.original)
+
+
+@dataclass
+class _Finished:
+    metadatas: list[dict[str, Any]]
+    vectors: np.ndarray
+
+
+class IndexWriter(threading.Thread):
+    """Upserts complete videos in large batches, off the encoding thread, from a bounded queue.
+
+    `put` waits while `max_queued` frames are waiting (backpressure: memory stays flat when Chroma is
+    slower than the encoder) and raises if the writer has failed.
+    """
+
+    def __init__(self, index: FrameIndex, max_queued: int = WRITER_QUEUE_FRAMES) -> None:
+        super().__init__(name="index-writer", daemon=True)
+        self.index = index
+        self.max_queued = max_queued
+        self.videos_written = 0
+        self.frames_written = 0
+        self.error: BaseException | None = None
+        self._items: deque[_Finished] = deque()
+        self._queued = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def put(self, metadatas: list[dict[str, Any]], vectors: np.ndarray) -> None:
+        with self._cond:
+            # A video larger than the bound still goes in when the queue is empty.
+            while self.error is None and self._queued and self._queued + len(metadatas) > self.max_queued:
+                self._cond.wait()
+            if self.error is not None:
+                raise RuntimeError("the index writer failed") from self.error
+            self._items.append(_Finished(metadatas, vectors))
+            self._queued += len(metadatas)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Write everything queued, then stop."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self.join()
+
+    def run(self) -> None:
+        batch: list[_Finished] = []
+        frames, first_at = 0, 0.0
+        try:
+            while True:
+                with self._cond:
+                    while not self._items and not self._closed:
+                        wait = None if not batch else FLUSH_SECONDS - (time.monotonic() - first_at)
+                        if wait is not None and wait <= 0:
+                            break
+                        self._cond.wait(wait)
+                    taken = list(self._items)
+                    self._items.clear()
+                    self._queued = 0
+                    closing = self._closed
+                    self._cond.notify_all()
+                for item in taken:
+                    if not batch:
+                        first_at = time.monotonic()
+                    batch.append(item)
+                    frames += len(item.metadatas)
+                if batch and (closing or frames >= UPSERT_BATCH or time.monotonic() - first_at >= FLUSH_SECONDS):
+                    self._write(batch)
+                    batch, frames = [], 0
+                if closing:
+                    return
+        except BaseException as exc:  # reported to the encoding loop, which raises it there
+            with self._cond:
+                self.error = exc
+                self._cond.notify_all()
+
+    def _write(self, batch: list[_Finished]) -> None:
+        metadatas = [m for item in batch for m in item.metadatas]
+        ids = [f"{m['video_id']}:{m['frame_index']}" for m in metadatas]
+        self.index.upsert(ids, np.concatenate([item.vectors for item in batch]), metadatas)
+        self.videos_written += len(batch)
+        self.frames_written += len(metadatas)
+
+
+def videos_in_flight(workers: int, frames_per_video: int, batch_size: int) -> int:
+    """Videos submitted ahead of the encoder: two per worker, and enough for two full batches, within a
+    budget of frames (a video's inputs are held until it is encoded)."""
+    per_video = max(1, frames_per_video)
+    wanted = max(2 * workers, -(-2 * batch_size // per_video))
+    return max(1, min(wanted, max(2 * workers, FRAMES_IN_FLIGHT // per_video)))
+
+
+def _next_batch(ready: deque[VideoInProgress], batch_size: int) -> list[tuple[VideoInProgress, int, torch.Tensor]]:
+    """Up to `batch_size` frames from the videos in `ready`, in order: (video, first frame, inputs) per video."""
+    spans = []
+    room = batch_size
+    while ready and room:
+        video = ready[0]
+        start, stop, inputs = video.take(room)
+        spans.append((video, start, inputs))
+        room -= stop - start
+        if video.batched == video.size:
+            ready.popleft()
+    return spans
+
+
+def build_index(
+    videos: Sequence[VideoRecord],
+    model: ClipModel,
+    index: FrameIndex,
+    strategy: FrameStrategy,
+    output_dir: Path | str,
+    batch_size: int = 32,
+    progress: Callable[[BuildProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+    workers: int = 2,
+    skipped: Sequence[SkippedItem] = (),
+    pool: FramePool | None = None,
+) -> BuildSummary:
+    """Index every video of `videos` not yet complete in `index`; returns what was done.
+
+    Ctrl-C (KeyboardInterrupt) and `cancel` stop the build cleanly: what was fully encoded is written,
+    and the summary says it was cancelled. `pool` is a `FramePool` the caller started already (so that
+    its workers start while the model loads); it is closed here either way.
+    """
+    started = time.perf_counter()
+    output_dir = Path(output_dir)
+    batch_size = max(1, int(batch_size))
+    cancel = cancel or threading.Event()
+    pool = pool or FramePool(workers, strategy, output_dir)
+    remove_stale_temporaries(output_dir)
+    complete = index.complete_videos()
+    todo = [v for v in videos if v.video_id not in complete]
+    skipped_items = list(skipped)
+    notes: list[SkippedItem] = []
+    done = frames_done = 0
+    cancelled = False
+    writer = IndexWriter(index)
+    writer.start()
+    encoder = BatchEncoder(model, batch_size)
+    threads = ThreadGovernor(model.device, pool.workers)
+
+    def report(current: str = "") -> None:
+        if progress is None:
+            return
+        elapsed = time.perf_counter() - started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        progress(
+            BuildProgress(
+                videos_done=done,
+                videos_total=len(todo),
+                videos_indexed=writer.videos_written,
+                frames_done=frames_done,
+                elapsed_s=elapsed,
+                frames_per_s=frames_done / elapsed if elapsed > 0 else 0.0,
+                eta_s=(len(todo) - done) / rate if rate > 0 else None,
+                skipped=list(skipped_items),
+                current=current,
+            )
+        )
+
+    ready: deque[VideoInProgress] = deque()  # videos with frames not yet handed to the encoder
+    waiting = 0  # how many frames those are
+    results = pool.prepare(todo, model.geometry, videos_in_flight(pool.workers, strategy.count, batch_size))
+    report()
+    try:
+        while not cancel.is_set():
+            # Gather a full batch (or what is left), then encode it; a video goes to the writer once whole.
+            waiting_since = time.perf_counter()
+            for record, outcome in results:
+                if isinstance(outcome, str):
+                    skipped_items.append(SkippedItem(str(record.path), outcome))
+                    done += 1
+                    report(record.video_id)
+                else:
+                    notes.extend(SkippedItem(str(record.path), n) for n in outcome.notes)
+                    ready.append(VideoInProgress.start(record, outcome, model))
+                    waiting += len(outcome)
+                if waiting >= batch_size or cancel.is_set():
+                    break
+            if not ready or cancel.is_set():
+                break
+            encoding_since = time.perf_counter()
+            spans = _next_batch(ready, batch_size)
+            vectors = encoder.encode([inputs for _, _, inputs in spans])
+            threads.observe(encoding_since - waiting_since, time.perf_counter() - encoding_since)
+            offset = 0
+            for video, start, inputs in spans:
+                if video.receive(start, vectors[offset : offset + len(inputs)]):
+                    writer.put(video.metadatas, video.vectors)
+                    done += 1
+                    frames_done += video.size
+                offset += len(inputs)
+            waiting -= offset
+            report(spans[-1][0].record.video_id)
+        cancelled = cancel.is_set()
+    except KeyboardInterrupt:
+        cancelled = True
+    finally:
+        results.close()
+        pool.close()
+        writer.close()
+        threads.restore()
+    if writer.error is not None:
+        raise RuntimeError("writing to the index failed") from writer.error
+    if writer.frames_written:
+        index.mark_built()
+    summary = BuildSummary(
+        index_name=index.name,
+        frames_strategy=str(strategy),
+        videos_found=len(videos),
+        videos_indexed=writer.videos_written,
+        videos_already_indexed=len(videos) - len(todo),
+        frames=writer.frames_written,
+        seconds=time.perf_counter() - started,
+        skipped=skipped_items,
+        notes=notes,
+        cancelled=cancelled,
+    )
+    report()
+    return summary
