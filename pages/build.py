@@ -99,7 +99,7 @@ def offline_demo() -> None:
     """Everything needed to try the app without internet: sample clips and a tiny model that knows them."""
     st.caption(
         "No videos yet, or no internet to download CLIP's weights? Make 50 small synthetic clips of 10 classes "
-        "and train a tiny demo CLIP on their colours (about 10 seconds), then build. Every page works with them, "
+        "and train a tiny demo CLIP on their colours (under a minute), then build. Every page works with them, "
         "but **the demo model's scores mean nothing** beyond these clips: it matches colours to labels."
     )
     if st.button("Set up the offline demo", icon=":material/science:"):
@@ -108,7 +108,7 @@ def offline_demo() -> None:
             models = check_path(str(Path(st.session_state.output) / "demo-model"), "The demo model folder")
             with st.spinner("Writing the sample clips…"):
                 paths, labels = sample_videos(videos)
-            with st.spinner("Training the demo model (seconds)…"):
+            with st.spinner("Training the demo model (under a minute)…"):
                 spec = demo_model(models, len(labels))
         except UserError as exc:
             st.error(str(exc))
