@@ -247,8 +247,9 @@ def _create(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
         if tag and "download" in str(exc).lower():
             raise ModelError(
                 f"The weights of {spec.name} (pretrained '{tag}') are not in the local cache and could not be "
-                "downloaded (no internet?): connect once so open_clip can fetch them, or pass a local file "
-                "with --pretrained /path/to/weights.pt."
+                "downloaded (no internet?): connect once so open_clip can fetch them, or use a local weights file "
+                "(on the Build page: 'Pretrained tag or local checkpoint'; on the command line: --pretrained "
+                "/path/to/weights.pt), or try the offline demo (Build page, or python -m core demo-model)."
             ) from None
         raise
     if spec.is_checkpoint:
