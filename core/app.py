@@ -267,19 +267,9 @@ class Explorer:
         model = self.model(request.spec, request.device)
         say("indexing")
         summary = run_build(request, model=model, progress=progress, cancel=cancel, lock_owner=lock_owner)
-        self.forget_empty(request.target, summary)
         if summary.videos_indexed == 0 and summary.videos_already_indexed == 0 and not summary.cancelled:
             raise NoUsableVideoError(no_usable_video(request.videos, summary), summary)
         return summary
-
-    def forget_empty(self, ref: IndexRef, summary: BuildSummary) -> None:
-        """Drop the collection a build made if it wrote nothing into it (every video failed)."""
-        client = self.client(ref)
-        if client is None or summary.frames:
-            return
-        for ix in list_indexes(client):
-            if ix.name == summary.index_name and ix.count() == 0:
-                client.delete_collection(ix.name)
 
     # -- evaluate ------------------------------------------------------------------------------
     def evaluate(self, ref: IndexRef, settings: EvalSettings, save: bool = False) -> Evaluation:

@@ -21,7 +21,7 @@ from core.engines.prepare import prepare_video
 from core.engines.records import BuildProgress, BuildSummary
 from core.errors import UserError
 from core.frames import FrameStrategy
-from core.index import connect, open_for_build
+from core.index import PendingIndex, connect
 from core.locking import BuildLock
 from core.requests import BuildRequest
 from core.runtime import usable_cores
@@ -67,24 +67,28 @@ def resolve_workers(workers: int | str | None) -> int:
     return count
 
 
-def _model_for(request: BuildRequest, model: ClipModel | None) -> ClipModel:
+def _model_for(request: BuildRequest, model: ClipModel | Callable[[], ClipModel] | None) -> ClipModel:
     if model is None:
         return load_model(request.spec, request.device, request.precision)
+    if not isinstance(model, ClipModel):
+        model = model()
     return model.with_precision(request.precision)
 
 
 def run_build(
     request: BuildRequest,
-    model: ClipModel | None = None,
+    model: ClipModel | Callable[[], ClipModel] | None = None,
     progress: Callable[[BuildProgress], None] | None = None,
     cancel: threading.Event | None = None,
     lock_owner: str = "",
 ) -> BuildSummary:
     """Everything `python -m core build` does: read the source, lock the index, load the model, build.
 
-    A `model` already loaded by the caller is used as is, in the request's precision (the app keeps one
-    per process). With a Chroma server, the lock lives in the output folder (one build per server from
-    this machine). `request.engine` "ray" runs the build on Ray instead (`core.engines.ray_engine`).
+    `model`: None loads the request's model; a loaded `ClipModel` is used as is, in the request's precision
+    (the app keeps one per process); a function returning one is called once the frame workers are
+    starting, so that they start while it loads. With a Chroma server, the lock lives in the output folder
+    (one build per server from this machine). `request.engine` "ray" runs the build on Ray instead
+    (`core.engines.ray_engine`).
     """
     if request.engine == "ray":
         from core.engines.ray_engine import run_ray_build  # Ray is optional: imported only when asked for
@@ -104,7 +108,7 @@ def run_build(
         try:
             clip = _model_for(request, model)
             client = connect(request.db, server)
-            index = open_for_build(client, clip.spec, clip.embed_dim, str(strategy))
+            index = PendingIndex(client, clip.spec, clip.embed_dim, str(strategy))  # made with its first frame
             return build_index(
                 scan.videos,
                 clip,

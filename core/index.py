@@ -520,3 +520,44 @@ def open_for_build(client: chromadb.ClientAPI, spec: ModelSpec, embed_dim: int, 
             f"{embed_dim}; build into another --db."
         )
     return FrameIndex(client, collection)
+
+
+class PendingIndex(FrameIndex):
+    """The collection a build writes to, made only when its first records arrive.
+
+    A build in which every video turns out unusable leaves no empty collection behind (the sidebar
+    would otherwise select it). An existing collection is opened at once, so a schema or dimension
+    mismatch is refused before any work.
+    """
+
+    def __init__(self, client: chromadb.ClientAPI, spec: ModelSpec, embed_dim: int, frames: str) -> None:
+        self.client = client
+        self._spec, self._embed_dim, self._frames = spec, int(embed_dim), frames
+        self._name = collection_name(spec, frames)
+        self._opened: FrameIndex | None = None
+        if any(c.name == self._name for c in client.list_collections()):
+            self._opened = open_for_build(client, spec, embed_dim, frames)
+
+    @property  # a plain attribute in FrameIndex; here it is made on first use
+    def collection(self) -> Any:
+        if self._opened is None:
+            self._opened = open_for_build(self.client, self._spec, self._embed_dim, self._frames)
+        return self._opened.collection
+
+    @property
+    def created(self) -> bool:
+        return self._opened is not None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def count(self) -> int:
+        return super().count() if self.created else 0
+
+    def complete_videos(self) -> set[str]:
+        return super().complete_videos() if self.created else set()
+
+    def mark_built(self) -> None:
+        if self.created:
+            super().mark_built()
