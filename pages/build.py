@@ -240,6 +240,25 @@ with st.container(border=True):
     )
     batch = bound(c3.number_input, "Batch size", "form_batch", 32, min_value=1, max_value=512)
     frames = "middle" if strategy == "middle" else f"uniform:{count}"
+    e1, e2 = st.columns([1, 2])
+    engine = bound(
+        e1.radio,
+        "Engine",
+        "form_engine",
+        "local",
+        options=["local", "ray"],
+        horizontal=True,
+        help="local: worker processes on this machine. ray: a Ray cluster (pip install -r requirements-ray.txt); "
+        "with a remote cluster the index must be a Chroma server (sidebar).",
+    )
+    ray_address = bound(
+        e2.text_input,
+        "Ray address (optional)",
+        "form_ray_address",
+        "",
+        placeholder="empty: a local Ray instance for this build; auto or host:port: join a cluster",
+        disabled=engine != "ray",
+    )
 
 job = build_job()
 running = job is not None and job.active
@@ -265,6 +284,8 @@ if st.button("Start the build", type="primary", disabled=running):
                 annotations=str(notes_file) if notes_file else None,
                 batch_size=int(batch),
                 device=st.session_state.device,
+                engine=engine,
+                ray_address=((ray_address or "").strip() or None) if engine == "ray" else None,
             ),
         )
         st.rerun()
