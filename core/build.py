@@ -93,7 +93,8 @@ def run_build(
     if request.engine == "ray":
         from core.engines.ray_engine import run_ray_build  # Ray is optional: imported only when asked for
 
-        return run_ray_build(request, model=model, progress=progress, cancel=cancel, lock_owner=lock_owner)
+        loaded = model if model is None or isinstance(model, ClipModel) else model()
+        return run_ray_build(request, model=loaded, progress=progress, cancel=cancel, lock_owner=lock_owner)
     if request.engine != "local":
         raise UserError(f"Unknown engine {request.engine!r}: use local or ray.")
     strategy = FrameStrategy.parse(request.frames)

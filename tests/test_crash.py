@@ -1,5 +1,6 @@
 """Crashes and resumption: a build killed (SIGKILL) at random points, several times, then finished,
-equals a clean build; Ctrl-C leaves an index that the next build completes."""
+equals a clean build, and its worker processes do not outlive it; Ctrl-C leaves an index that the next
+build completes."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tests.helpers import ROOT, build_into
 from tests.tiny_model import COLOURS, CONFIG
 
 N_VIDEOS = 200
+HAS_PROC = Path("/proc/self/stat").exists()  # where process trees can be read (Linux)
 FRAMES = "uniform:3"
 
 
@@ -39,7 +41,7 @@ def _build_command(videos: Path, db: Path, out: Path, checkpoint: Path) -> list[
     return [
         sys.executable, "-m", "core", "build", "--videos", str(videos), "--db", str(db), "--output", str(out),
         "--model-config", str(CONFIG), "--pretrained", str(checkpoint), "--frames", FRAMES,
-        "--batch-size", "4", "--workers", "1", "--quiet",
+        "--batch-size", "4", "--workers", "2", "--quiet",
     ]  # fmt: skip
 
 
@@ -51,6 +53,29 @@ def _thumbnails(out: Path) -> set[str]:
 def _start(command: list[str]) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below `pid` (the build's fork server and its workers), from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _snapshot(db: Path) -> dict[str, np.ndarray]:
@@ -76,8 +101,16 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path, many_videos: Path,
         while proc.poll() is None and time.time() < deadline and len(_thumbnails(out)) < target:
             time.sleep(0.005)
         if proc.poll() is None:
+            below = _descendants(proc.pid) if HAS_PROC else set()
             proc.send_signal(signal.SIGKILL)
             kills += 1
+            proc.wait()
+            # Nothing tells a killed build's workers; they watch their parent and exit with it.
+            deadline = time.time() + 60
+            while time.time() < deadline and any(_alive(p) for p in below):
+                time.sleep(0.05)
+            assert below or not HAS_PROC, "the build had no worker processes when it was killed"
+            assert not [p for p in below if _alive(p)], "worker processes outlived the killed build"
         proc.wait()
     assert kills >= 2, "the build finished before it could be killed: make it longer"
 

@@ -115,3 +115,69 @@ def test_batched_normalisation_is_bit_identical_to_the_model_transform(vit_b32_r
         assert prepared.dtype == torch.uint8
         assert torch.equal(model._normalise(prepared), full)
         assert np.array_equal(model.encode_images(prepared), model.encode_images(full))
+
+
+@pytest.mark.parametrize("resize_mode", ["shortest", "longest", "squash"])
+def test_worker_geometry_is_bit_identical_to_open_clips_transform(resize_mode: str) -> None:
+    """Workers resize and crop with `InputGeometry` (Pillow only, no torch): the same pixels as the
+    torchvision/open_clip transform, for every resize mode, both resamplings, square and non-square inputs,
+    enlarging, shrinking and padding."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+    from PIL import Image
+
+    from core.embed import _split_preprocess
+    from core.geometry import InputGeometry
+
+    rng = np.random.default_rng(7)
+    shapes = [(256, 340), (480, 272), (31, 45), (224, 224), (100, 400), (400, 100), (1, 1), (223, 225), (17, 300)]
+    frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in shapes]
+    for size in (224, (192, 256), (256, 192), (37, 41)):
+        for interpolation in ("bicubic", "bilinear"):
+            cfg = PreprocessCfg(size=size, resize_mode=resize_mode, interpolation=interpolation, fill_color=128)
+            reference, _, _ = _split_preprocess(image_transform_v2(cfg, is_train=False))
+            geometry = InputGeometry.from_preprocess_cfg(cfg)
+            assert geometry is not None
+            for frame in frames:
+                expected = np.asarray(reference(Image.fromarray(frame)), dtype=np.uint8)
+                assert np.array_equal(geometry.apply(frame), expected), (size, interpolation, frame.shape)
+
+
+def test_fp16_stays_within_2e_3_of_fp32(vit_b32_random, tiny_model) -> None:
+    """Half weights (the default on CUDA; torch runs them on a CPU too, slowly): cosine deviation ≤ 2e-3."""
+    rng = np.random.default_rng(11)
+    for model in (vit_b32_random, tiny_model):
+        height, width = model.geometry.size
+        batch = torch.from_numpy(rng.integers(0, 256, (6, 3, height, width), dtype=np.uint8))
+        half = model.with_precision("fp16")
+        assert half is not model and half.precision == "fp16" and model.precision == "fp32"
+        assert next(half.model.parameters()).dtype == torch.float16
+        assert next(model.model.parameters()).dtype == torch.float32  # the shared model is left as it was
+        a, b = model.encode_images(batch), half.encode_images(batch)
+        assert b.dtype == np.float32 and np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-3)
+        assert float(1 - (a * b).sum(axis=1).min()) <= 2e-3
+        prompts = ["juggling fire", "a video of a person carving ice."]
+        texts, texts_half = model.encode_texts(prompts), half.encode_texts(prompts)
+        assert float(1 - (texts * texts_half).sum(axis=1).min()) <= 2e-3
+        assert model.with_precision("fp32") is model and model.with_precision("auto") is model  # CPU: auto is fp32
+        assert half.with_precision("fp32").precision == "fp32"  # loaded again, not widened from half weights
+    with pytest.raises(ModelError, match="Unknown precision"):
+        tiny_model.with_precision("int4")
+
+
+def test_a_checkpoint_is_read_once_and_an_empty_one_is_one_sentence(
+    tmp_path: Path, tiny_spec: ModelSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = []
+    read = open_clip.factory.load_state_dict
+
+    def counting(*args, **kwargs):
+        reads.append(args[0])
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(open_clip.factory, "load_state_dict", counting)
+    load_model(tiny_spec, "cpu")
+    assert reads == [tiny_spec.pretrained]
+    empty = tmp_path / "empty.pt"
+    torch.save({}, empty)
+    with pytest.raises(ModelError, match="holds no model weights"):
+        load_model(replace(tiny_spec, pretrained=str(empty)), "cpu")

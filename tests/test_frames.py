@@ -107,3 +107,57 @@ def test_real_clips_read_or_fail_cleanly() -> None:
     # No duration in the container: frames are counted.
     assert results["moviepy__no_duration.webm"].n_frames > 0
     assert isinstance(results["derived-tinyucf101__abseiling_k400_1frame.mp4"].frames[0].rgb, np.ndarray)
+
+
+def _sequential(path: Path, wanted: set[int] | None = None) -> dict[int, np.ndarray]:
+    """Frames of `path` by index (all, or those `wanted`), from one read in order: the reference for any
+    frame the reader seeks to."""
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+    frames, index = {}, 0
+    while (wanted is None or len(frames) < len(wanted)) and cap.grab():
+        if wanted is None or index in wanted:
+            ok, bgr = cap.retrieve()
+            assert ok
+            frames[index] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        index += 1
+    cap.release()
+    return frames
+
+
+def test_ffmpeg_threads_decode_the_same_frames(tmp_path: Path) -> None:
+    """An H.264 clip with one keyframe (like re-encoded Kinetics clips): FFmpeg's own threads (0) give the
+    frames one thread gives, and those are the frames at the same index of a sequential read."""
+    from benchmarks.clips import write_kinetics_like
+
+    path = write_kinetics_like(tmp_path / "k.mp4", seed=3, seconds=2, size=(160, 90))
+    record = _record(path)
+    everything = _sequential(path)
+    for strategy in ("middle", "uniform:8"):
+        one = read_video_frames(record, FrameStrategy.parse(strategy), threads=1)
+        auto = read_video_frames(record, FrameStrategy.parse(strategy), threads=0)
+        assert [f.frame_index for f in one.frames] == [f.frame_index for f in auto.frames]
+        for a, b in zip(one.frames, auto.frames, strict=True):
+            assert np.array_equal(a.rgb, b.rgb) and np.array_equal(a.rgb, everything[a.frame_index])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_CLIPS.is_dir(), reason="../shared/data/realclips is not present")
+def test_planned_frames_of_real_clips_equal_a_sequential_read() -> None:
+    """Seeking and grabbing forward land on the planned frame exactly, on every real clip that decodes."""
+    checked = 0
+    for path in sorted(SHARED_CLIPS.iterdir()):
+        if path.suffix.lower() in (".csv", ".md"):
+            continue
+        planned = []
+        for strategy in ("middle", "uniform:8"):
+            try:
+                planned += read_video_frames(_record(path), FrameStrategy.parse(strategy), max_side=100_000).frames
+            except VideoReadError:
+                continue
+        if not planned:
+            continue
+        reference = _sequential(path, {f.frame_index for f in planned})
+        for frame in planned:
+            assert np.array_equal(frame.rgb, reference[frame.frame_index]), (path.name, frame.frame_index)
+        checked += 1
+    assert checked >= 35  # 35 of the 38 files open

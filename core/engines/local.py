@@ -107,19 +107,20 @@ class FramePool:
             except VideoReadError as exc:
                 outcome = exc.reason
             except BrokenProcessPool:
-                # Which video killed its worker is unknown: retry those in flight alone, each in a fresh pool.
+                # Which video killed its worker is unknown: run those in flight again one at a time, in a
+                # fresh pool (a fresh one again after each crash), so that a crash names its video.
                 suspects = [r for r, _ in window]
                 window.clear()
+                self.close()
                 for suspect in suspects:
-                    self.close()
                     try:
                         outcome = submit(suspect).result()
                     except VideoReadError as exc:
                         outcome = exc.reason
                     except BrokenProcessPool:
                         outcome = CRASH_REASON
+                        self.close()
                     yield suspect, outcome
-                self.close()
                 refill()
                 continue
             window.popleft()

@@ -1,0 +1,209 @@
+"""The local engine's parts: worker processes (from a background job too), a worker that dies, the writer's
+bounded queue, and torch's thread count while a build runs.
+
+Nothing waits for time to pass: threads and processes meet on events, barriers or files, and every wait
+has a bound only so that a bug fails the test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from core.app import Explorer, ProcessCache
+from core.build import resolve_workers
+from core.engines import local
+from core.engines.local import CRASH_REASON, FramePool, IndexWriter, ThreadGovernor, build_index, videos_in_flight
+from core.errors import UserError
+from core.frames import FrameStrategy
+from core.index import connect, open_for_build, open_index
+from core.jobs import BuildManager
+from core.requests import BuildRequest
+from core.runtime import usable_cores
+from core.sources import scan_source
+from tests import worker_tasks
+
+WAIT_S = 120
+
+
+def test_a_background_job_builds_with_two_worker_processes(
+    tmp_path: Path, video_root: Path, tiny_model, tiny_spec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dashboard's path: BuildManager → job thread → Explorer.build → run_build → 2 worker processes.
+
+    Each video is prepared only once two different worker processes have started one (a rendezvous
+    through files), so the build cannot finish unless both take part; each notes its process id."""
+    monkeypatch.setattr(local, "prepare_video", worker_tasks.prepare_in_pairs)
+    explorer = Explorer(cache=ProcessCache(model_loader=lambda *_: tiny_model))
+    out = tmp_path / "out"
+    request = BuildRequest(videos=str(video_root), db=str(tmp_path / "db"), output=str(out), spec=tiny_spec,
+                           frames="uniform:2", workers=2, batch_size=4)  # fmt: skip
+    job = BuildManager().start(explorer, request)
+    assert job.thread is not None
+    job.thread.join(WAIT_S)
+    assert job.state == "done", (job.state, job.error)
+    summary = job.summary
+    assert summary.videos_indexed == 12 and summary.frames == 24 and not summary.skipped
+    pids = {note.reason.rsplit(" ", 1)[1] for note in summary.notes if note.reason.startswith("prepared by process")}
+    assert len(pids) == 2 and str(os.getpid()) not in pids, pids
+    assert {p.name for p in (out / "worker-pids").iterdir()} == pids
+    index = open_index(connect(tmp_path / "db"))
+    assert index.count() == 24 and len(index.complete_videos()) == 12
+
+
+def test_process_workers_give_the_same_embeddings_as_preparing_here(tmp_path: Path, video_root: Path, tiny_model):
+    """Frames prepared in worker processes (uint8 at the model's input size, normalised per batch) encode to
+    what the model's own transform gives for the same decoded frames."""
+    from core.frames import read_video_frames
+
+    scan = scan_source(video_root)
+    index = open_for_build(connect(tmp_path / "db"), tiny_model.spec, tiny_model.embed_dim, "uniform:2")
+    build_index(scan.videos, tiny_model, index, FrameStrategy.parse("uniform:2"), tmp_path / "out", batch_size=5)
+    contents = index.contents()
+    by_id = dict(zip(contents.ids, contents.embeddings, strict=True))
+    for record in scan.videos[:4]:
+        frames = read_video_frames(record, FrameStrategy.parse("uniform:2")).frames
+        reference = tiny_model.encode_images(torch.stack([tiny_model.preprocess_rgb(f.rgb) for f in frames]))
+        got = np.stack([by_id[f"{record.video_id}:{f.frame_index}"] for f in frames])
+        assert np.allclose(got, reference, atol=1e-5)
+
+
+def test_a_worker_that_dies_costs_only_its_own_video(tmp_path: Path, video_root: Path, tiny_model) -> None:
+    videos = tmp_path / "videos"
+    shutil.copytree(video_root / "golf_chipping", videos / "golf_chipping")
+    shutil.copy(video_root / "golf_chipping" / "clip0.mp4", videos / "golf_chipping" / "crash_me.mp4")
+    scan = scan_source(videos)
+    assert len(scan.videos) == 3
+    strategy = FrameStrategy.parse("middle")
+    index = open_for_build(connect(tmp_path / "db"), tiny_model.spec, tiny_model.embed_dim, str(strategy))
+    pool = FramePool(2, strategy, tmp_path / "out", task=worker_tasks.prepare_or_die)
+    summary = build_index(scan.videos, tiny_model, index, strategy, tmp_path / "out", pool=pool)
+    assert [(Path(s.item).name, s.reason) for s in summary.skipped] == [("crash_me.mp4", CRASH_REASON)]
+    assert summary.videos_indexed == 2 and index.count() == 2
+
+
+def test_an_unwritable_output_folder_stops_the_build_with_one_sentence(
+    tmp_path: Path, video_root: Path, tiny_model
+) -> None:
+    blocked = tmp_path / "out"
+    blocked.write_text("a file where the output folder should be")
+    strategy = FrameStrategy.parse("middle")
+    index = open_for_build(connect(tmp_path / "db"), tiny_model.spec, tiny_model.embed_dim, str(strategy))
+    with pytest.raises(UserError, match="Cannot write thumbnails under"):
+        build_index(scan_source(video_root).videos, tiny_model, index, strategy, blocked)
+    assert index.count() == 0
+
+
+class SlowIndex:
+    """An index whose upserts wait for `release`, then record what they were given (or fail with `error`)."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.error = error
+        self.ids: list[str] = []
+
+    def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict[str, Any]]) -> None:
+        self.entered.set()
+        if not self.release.wait(WAIT_S):
+            raise RuntimeError("the test never released the index")
+        if self.error is not None:
+            raise self.error
+        assert len(embeddings) == len(ids) == len(metadatas)
+        self.ids.extend(ids)
+
+
+def _video(name: str, frames: int = 2) -> tuple[list[dict[str, Any]], np.ndarray]:
+    metas = [{"video_id": name, "frame_index": i} for i in range(frames)]
+    return metas, np.zeros((frames, 4), np.float32)
+
+
+def _writer_stuck_in_an_upsert(
+    index: SlowIndex,
+) -> tuple[IndexWriter, threading.Thread, threading.Event, list[BaseException]]:
+    """A writer (room for 4 queued frames) inside a slow upsert, its queue full, and a thread waiting to put
+    one more video: (writer, that thread, set when its put returned, what its put raised)."""
+    writer = IndexWriter(index, max_queued=4)  # type: ignore[arg-type]
+    writer.start()
+    writer.put(*_video("a", frames=local.UPSERT_BATCH))  # a full upsert: the writer starts it at once...
+    assert index.entered.wait(WAIT_S)
+    writer.put(*_video("b"))  # ... and while it waits, these two fill the queue
+    writer.put(*_video("c"))
+    returned = threading.Event()
+    errors: list[BaseException] = []
+
+    def put_one_more() -> None:
+        try:
+            writer.put(*_video("d"))
+        except BaseException as exc:
+            errors.append(exc)
+        returned.set()
+
+    extra = threading.Thread(target=put_one_more)
+    extra.start()
+    # The fourth video waits for room: memory stays bounded while the index is slow. (A bug that lets it
+    # through fails here; a slow machine cannot.)
+    assert not returned.wait(0.5)
+    return writer, extra, returned, errors
+
+
+def test_the_writer_queue_is_bounded_and_applies_backpressure() -> None:
+    index = SlowIndex()
+    writer, extra, returned, errors = _writer_stuck_in_an_upsert(index)
+    index.release.set()
+    assert returned.wait(WAIT_S) and not errors
+    extra.join(WAIT_S)
+    writer.close()
+    assert writer.error is None and writer.videos_written == 4 and writer.frames_written == local.UPSERT_BATCH + 6
+    assert index.ids == [f"a:{i}" for i in range(local.UPSERT_BATCH)] + [f"{v}:{i}" for v in "bcd" for i in range(2)]
+
+
+def test_a_failing_writer_wakes_the_encoder_with_its_error() -> None:
+    index = SlowIndex(error=OSError("disk full"))
+    writer, extra, returned, errors = _writer_stuck_in_an_upsert(index)
+    index.release.set()  # the upsert fails: the waiting put must raise, not wait forever
+    assert returned.wait(WAIT_S)
+    extra.join(WAIT_S)
+    [error] = errors
+    assert isinstance(error, RuntimeError) and "the index writer failed" in str(error)
+    assert isinstance(error.__cause__, OSError)
+    with pytest.raises(RuntimeError, match="the index writer failed"):
+        writer.put(*_video("e"))
+    writer.close()
+
+
+def test_torch_threads_follow_the_bottleneck_on_a_cpu() -> None:
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        governor = ThreadGovernor(torch.device("cpu"), workers=3)
+        few = governor.few
+        assert few < 4
+        governor.observe(waited=0.9, worked=0.2)  # waiting for frames: the workers need the cores
+        assert torch.get_num_threads() == few
+        governor.observe(waited=0.05, worked=1.5)  # the model is the bottleneck: every core for it
+        assert torch.get_num_threads() == 4
+        governor.observe(waited=2.0, worked=0.1)
+        governor.restore()
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_workers_in_flight_and_auto() -> None:
+    assert resolve_workers("auto") == max(1, usable_cores() - 1)
+    assert resolve_workers("3") == 3
+    for bad in ("0", "many", -2):
+        with pytest.raises(UserError):
+            resolve_workers(bad)
+    # Two videos per worker at least, two full batches when videos are short, a frame budget when long.
+    assert videos_in_flight(4, 1, 32) == 64
+    assert videos_in_flight(4, 8, 32) == 8
+    assert videos_in_flight(2, 32, 1024) == local.FRAMES_IN_FLIGHT // 32
+    assert videos_in_flight(16, 32, 32) == 32
