@@ -86,7 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--batch-size", type=int, default=None, help="images per encoding batch (default: 32 on a CPU, 128 on a GPU)"
     )
-    build.add_argument("--workers", default="auto", help="decoding workers: a number, or auto (default: one per core)")
+    build.add_argument(
+        "--workers", default="auto", help="frame workers (processes): a number, or auto (default: one per core but one)"
+    )
+    build.add_argument(
+        "--precision", default="auto", help="auto (default: fp16 on a CUDA GPU, fp32 on a CPU), fp32 or fp16"
+    )
+    build.add_argument(
+        "--engine", choices=("local", "ray"), default="local",
+        help="local (default): processes on this machine; ray: a Ray cluster (pip install -r requirements-ray.txt)",
+    )  # fmt: skip
+    build.add_argument(
+        "--ray-address", help="with --engine ray: an existing cluster, 'auto' or host:port (default: a local instance)"
+    )
     _add_server_flags(build)
     build.add_argument("--json", help="also write the build summary as JSON to this file ('-' for stdout)")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -280,6 +292,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         workers=args.workers,
+        precision=args.precision,
+        engine=args.engine,
+        ray_address=args.ray_address,
         server=_server(args),
     )
     try:

@@ -6,12 +6,13 @@ file again instead of a second copy, and the index can point at it before the fi
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from core.files import atomic_path, remove_temporaries
+from core.files import remove_temporaries, write_bytes_atomic
 from core.names import safe_name
 
 THUMBNAIL_MAX_SIDE = 384
@@ -24,14 +25,20 @@ def thumbnail_path(output_dir: Path | str, video_id: str, frame_index: int) -> P
     return Path(output_dir) / FRAMES_DIRNAME / safe_name(video_id) / f"{int(frame_index):06d}.jpg"
 
 
-def write_thumbnail(rgb: np.ndarray, path: Path, max_side: int = THUMBNAIL_MAX_SIDE) -> Path:
-    """Write `rgb` (HxWx3 uint8, RGB) as a JPEG no larger than `max_side`, atomically."""
+def thumbnail_jpeg(rgb: np.ndarray, max_side: int = THUMBNAIL_MAX_SIDE) -> bytes:
+    """`rgb` (HxWx3 uint8, RGB) as the bytes of a JPEG no larger than `max_side` (what `write_thumbnail`
+    writes; a Ray worker sends these to the machine that writes the files)."""
     image = Image.fromarray(rgb)
     if max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="JPEG", quality=JPEG_QUALITY)
-    return path
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def write_thumbnail(rgb: np.ndarray, path: Path, max_side: int = THUMBNAIL_MAX_SIDE) -> Path:
+    """Write `rgb` (HxWx3 uint8, RGB) as a JPEG no larger than `max_side`, atomically."""
+    return write_bytes_atomic(path, thumbnail_jpeg(rgb, max_side))
 
 
 def remove_stale_temporaries(output_dir: Path | str) -> int:
