@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +71,43 @@ def build_into(videos: Any, db: Any, output: Any, model: Any = None, progress: A
     fields.setdefault("workers", 2)
     request = BuildRequest(videos=str(videos), db=str(db), output=str(output), **fields)
     return run_build(request, model=model, progress=progress, cancel=cancel)
+
+
+def _chroma_exe() -> str:
+    candidate = Path(sys.executable).parent / "chroma"
+    return str(candidate) if candidate.exists() else (shutil.which("chroma") or "chroma")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ChromaProcess:
+    """A real Chroma server (``chroma run``) on 127.0.0.1: started, stopped and started again by a test."""
+
+    def __init__(self, path: Path, port: int) -> None:
+        self.path, self.port, self.proc = path, port, None
+
+    def start(self) -> None:
+        log = (self.path.parent / "chroma.log").open("a")
+        self.proc = subprocess.Popen(
+            [_chroma_exe(), "run", "--path", str(self.path), "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v2/heartbeat", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("chroma run did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+            self.proc = None

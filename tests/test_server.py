@@ -3,10 +3,6 @@ away mid-session (one clear sentence) and comes back (the same client works agai
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,53 +11,12 @@ from core.errors import IndexUnavailableError
 from core.evaluation import evaluate_index
 from core.index import ChromaServer, connect, open_index
 from core.search import search
-from tests.helpers import ROOT, build_into, run_cli
-
-
-def _chroma_exe() -> str:
-    import shutil
-    import sys
-
-    candidate = Path(sys.executable).parent / "chroma"
-    return str(candidate) if candidate.exists() else (shutil.which("chroma") or "chroma")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ChromaProcess:
-    def __init__(self, path: Path, port: int) -> None:
-        self.path, self.port, self.proc = path, port, None
-
-    def start(self) -> None:
-        log = (self.path.parent / "chroma.log").open("a")
-        self.proc = subprocess.Popen(
-            [_chroma_exe(), "run", "--path", str(self.path), "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v2/heartbeat", timeout=1)
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("chroma run did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
-            self.proc = None
+from tests.helpers import ROOT, ChromaProcess, build_into, free_port, run_cli
 
 
 @pytest.fixture()
 def chroma(tmp_path: Path):
-    server = ChromaProcess(tmp_path / "chroma-data", _free_port())
+    server = ChromaProcess(tmp_path / "chroma-data", free_port())
     server.start()
     yield server
     server.stop()

@@ -1,0 +1,636 @@
+"""The Ray build engine: the local engine's three stages as Ray Data operators, on one machine or a cluster.
+
+    records to do ─▶ prepare: Ray tasks of one CPU (`prepare_video`, the local engine's frame code: decode,
+                     resize/crop to the model's input as uint8, thumbnails as JPEG bytes); one row per frame
+                  ─▶ encode: actors that each load the model once (one GPU each where the cluster has GPUs,
+                     else one CPU actor per node), batches of `batch_size` frames from any videos
+                  ─▶ this process: frames gathered per video; once all of a video's frames are encoded, its
+                     thumbnails are written to the output folder here and it goes to the index writer
+                     (`IndexWriter`: large upserts, a bounded queue)
+
+Why this shape:
+- Only this process writes: the output folder needs no shared filesystem (thumbnails travel back as bytes),
+  and a video's thumbnails are on disk before its records reach the index, as in a local build. With an
+  existing cluster the index is a Chroma server (an embedded folder only with a local Ray instance).
+- Rows are frames, not videos: the encoder gets full batches across videos, as the local engine's does, and
+  the model inputs are a fixed-shape tensor column, which Ray Data moves without pickling.
+- Faults: a prepare task whose worker dies is run again by Ray, and an encoding actor that dies is restarted
+  with its batch retried. A frame that arrives twice fills the same slot, and a video is written once, only
+  when all its frames are in: a build stopped anywhere (cancel, Ctrl-C, a lost cluster) leaves complete
+  videos, and the next build skips them and writes the rest under the same ids.
+
+Ray is optional (requirements-ray.txt) and imported only inside functions, as are torch, the model and
+Chroma: the prepare tasks import this module and should stay as light as the local engine's workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from core.engines.prepare import PreparedVideo, prepare_video
+from core.engines.records import BuildProgress, BuildSummary
+from core.errors import UserError
+from core.files import write_bytes_atomic
+from core.frames import FrameStrategy, VideoReadError
+from core.geometry import InputGeometry
+from core.runtime import configure_runtime, usable_cores
+from core.sources import SkippedItem, VideoRecord
+from core.thumbnails import remove_stale_temporaries, thumbnail_path
+
+if TYPE_CHECKING:
+    from core.embed import ClipModel, ModelSpec
+    from core.engines.local import IndexWriter
+    from core.index import FrameIndex
+    from core.requests import BuildRequest
+
+ENGINE = "ray"
+INSTALL_HINT = "pip install -r requirements-ray.txt"
+# Input blocks (one Ray task each): one video per block for small builds, at most this many for large ones
+# (a block is an object the driver creates up front; 545k of them would cost more than they balance).
+MAX_INPUT_BLOCKS = 4096
+CORE_DIR = Path(__file__).resolve().parents[1]
+PREPARE_BASE_BYTES = 192 * 2**20  # a prepare task's memory: its process (measured: 115 MiB), plus per planned frame
+PREPARE_FRAME_BYTES = 4 * 2**20  # a 1280×720 RGB frame, its model input and its thumbnail, rounded up
+_ONE_BUILD = threading.Lock()  # one Ray connection per process: one Ray build at a time in it
+
+
+class RayEngineError(UserError):
+    """The Ray engine cannot run as asked: Ray missing, the cluster unreachable, an embedded index with a cluster."""
+
+
+def import_ray() -> Any:
+    """The `ray` module with Ray Data, or one sentence on how to install it."""
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise RayEngineError(
+            f"The Ray engine needs Ray, which is not installed here: run {INSTALL_HINT} in the project's folder "
+            "(or use --engine local)."
+        ) from None
+    return ray
+
+
+def check_ray_request(request: BuildRequest) -> None:
+    """Refuse, before any work, a build the Ray engine cannot do (each with one sentence)."""
+    if request.ray_address and request.server is None:
+        raise RayEngineError(
+            f"A build on an existing Ray cluster (--ray-address {request.ray_address}) writes to a Chroma server, "
+            "not to an embedded --db folder: start one (chroma run --path DIR --host 0.0.0.0) and pass "
+            "--chroma-host, or leave out --ray-address to use a local Ray instance."
+        )
+    device = (request.device or "auto").lower()
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise RayEngineError(f"Unknown device '{request.device}': use auto, cpu or cuda.")
+    import_ray()
+
+
+@dataclass(frozen=True)
+class EncoderPlan:
+    """How the encoding stage is spread: how many actors, what each one holds, and the batch."""
+
+    actors: int
+    device: str  # "cuda" (one GPU per actor) or "cpu"
+    precision: str  # fp32 or fp16
+    batch_size: int
+    threads: int | None  # torch threads per actor; None: every core of its node (the model is the cost there)
+
+    @property
+    def gpus(self) -> int:
+        return 1 if self.device == "cuda" else 0
+
+
+def plan_encoders(
+    resources: dict[str, float],
+    node_cpus: list[float],
+    request: BuildRequest,
+    actors: int | None = None,
+    threads: int | None = None,
+) -> EncoderPlan:
+    """One actor per GPU where the cluster has GPUs (unless --device cpu); else one CPU actor per node that
+    has a core to spare for the prepare tasks (at least one actor). `actors` and `threads` (torch threads per
+    actor) override the plan."""
+    from core.build import batch_size_for
+    from core.embed import resolve_precision
+
+    gpus = int(resources.get("GPU", 0))
+    device = (request.device or "auto").lower()
+    if device.startswith("cuda") and gpus == 0:
+        raise RayEngineError("--device cuda was asked for, but the Ray cluster has no GPU: use --device auto or cpu.")
+    kind = "cuda" if gpus > 0 and device != "cpu" else "cpu"
+    import torch
+
+    precision = resolve_precision(request.precision, torch.device(kind))
+    count = actors or (gpus if kind == "cuda" else max(1, sum(1 for cpus in node_cpus if cpus >= 2)))
+    batch_size = max(1, int(request.batch_size or batch_size_for(kind, precision)))
+    # On a GPU the actor only feeds the model; on a CPU it keeps every core, as the local engine's encoder does.
+    return EncoderPlan(count, kind, precision, batch_size, threads=threads or (1 if kind == "cuda" else None))
+
+
+# -- stage 1: prepare (Ray tasks) ------------------------------------------------------------------------
+
+
+def record_row(record: VideoRecord) -> dict[str, str]:
+    """A video record as a row of the input dataset."""
+    return {"video_id": record.video_id, "label": record.label, "path": str(record.path),
+            "meta": json.dumps(record.meta)}  # fmt: skip
+
+
+@functools.cache
+def _worker_ready() -> bool:
+    # Quiet FFmpeg, one OpenCV thread per task (as in the local engine's workers), once per Ray worker process.
+    configure_runtime()
+    return True
+
+
+def _node_id() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def prepare_frames(
+    batch: dict[str, np.ndarray], strategy: FrameStrategy, geometry: InputGeometry | None, output_dir: str
+) -> dict[str, np.ndarray]:
+    """Ray Data UDF: video records → one row per planned frame (a skipped video: one row, `frames` 0).
+
+    Columns: video_id, position (the frame's place in its video), frames (frames in the video), reason (why
+    a video was skipped), meta (the frame's index metadata, JSON), notes (the video's, JSON), thumbnail
+    (JPEG bytes), pixels (the model input, 3×H×W uint8; the RGB frame for a model without a geometry) and
+    prepared_on (the node)."""
+    _worker_ready()
+    rows = _FrameRows(geometry)
+    for video_id, label, path, meta in zip(batch["video_id"], batch["label"], batch["path"], batch["meta"],
+                                           strict=True):  # fmt: skip
+        record = VideoRecord(str(video_id), str(label), Path(str(path)), json.loads(str(meta)))
+        try:
+            rows.add(prepare_video(record, strategy, geometry, output_dir, thumbnail_bytes=True))
+        except VideoReadError as exc:
+            rows.skip(record.video_id, exc.reason)
+    return rows.columns(_node_id())
+
+
+class _FrameRows:
+    """The columns of `prepare_frames`' output, filled video by video."""
+
+    def __init__(self, geometry: InputGeometry | None) -> None:
+        self.geometry = geometry
+        self.video_id: list[str] = []
+        self.position: list[int] = []
+        self.frames: list[int] = []
+        self.reason: list[str] = []
+        self.meta: list[str] = []
+        self.notes: list[str] = []
+        self.thumbnail: list[bytes] = []
+        self.pixels: list[np.ndarray] = []
+
+    def add(self, video: PreparedVideo) -> None:
+        notes = json.dumps(video.notes)
+        inputs = video.pixels if video.pixels is not None else video.frames
+        for position, (meta, thumbnail) in enumerate(zip(video.metadatas, video.thumbnails, strict=True)):
+            self._row(video.video_id, position, len(video), "", json.dumps(meta), notes, thumbnail, inputs[position])
+
+    def skip(self, video_id: str, reason: str) -> None:
+        height, width = self.geometry.size if self.geometry is not None else (1, 1)
+        blank = np.zeros((3, height, width) if self.geometry is not None else (height, width, 3), np.uint8)
+        self._row(video_id, 0, 0, reason, "", "[]", b"", blank)
+
+    def _row(self, video_id: str, position: int, frames: int, reason: str, meta: str, notes: str,
+             thumbnail: bytes, pixels: np.ndarray) -> None:  # fmt: skip
+        self.video_id.append(video_id)
+        self.position.append(position)
+        self.frames.append(frames)
+        self.reason.append(reason)
+        self.meta.append(meta)
+        self.notes.append(notes)
+        self.thumbnail.append(thumbnail)
+        self.pixels.append(pixels)
+
+    def columns(self, node: str) -> dict[str, np.ndarray]:
+        if self.geometry is not None:
+            pixels = np.stack(self.pixels)
+        else:  # RGB frames of any size: a ragged tensor column
+            pixels = np.empty(len(self.pixels), dtype=object)
+            pixels[:] = self.pixels
+        thumbnails = np.empty(len(self.thumbnail), dtype=object)
+        thumbnails[:] = self.thumbnail
+        return {
+            "video_id": np.array(self.video_id, dtype=object),
+            "position": np.array(self.position, dtype=np.int32),
+            "frames": np.array(self.frames, dtype=np.int32),
+            "reason": np.array(self.reason, dtype=object),
+            "meta": np.array(self.meta, dtype=object),
+            "notes": np.array(self.notes, dtype=object),
+            "thumbnail": thumbnails,
+            "pixels": pixels,
+            "prepared_on": np.array([node] * len(self.video_id), dtype=object),
+        }
+
+
+# -- stage 2: encode (Ray actors) ------------------------------------------------------------------------
+
+
+class FrameEncoder:
+    """Ray Data actor: holds the model once; frame rows in, the same rows with their embedding out.
+
+    The `pixels` column is dropped (it is not needed past here); `vector` (float32, normalised) and
+    `encoded_on` (the node) are added. Skipped videos' rows get a zero vector."""
+
+    def __init__(self, spec: ModelSpec, plan: EncoderPlan, prepared_inputs: bool) -> None:
+        from core.embed import load_model
+        from core.engines.local import BatchEncoder
+
+        configure_runtime(torch_threads=plan.threads or usable_cores())
+        self.model: ClipModel = load_model(spec, plan.device, plan.precision)
+        self.encoder = BatchEncoder(self.model, plan.batch_size)
+        self.batch_size = plan.batch_size
+        self.prepared_inputs = prepared_inputs and self.model.geometry is not None
+        self.node = _node_id()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        pixels = batch.pop("pixels")
+        real = np.flatnonzero(batch["frames"] > 0)
+        vectors = np.zeros((len(batch["frames"]), self.model.embed_dim), dtype=np.float32)
+        for start in range(0, len(real), self.batch_size):
+            rows = real[start : start + self.batch_size]
+            vectors[rows] = self.encoder.encode([self._inputs(pixels, rows)])
+        batch["vector"] = vectors
+        batch["encoded_on"] = np.array([self.node] * len(vectors), dtype=object)
+        return batch
+
+    def _inputs(self, pixels: np.ndarray, rows: np.ndarray) -> Any:
+        import torch
+
+        if self.prepared_inputs:
+            return torch.from_numpy(np.ascontiguousarray(pixels[rows]))
+        return torch.stack([self.model.preprocess_rgb(np.asarray(pixels[i])) for i in rows])
+
+
+# -- stage 3: this process -------------------------------------------------------------------------------
+
+
+@dataclass
+class CompleteVideo:
+    """A video whose frames are all encoded, in frame order."""
+
+    video_id: str
+    metadatas: list[dict[str, Any]]
+    thumbnails: list[bytes]
+    vectors: np.ndarray
+    notes: list[str]
+
+
+@dataclass
+class _Partial:
+    metadatas: list[dict[str, Any] | None]
+    thumbnails: list[bytes]
+    vectors: np.ndarray
+    notes: list[str]
+    received: int = 0
+
+
+@dataclass
+class VideoAssembler:
+    """Gathers encoded frame rows into videos; hands out each video once, when all its frames are in.
+
+    A row that arrives again (a task Ray ran twice) fills the slot it filled before, and rows of a video
+    already handed out are ignored: nothing reaches the index twice."""
+
+    embed_dim: int
+    pending: dict[str, _Partial] = field(default_factory=dict)
+    finished: set[str] = field(default_factory=set)
+    nodes: set[str] = field(default_factory=set)
+
+    def add(self, batch: dict[str, np.ndarray]) -> tuple[list[CompleteVideo], list[tuple[str, str]]]:
+        """(videos completed by these rows, (video id, reason) of videos skipped in them)."""
+        self.nodes.update(str(n) for n in batch["prepared_on"])
+        self.nodes.update(str(n) for n in batch["encoded_on"])
+        complete: list[CompleteVideo] = []
+        skipped: list[tuple[str, str]] = []
+        for i, video_id in enumerate(str(v) for v in batch["video_id"]):
+            if video_id in self.finished:
+                continue
+            frames = int(batch["frames"][i])
+            if frames == 0:
+                self.finished.add(video_id)
+                skipped.append((video_id, str(batch["reason"][i])))
+                continue
+            video = self.pending.get(video_id)
+            if video is None:
+                video = _Partial([None] * frames, [b""] * frames, np.empty((frames, self.embed_dim), np.float32),
+                                 json.loads(str(batch["notes"][i])))  # fmt: skip
+                self.pending[video_id] = video
+            position = int(batch["position"][i])
+            if video.metadatas[position] is None:
+                video.received += 1
+            video.metadatas[position] = json.loads(str(batch["meta"][i]))
+            video.thumbnails[position] = bytes(batch["thumbnail"][i])
+            video.vectors[position] = batch["vector"][i]
+            if video.received == frames:
+                del self.pending[video_id]
+                self.finished.add(video_id)
+                metadatas = [m for m in video.metadatas if m is not None]
+                complete.append(CompleteVideo(video_id, metadatas, video.thumbnails, video.vectors, video.notes))
+        return complete, skipped
+
+
+def write_thumbnails(video: CompleteVideo, output_dir: Path) -> list[dict[str, Any]]:
+    """Write the video's thumbnails under `output_dir` (where a local build writes them); its metadata,
+    pointing at them."""
+    metadatas = []
+    for meta, data in zip(video.metadatas, video.thumbnails, strict=True):
+        path = thumbnail_path(output_dir, video.video_id, int(meta["frame_index"]))
+        try:
+            write_bytes_atomic(path, data)
+        except OSError as exc:
+            raise UserError(
+                f"Cannot write thumbnails under {output_dir} ({exc.strerror or exc}): check that the output "
+                "folder is writable and the disk is not full."
+            ) from None
+        metadatas.append({**meta, "frame_path": str(path.resolve())})
+    return metadatas
+
+
+# -- the build -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RayBuildSummary(BuildSummary):
+    """A build's summary, with where it ran: the nodes whose tasks or actors handled its frames."""
+
+    engine: str = ENGINE
+    nodes: int = 0
+    node_ids: list[str] = field(default_factory=list)
+    encoders: int = 0
+    ray_start_s: float = 0.0  # starting the local Ray instance or joining the cluster (not in `seconds`)
+
+
+def worker_env() -> dict[str, Any]:
+    """The job's runtime environment: the workers get this copy of the `core` package, which Ray uploads once
+    per job (only a job's own environment can upload a folder), so a cluster's nodes need the dependencies
+    alone. A new dict each time: Ray rewrites the one it is given (the folder becomes the uploaded package's
+    address, which a later instance does not have)."""
+    return {"py_modules": [str(CORE_DIR)]}
+
+
+@contextlib.contextmanager
+def ray_connection(ray: Any, address: str | None) -> Iterator[float]:
+    """Join the cluster at `address` ("auto" or host:port), or start a local Ray instance; leave (and stop it)
+    afterwards. Yields the seconds that took. A connection the caller made already is used and left open: it
+    must give the workers the code (``ray.init(runtime_env=worker_env())``, or the project on their path)."""
+    if not _ONE_BUILD.acquire(blocking=False):
+        raise RayEngineError("Another Ray build is running in this process: wait for it to finish.")
+    try:
+        if ray.is_initialized():
+            yield 0.0
+            return
+        started = time.perf_counter()
+        options: dict[str, Any] = {"logging_level": logging.WARNING, "runtime_env": worker_env()}
+        if address is None:
+            options["include_dashboard"] = False
+        try:
+            # "local": a new instance, even where `ray start` ran on this machine (a plain ray.init() would join
+            # that cluster, or hang on the address it left behind if it has gone).
+            ray.init(address=address or "local", **options)
+        except ConnectionError as exc:
+            detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else exc.__class__.__name__
+            raise RayEngineError(
+                f"Cannot reach the Ray cluster at {address} ({detail}): check that `ray start --head` runs there "
+                "and that the address is right."
+            ) from None
+        try:
+            yield time.perf_counter() - started
+        finally:
+            ray.shutdown()
+    finally:
+        _ONE_BUILD.release()
+
+
+@contextlib.contextmanager
+def _quiet_data_context(ray: Any) -> Iterator[None]:
+    """No Ray Data progress bars or execution logs on the console while a build runs (it reports its own
+    progress); warnings about the build itself (a failing task) still show. Restored afterwards."""
+    context = ray.data.DataContext.get_current()
+    saved = {"enable_progress_bars": context.enable_progress_bars,
+             "enable_auto_log_stats": context.enable_auto_log_stats,
+             "print_on_execution_start": context.print_on_execution_start}  # fmt: skip
+    data_logger = logging.getLogger("ray.data")
+    level = data_logger.level
+    for name in saved:
+        setattr(context, name, False)
+    data_logger.setLevel(logging.ERROR)  # its "progress bars disabled" and "execution finished" lines
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(context, name, value)
+        data_logger.setLevel(level)
+
+
+def frames_dataset(ray: Any, todo: list[VideoRecord], strategy: FrameStrategy, model: ClipModel, spec: ModelSpec,
+                   plan: EncoderPlan, output_dir: Path) -> Any:  # fmt: skip
+    """The Ray Data pipeline: records → prepared frame rows → encoded frame rows (lazy; runs when iterated)."""
+    blocks = max(1, min(len(todo), MAX_INPUT_BLOCKS))
+    records = ray.data.from_items([record_row(r) for r in todo], override_num_blocks=blocks)
+    prepared = records.map_batches(
+        prepare_frames,
+        batch_size=1,
+        num_cpus=1,
+        # What a task holds: a video's decoded frames (at most 1280 px wide), inputs and thumbnails. Declaring
+        # it also keeps Ray from fusing these tasks into the encoding actors (it fuses only operators with the
+        # same resource requests), which would stop decoding and encoding from overlapping.
+        memory=PREPARE_BASE_BYTES + strategy.count * PREPARE_FRAME_BYTES,
+        fn_kwargs={"strategy": strategy, "geometry": model.geometry, "output_dir": str(output_dir)},
+    )
+    return prepared.map_batches(
+        FrameEncoder,
+        batch_size=plan.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=plan.actors),
+        fn_constructor_kwargs={"spec": spec, "plan": plan, "prepared_inputs": model.geometry is not None},
+        num_cpus=1,
+        num_gpus=plan.gpus,
+    )  # Ray Data restarts an actor that dies and retries its batch (its defaults for actor pools)
+
+
+def _cluster_cpus(ray: Any) -> list[float]:
+    return [float(node.get("Resources", {}).get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
+
+
+def run_ray_build(
+    request: BuildRequest,
+    model: ClipModel | None = None,
+    progress: Callable[[BuildProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+    lock_owner: str = "",
+    actors: int | None = None,
+    actor_threads: int | None = None,
+) -> RayBuildSummary:
+    """`run_build` on Ray: the same source, lock, collection, records and summary as a local build.
+
+    `model` (the caller's, perhaps on another device) only gives this process the input geometry, the
+    embedding size and the collection: the actors load their own. `actors` and `actor_threads` override how
+    many encode and with how many threads each (the benchmark's scaling runs)."""
+    from core.embed import load_model, resolve_precision
+    from core.engines.local import IndexWriter
+    from core.index import PendingIndex, connect
+    from core.locking import BuildLock
+    from core.names import safe_name
+    from core.sources import scan_source
+
+    check_ray_request(request)
+    ray = import_ray()
+    strategy = FrameStrategy.parse(request.frames)
+    resolve_precision(request.precision, _cpu())  # a bad value fails before any work
+    scan = scan_source(request.videos, request.annotations, allowed_roots=request.allowed_roots)
+    server = request.server
+    output_dir = Path(request.output).expanduser().resolve()
+    # The same lock as a local build: the index folder, or per Chroma server in the output folder.
+    lock_dir = Path(request.db) if server is None else output_dir / ".locks" / safe_name(server.describe())
+    with BuildLock(lock_dir, owner=lock_owner):
+        # This process encodes nothing: a CPU copy of the model is enough (and a bad spec fails here, early).
+        clip = model or load_model(request.spec, "cpu", "fp32")
+        # The collection is made with the first frames written, as in a local build: none is left empty.
+        index = PendingIndex(connect(request.db, server), clip.spec, clip.embed_dim, str(strategy))
+        writer = IndexWriter(index)
+        writer.start()
+        build = _RayBuild(request, clip, index, writer, strategy, output_dir, scan.videos, scan.skipped)
+        try:
+            build.run(ray, progress, cancel or threading.Event(), actors, actor_threads)
+        finally:
+            writer.close()
+        return build.summary()
+
+
+def _cpu() -> Any:
+    import torch
+
+    return torch.device("cpu")
+
+
+class _RayBuild:
+    """One build's state while the pipeline runs: what is done, skipped and where it ran."""
+
+    def __init__(self, request: BuildRequest, model: ClipModel, index: FrameIndex, writer: IndexWriter,
+                 strategy: FrameStrategy, output_dir: Path, videos: list[VideoRecord],
+                 skipped: list[SkippedItem]) -> None:  # fmt: skip
+        self.request, self.model, self.index, self.writer = request, model, index, writer
+        self.strategy, self.output_dir, self.videos = strategy, output_dir, videos
+        self.skipped = list(skipped)
+        self.notes: list[SkippedItem] = []
+        self.started = time.perf_counter()
+        self.todo: list[VideoRecord] = []
+        self.done = self.frames_done = 0
+        self.cancelled = False
+        self.assembler = VideoAssembler(model.embed_dim)
+        self.plan: EncoderPlan | None = None
+        self.ray_start_s = 0.0
+
+    def run(self, ray: Any, progress: Callable[[BuildProgress], None] | None, cancel: threading.Event,
+            actors: int | None, threads: int | None) -> None:  # fmt: skip
+        self.progress = progress
+        remove_stale_temporaries(self.output_dir)
+        complete = self.index.complete_videos()
+        self.todo = [v for v in self.videos if v.video_id not in complete]
+        self.report()
+        if not self.todo or cancel.is_set():
+            self.cancelled = cancel.is_set()
+            return
+        records = {r.video_id: r for r in self.todo}
+        with ray_connection(ray, self.request.ray_address) as self.ray_start_s, _quiet_data_context(ray):
+            self.started = time.perf_counter()  # like a local build's clock: the work, not the cluster's start
+            self.plan = plan_encoders(ray.cluster_resources(), _cluster_cpus(ray), self.request, actors, threads)
+            dataset = frames_dataset(ray, self.todo, self.strategy, self.model, self.model.spec, self.plan,
+                                     self.output_dir)  # fmt: skip
+            batches = iter(dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2))
+            try:
+                for batch in batches:
+                    self.receive(batch, records)
+                    if cancel.is_set():
+                        self.cancelled = True
+                        break
+            except KeyboardInterrupt:
+                self.cancelled = True
+            finally:
+                close = getattr(batches, "close", None)
+                if close is not None:
+                    with contextlib.suppress(Exception):
+                        close()  # stops the pipeline's execution; leaving the cluster stops its tasks
+        if not self.cancelled:
+            self._lost(records)
+
+    def receive(self, batch: dict[str, np.ndarray], records: dict[str, VideoRecord]) -> None:
+        complete, skipped = self.assembler.add(batch)
+        for video_id, reason in skipped:
+            self.skipped.append(SkippedItem(str(records[video_id].path), reason))
+            self.done += 1
+        for video in complete:
+            path = str(records[video.video_id].path)
+            self.notes.extend(SkippedItem(path, note) for note in video.notes)
+            self.writer.put(write_thumbnails(video, self.output_dir), video.vectors)
+            self.done += 1
+            self.frames_done += len(video.metadatas)
+        if complete or skipped:
+            self.report(complete[-1].video_id if complete else skipped[-1][0])
+
+    def _lost(self, records: dict[str, VideoRecord]) -> None:
+        # Every video comes back, encoded or skipped, unless Ray lost rows without failing the job; such a
+        # video is not written (the completeness rule) and is reported, so that a rerun is seen to be needed.
+        for video_id in records.keys() - self.assembler.finished:
+            self.skipped.append(SkippedItem(str(records[video_id].path), "not all its frames came back from Ray"))
+            self.done += 1
+
+    def report(self, current: str = "") -> None:
+        if self.progress is None:
+            return
+        elapsed = time.perf_counter() - self.started
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        self.progress(
+            BuildProgress(
+                videos_done=self.done,
+                videos_total=len(self.todo),
+                videos_indexed=self.writer.videos_written,
+                frames_done=self.frames_done,
+                elapsed_s=elapsed,
+                frames_per_s=self.frames_done / elapsed if elapsed > 0 else 0.0,
+                eta_s=(len(self.todo) - self.done) / rate if rate > 0 else None,
+                skipped=list(self.skipped),
+                current=current,
+            )
+        )
+
+    def summary(self) -> RayBuildSummary:
+        if self.writer.error is not None:
+            raise RuntimeError("writing to the index failed") from self.writer.error
+        if self.writer.frames_written:
+            self.index.mark_built()
+        nodes = sorted(self.assembler.nodes)
+        summary = RayBuildSummary(
+            index_name=self.index.name,
+            frames_strategy=str(self.strategy),
+            videos_found=len(self.videos),
+            videos_indexed=self.writer.videos_written,
+            videos_already_indexed=len(self.videos) - len(self.todo),
+            frames=self.writer.frames_written,
+            seconds=time.perf_counter() - self.started,
+            skipped=self.skipped,
+            notes=self.notes,
+            cancelled=self.cancelled,
+            nodes=len(nodes),
+            node_ids=nodes,
+            encoders=self.plan.actors if self.plan is not None else 0,
+            ray_start_s=round(self.ray_start_s, 3),
+        )
+        self.report()
+        return summary
