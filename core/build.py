@@ -75,6 +75,20 @@ def _model_for(request: BuildRequest, model: ClipModel | Callable[[], ClipModel]
     return model.with_precision(request.precision)
 
 
+ENGINES = ("local", "ray")
+
+
+def check_engine(request: BuildRequest) -> None:
+    """Refuse, before any work (a model to load, a source to read), an engine this build cannot use: an unknown
+    one, or the Ray engine without Ray installed or with an embedded index on a cluster. One sentence each."""
+    if request.engine not in ENGINES:
+        raise UserError(f"Unknown engine {request.engine!r}: use local or ray.")
+    if request.engine == "ray":
+        from core.engines.ray_engine import check_ray_request
+
+        check_ray_request(request)
+
+
 def run_build(
     request: BuildRequest,
     model: ClipModel | Callable[[], ClipModel] | None = None,
@@ -90,13 +104,12 @@ def run_build(
     (one build per server from this machine). `request.engine` "ray" runs the build on Ray instead
     (`core.engines.ray_engine`).
     """
+    check_engine(request)
     if request.engine == "ray":
         from core.engines.ray_engine import run_ray_build  # Ray is optional: imported only when asked for
 
         loaded = model if model is None or isinstance(model, ClipModel) else model()
         return run_ray_build(request, model=loaded, progress=progress, cancel=cancel, lock_owner=lock_owner)
-    if request.engine != "local":
-        raise UserError(f"Unknown engine {request.engine!r}: use local or ray.")
     strategy = FrameStrategy.parse(request.frames)
     workers = resolve_workers(request.workers)
     resolve_precision(request.precision, resolve_device(request.device))  # a bad value fails before any work
