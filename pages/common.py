@@ -237,7 +237,7 @@ def sidebar() -> None:
             if problem:
                 st.warning(problem)
             st.markdown(
-                f"**Model** {md(info.spec.describe())}  \n"
+                f"**Model** {info.spec.describe()}  \n"
                 f"**Frames** {info.frames} · **{info.count:,}** frames indexed  \n"
                 f"**Built** {info.built_at or 'not finished yet'}"
             )
