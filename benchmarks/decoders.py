@@ -9,7 +9,8 @@ build plans (``middle`` and ``uniform:8``):
 - **frames/s per core**: planned frames over the CPU time of one process decoding with one FFmpeg
   thread, on the real clips of ``../shared/data/realclips`` and on Kinetics-like H.264 clips;
 - **FFmpeg's threads against one thread per worker**: wall-clock frames/s of N processes each
-  decoding with one thread, against N processes letting FFmpeg choose its thread count.
+  decoding with one thread, against N processes letting FFmpeg choose its thread count, for one process
+  per core and for a single process.
 
 PyAV and torchcodec are optional here: a decoder that does not import is reported as missing.
 """
@@ -255,22 +256,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", default=str(REAL_CLIPS), help="folder of real clips (default: shared realclips)")
     parser.add_argument("--kinetics-like", type=int, default=24, help="Kinetics-like H.264 clips to time on")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: one per core)")
+    parser.add_argument("--decoders", default="", help="comma-separated subset (default: every one that imports)")
+    parser.add_argument("--only-threads", action="store_true", help="measure only FFmpeg's threads against workers")
     parser.add_argument("--work", help="folder for the generated clips (default: a temporary one)")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "decoders.json"))
     args = parser.parse_args(argv)
     configure_runtime()
     versions = available()
     decoders = [name for name, version in versions.items() if not version.startswith("missing")]
+    if args.decoders:
+        decoders = [name for name in decoders if name in args.decoders.split(",")]
     real = sorted(p for p in Path(args.clips).iterdir() if p.suffix.lower() not in (".csv", ".md"))
     work = Path(args.work or tempfile.mkdtemp(prefix="clip-explorer-decoders-"))
     kinetics = sorted(kinetics_like_folder(work, args.kinetics_like).rglob("*.mp4"))
     results: dict[str, Any] = {"versions": versions, "cores": os.cpu_count(), "real_clips": len(real)}
-    results["exactness"] = exactness(real, decoders)
-    results["frames_per_cpu_s_real"] = per_core(real, decoders, args.repeats)
-    results["frames_per_cpu_s_kinetics_like"] = per_core(kinetics, decoders, args.repeats)
+    if not args.only_threads:
+        results["exactness"] = exactness(real, decoders)
+        results["frames_per_cpu_s_real"] = per_core(real, decoders, args.repeats)
+        results["frames_per_cpu_s_kinetics_like"] = per_core(kinetics, decoders, args.repeats)
     results["threads_vs_workers"] = {
-        name: threads_vs_workers(kinetics, name, args.workers, args.repeats) for name in decoders
+        name: {f"{n} processes": threads_vs_workers(kinetics, name, n, args.repeats) for n in sorted({1, args.workers})}
+        for name in decoders
     }
     print(json.dumps(results, indent=2))
     target = Path(args.json)

@@ -90,8 +90,8 @@ class Sizes:
     encode_seconds: float = 8.0
     repeats: int = 2
     batch_size: int = 0  # 0: the device's default (32 on a CPU, 256 in fp16 on a GPU)
-    pipeline_videos: int = 48
-    pipeline_uniform_videos: int = 24
+    pipeline_videos: int = 96
+    pipeline_uniform_videos: int = 48
     kinetics_unique: int = 8
     kinetics_seconds: int = 10
     whole_videos: int = 240
