@@ -206,3 +206,57 @@ def test_without_ray_the_cli_says_how_to_install_it(tmp_path: Path, video_root: 
         "in the project's folder (or use --engine local)."
     ]
     assert not (tmp_path / "db").exists()  # nothing written
+
+
+def _rows(frames: list[tuple[str, int, int]], dim: int = 4) -> dict[str, np.ndarray]:
+    """Encoded frame rows as the encoding stage hands them out: (video id, position, frames in the video);
+    frames 0 is a skipped video. Each frame's vector is its position, its thumbnail its name."""
+    thumbnails = np.empty(len(frames), dtype=object)
+    thumbnails[:] = [f"{v}:{p}".encode() for v, p, _ in frames]
+    return {
+        "video_id": np.array([v for v, _, _ in frames], dtype=object),
+        "position": np.array([p for _, p, _ in frames], dtype=np.int32),
+        "frames": np.array([n for _, _, n in frames], dtype=np.int32),
+        "reason": np.array(["unreadable" if n == 0 else "" for _, _, n in frames], dtype=object),
+        "meta": np.array([json.dumps({"video_id": v, "frame_index": 10 * p}) for v, p, _ in frames], dtype=object),
+        "notes": np.array(["[]"] * len(frames), dtype=object),
+        "thumbnail": thumbnails,
+        "vector": np.array([[float(p)] * dim for _, p, _ in frames], dtype=np.float32),
+        "prepared_on": np.array(["node-a"] * len(frames), dtype=object),
+        "encoded_on": np.array(["node-b"] * len(frames), dtype=object),
+    }
+
+
+def test_a_video_is_handed_out_once_whole_in_frame_order_whatever_the_rows_order_or_repeats() -> None:
+    from core.engines.ray_engine import VideoAssembler
+
+    assembler = VideoAssembler(embed_dim=4)
+    # Video "a" (3 frames) arrives out of order over two batches, with a frame repeated (a task Ray ran twice).
+    complete, skipped = assembler.add(_rows([("a", 2, 3), ("b", 0, 1), ("a", 0, 3), ("x", 0, 0)]))
+    assert [v.video_id for v in complete] == ["b"] and skipped == [("x", "unreadable")]
+    complete, skipped = assembler.add(_rows([("a", 0, 3), ("a", 1, 3), ("b", 0, 1), ("x", 0, 0)]))
+    assert [v.video_id for v in complete] == ["a"] and skipped == []  # "b" and "x" are not handed out again
+    video = complete[0]
+    assert [m["frame_index"] for m in video.metadatas] == [0, 10, 20]
+    assert video.thumbnails == [b"a:0", b"a:1", b"a:2"]
+    assert video.vectors[:, 0].tolist() == [0.0, 1.0, 2.0]
+    assert assembler.nodes == {"node-a", "node-b"} and not assembler.pending
+    # A late repeat of a finished video's frame changes nothing.
+    assert assembler.add(_rows([("a", 1, 3)])) == ([], [])
+
+
+def test_the_encoding_plan_follows_the_cluster() -> None:
+    from core.engines.ray_engine import plan_encoders
+
+    request = BuildRequest(videos="v", engine="ray")
+    gpu = plan_encoders({"CPU": 64, "GPU": 8}, [32, 32], request)
+    assert (gpu.actors, gpu.device, gpu.gpus, gpu.precision, gpu.batch_size, gpu.threads) == (8, "cuda", 1, "fp16",
+                                                                                               256, 1)  # fmt: skip
+    cpu = plan_encoders({"CPU": 34}, [16, 16, 2], request)  # one CPU actor per node with a core to spare
+    assert (cpu.actors, cpu.device, cpu.gpus, cpu.precision, cpu.batch_size, cpu.threads) == (3, "cpu", 0, "fp32",
+                                                                                               32, None)  # fmt: skip
+    assert plan_encoders({"CPU": 2}, [1, 1], request).actors == 1  # at least one, even on one-CPU nodes
+    assert plan_encoders({"CPU": 64, "GPU": 8}, [32, 32], BuildRequest(videos="v", device="cpu")).device == "cpu"
+    assert plan_encoders({"CPU": 4}, [4], request, actors=3, threads=1).actors == 3
+    with pytest.raises(RayEngineError, match="no GPU"):
+        plan_encoders({"CPU": 4}, [4], BuildRequest(videos="v", device="cuda"))
