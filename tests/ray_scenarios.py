@@ -45,8 +45,9 @@ def request_for(args: dict[str, Any], **fields: Any) -> Any:
     from core.embed import ModelSpec
     from core.requests import BuildRequest
 
+    fields.setdefault("videos", args["videos"])
     spec = ModelSpec.from_metadata(args["spec"])
-    return BuildRequest(videos=args["videos"], spec=spec, frames="uniform:3", device="cpu", engine="ray", **fields)
+    return BuildRequest(spec=spec, frames="uniform:3", device="cpu", engine="ray", **fields)
 
 
 def server_index(server: Any) -> Any:
@@ -171,7 +172,8 @@ def encoder_pids() -> list[int]:
 
 def cluster_scenario(args: dict[str, Any], work: Path) -> dict[str, Any]:
     """A two-node cluster (`ray start`, one CPU each) joined with an address; the encoding actor is killed
-    when the first video is done; the build (or, if Ray gave up, a rerun) must still end in an exact index."""
+    when the first video is done; the build (or, if Ray gave up, a rerun) must still end in an exact index.
+    `progress_after_kill` records the videos done by each progress report after the kill."""
     import ray
 
     from core.build import run_build
@@ -189,15 +191,22 @@ def cluster_scenario(args: dict[str, Any], work: Path) -> dict[str, Any]:
         chroma.start()
         mark("chroma started")
         server = ChromaServer(host="127.0.0.1", port=chroma.port)
-        request = request_for(args, db=str(work / "unused-db"), output=str(work / "out-cluster"), server=server,
-                              ray_address=address, batch_size=3)  # fmt: skip
+        # The videos ten times over, one video per encoding batch: when the first video is done, most of the
+        # encoding is still to come, so the kill lands mid-build.
+        request = request_for(args, videos=args["many_videos"], db=str(work / "unused-db"),
+                              output=str(work / "out-cluster"), server=server, ray_address=address,
+                              batch_size=3)  # fmt: skip
         killed: list[int] = []
+        after_kill: list[int] = []
 
         def kill_encoder_once(progress: Any) -> None:
-            if progress.videos_done >= 1 and not killed:
+            if killed:
+                after_kill.append(progress.videos_done)
+            elif progress.videos_done >= 1:
                 for pid in encoder_pids():
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
+                after_kill.append(progress.videos_done)
 
         result: dict[str, Any] = {}
         try:
@@ -208,6 +217,7 @@ def cluster_scenario(args: dict[str, Any], work: Path) -> dict[str, Any]:
             result["rerun"] = run_build(request).to_json()
         mark("build")
         result["killed"] = killed
+        result["progress_after_kill"] = after_kill
         ray.init(address=address, logging_level="ERROR")
         result["cluster_nodes"] = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
         ray.shutdown()
