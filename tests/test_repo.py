@@ -80,6 +80,9 @@ def test_importing_core_changes_nothing_in_the_process() -> None:
     script = f"""
 import logging, os, sys
 import cv2
+# Third-party imports come first: what they do on import (Streamlit sets MPLBACKEND, for one) is theirs;
+# the check is on what importing our own modules does.
+import chromadb, numpy, open_clip, streamlit, torch  # noqa: F401
 env = dict(os.environ)
 threads = cv2.getNumThreads()
 disabled = logging.root.manager.disable
