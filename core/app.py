@@ -26,7 +26,7 @@ from typing import Any
 
 import chromadb
 
-from core.build import BuildProgress, BuildSummary, run_build
+from core.build import BuildProgress, BuildSummary, check_engine, run_build
 from core.demo_model import DEMO_MODEL_NAME, make_demo_model
 from core.download import Candidate, DownloadProgress, DownloadSummary, download_subset, plan_from
 from core.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED, ClipModel, ModelSpec, load_model
@@ -258,6 +258,7 @@ class Explorer:
         before any collection is made."""
         request = self.confined_request(request)
         FrameStrategy.parse(request.frames)  # a typo fails here, before a model loads
+        check_engine(request)  # Ray missing, or an embedded index with a cluster: said before any work
         say = on_stage or (lambda _stage: None)
         say("scanning videos")
         scan = scan_source(request.videos, request.annotations, allowed_roots=request.allowed_roots)
