@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -207,3 +208,24 @@ def test_workers_in_flight_and_auto() -> None:
     assert videos_in_flight(4, 8, 32) == 8
     assert videos_in_flight(2, 32, 1024) == local.FRAMES_IN_FLIGHT // 32
     assert videos_in_flight(16, 32, 32) == 32
+
+
+def test_workers_never_run_the_parents_main_script(
+    tmp_path: Path, video_root: Path, tiny_model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the dashboard, `__main__` is the page script Streamlit installed there; multiprocessing would run it
+    again in every new worker. A stand-in script that leaves a mark when run must leave none."""
+    import types
+
+    trap = tmp_path / "page.py"
+    mark = tmp_path / "the page ran in a worker"
+    trap.write_text(f"from pathlib import Path\nPath({str(mark)!r}).touch()\n")
+    page = types.ModuleType("__main__")
+    page.__file__ = str(trap)
+    monkeypatch.setitem(sys.modules, "__main__", page)
+    strategy = FrameStrategy.parse("middle")
+    index = open_for_build(connect(tmp_path / "db"), tiny_model.spec, tiny_model.embed_dim, str(strategy))
+    summary = build_index(scan_source(video_root).videos, tiny_model, index, strategy, tmp_path / "out", workers=2)
+    assert summary.videos_indexed == 12 and not summary.skipped
+    assert sys.modules["__main__"] is page  # put back after the workers started
+    assert not mark.exists()

@@ -18,11 +18,14 @@ under the same ids.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import sys
 import threading
 import time
+import types
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -136,15 +139,40 @@ class FramePool:
 
 def _forkserver_preload() -> list[str]:
     """What the fork server imports once, so that each worker starts as a cheap fork of it (the setting
-    applies when the server starts, once per process).
+    applies when the server starts, once per process)."""
+    return ["core.engines.prepare"]
 
-    A new worker also imports the parent's main module again (Python's rule for forkserver and spawn),
-    unless it is a package's ``__main__`` (``python -m core``, ``python -m pytest``): an entry script or
-    module that runs builds should stay light to import (benchmarks/run.py is). "__main__" asks the
-    server to import a main script once for all workers; Python 3.11's forkserver ignores it (the script's
-    path never reaches the server), later versions use it.
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """While a worker process starts, `__main__` is an empty module (what ``python -c`` has).
+
+    multiprocessing (spawn and forkserver) makes each new process import the parent's `__main__` again,
+    by path or by name (`multiprocessing.spawn.get_preparation_data`, CPython 3.11). In the dashboard that
+    module is the page script Streamlit installs there (`ScriptRunner`, streamlit 1.67): a worker would
+    run a page. Elsewhere it is whatever script or ``python -m`` module started the build (the benchmark,
+    a user's script), imported again in every worker for nothing. A worker needs only its task's module.
     """
-    return ["__main__", "core.engines.prepare"]
+    saved = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = saved
+
+
+class _WorkerPool(ProcessPoolExecutor):
+    """A ProcessPoolExecutor whose workers start without the parent's `__main__` (`_main_module_hidden`)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        # ProcessPoolExecutor starts a worker inside submit() while it has fewer processes than its maximum
+        # (spawn and forkserver; `_processes` and `_max_workers` are private: checked against CPython 3.11.7).
+        # Only then is __main__ hidden, so that other threads (a Streamlit rerun) see it changed as rarely
+        # as possible.
+        if len(self._processes) < self._max_workers:  # type: ignore[attr-defined]
+            with _main_module_hidden():
+                return super().submit(fn, *args, **kwargs)
+        return super().submit(fn, *args, **kwargs)
 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:
@@ -152,7 +180,7 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
     context = multiprocessing.get_context(START_METHOD)
     if START_METHOD == "forkserver":
         context.set_forkserver_preload(_forkserver_preload())
-    return ProcessPoolExecutor(max(1, int(workers)), mp_context=context, initializer=init_worker)
+    return _WorkerPool(max(1, int(workers)), mp_context=context, initializer=init_worker)
 
 
 @dataclass
