@@ -40,6 +40,17 @@ def torch_threads_for(workers: int, cores: int | None = None) -> int:
     return max(1, cores - max(0, workers))
 
 
+def decode_threads_for(workers: int, cores: int | None = None) -> int:
+    """FFmpeg's threads in each frame worker: 1 while the workers take every core but one (the usual
+    `--workers auto`), else 0, FFmpeg's choice, so that fewer workers still use the cores they leave.
+
+    Measured (benchmarks/README.md): FFmpeg's threads decode ×1.22–1.34 faster than one thread for a
+    single process on 2 cores, but ×0.81–0.91 slower with one process per core.
+    """
+    cores = cores or usable_cores()
+    return 1 if workers >= cores - 1 else 0
+
+
 def configure_runtime(torch_threads: int | None = None, opencv_threads: int = 1) -> RuntimeSettings:
     """Quiet FFmpeg/OpenCV, keep Chroma's telemetry off, and size the thread pools.
 

@@ -27,7 +27,7 @@ from core.frames import FrameStrategy
 from core.index import connect, open_for_build, open_index
 from core.jobs import BuildManager
 from core.requests import BuildRequest
-from core.runtime import usable_cores
+from core.runtime import decode_threads_for, usable_cores
 from core.sources import scan_source
 from tests import worker_tasks
 
@@ -199,6 +199,9 @@ def test_torch_threads_follow_the_bottleneck_on_a_cpu() -> None:
 
 def test_workers_in_flight_and_auto() -> None:
     assert resolve_workers("auto") == max(1, usable_cores() - 1)
+    # One FFmpeg thread per worker when the workers take the cores; FFmpeg's own threads when cores are left.
+    assert decode_threads_for(15, cores=16) == decode_threads_for(16, cores=16) == decode_threads_for(1, cores=2) == 1
+    assert decode_threads_for(1, cores=16) == decode_threads_for(2, cores=4) == 0
     assert resolve_workers("3") == 3
     for bad in ("0", "many", -2):
         with pytest.raises(UserError):

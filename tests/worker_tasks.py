@@ -16,7 +16,7 @@ from core.engines.prepare import PreparedVideo, prepare_video
 RENDEZVOUS_S = 60  # a bound, so that a pool that never runs two tasks at once fails instead of hanging
 
 
-def prepare_in_pairs(record: Any, strategy: Any, geometry: Any, output_dir: Any) -> PreparedVideo:
+def prepare_in_pairs(record: Any, strategy: Any, geometry: Any, output_dir: Any, threads: int = 1) -> PreparedVideo:
     """`prepare_video`, once two different worker processes have each started a video (a rendezvous
     through files under the output folder), noting which process prepared it."""
     here = Path(output_dir) / "worker-pids"
@@ -25,14 +25,14 @@ def prepare_in_pairs(record: Any, strategy: Any, geometry: Any, output_dir: Any)
     deadline = time.monotonic() + RENDEZVOUS_S
     while len(list(here.iterdir())) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
-    prepared = prepare_video(record, strategy, geometry, output_dir)
+    prepared = prepare_video(record, strategy, geometry, output_dir, threads=threads)
     prepared.notes.append(f"prepared by process {os.getpid()}")
     return prepared
 
 
-def prepare_or_die(record: Any, strategy: Any, geometry: Any, output_dir: Any) -> PreparedVideo:
+def prepare_or_die(record: Any, strategy: Any, geometry: Any, output_dir: Any, threads: int = 1) -> PreparedVideo:
     """`prepare_video`, except that a video whose id contains "crash" kills its worker process, as a
     decoder crashing on a malformed file would."""
     if "crash" in record.video_id:
         os._exit(3)
-    return prepare_video(record, strategy, geometry, output_dir)
+    return prepare_video(record, strategy, geometry, output_dir, threads=threads)

@@ -41,7 +41,7 @@ from core.engines.records import BuildProgress, BuildSummary
 from core.frames import FrameStrategy, VideoReadError
 from core.geometry import InputGeometry
 from core.index import FrameIndex
-from core.runtime import torch_threads_for
+from core.runtime import decode_threads_for, torch_threads_for
 from core.sources import SkippedItem, VideoRecord
 from core.thumbnails import remove_stale_temporaries
 
@@ -69,6 +69,7 @@ class FramePool:
         self.output_dir = Path(output_dir)
         # `prepare_video`, or a stand-in with its signature (tests): a module-level function the workers import.
         self.task = task or prepare_video
+        self.decode_threads = decode_threads_for(self.workers)
         self._executor: ProcessPoolExecutor | None = None
 
     def start(self) -> FramePool:
@@ -93,7 +94,9 @@ class FramePool:
         window: deque[tuple[VideoRecord, Future]] = deque()
 
         def submit(record: VideoRecord) -> Future:
-            return self._pool().submit(self.task, record, self.strategy, geometry, self.output_dir)
+            return self._pool().submit(
+                self.task, record, self.strategy, geometry, self.output_dir, threads=self.decode_threads
+            )
 
         def refill() -> None:
             while len(window) < max(1, in_flight):

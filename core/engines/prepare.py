@@ -90,15 +90,17 @@ def prepare_video(
     output_dir: Path | str,
     max_side: int = DEFAULT_MAX_SIDE,
     thumbnail_bytes: bool = False,
+    threads: int = 1,
 ) -> PreparedVideo:
     """Decode the planned frames, write their thumbnails and make the model inputs.
 
     With `thumbnail_bytes` the thumbnails are returned as JPEG bytes (`PreparedVideo.thumbnails`) instead
     of written: a Ray worker on another machine sends them to the one that writes the output folder.
+    `threads` is FFmpeg's decoding threads (1, or 0 for FFmpeg's choice: see `core.runtime.decode_threads_for`).
     Raises `VideoReadError` (the video is skipped with its reason) or `UserError` (the output folder is
     not writable: the build stops).
     """
-    vf = read_video_frames(record, strategy, max_side=max_side)
+    vf = read_video_frames(record, strategy, max_side=max_side, threads=threads)
     if not vf.frames:
         raise VideoReadError("no frames could be read")
     output_dir = Path(output_dir)
