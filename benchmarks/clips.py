@@ -50,9 +50,14 @@ def kinetics_like_folder(root: Path, count: int, unique: int = 8, seconds: int =
         if not path.exists():
             write_kinetics_like(path, seed=i, seconds=seconds)
         sources.append(path)
-    folder = root / f"h264-{count}-{seconds}s"
+    return fan_out(sources, root / f"h264-{count}-{seconds}s", count, prefix="k")
+
+
+def fan_out(sources: list[Path], folder: Path, count: int, prefix: str) -> Path:
+    """`count` clips in ten label folders of `folder`, hard links to `sources` in turn (copies where links
+    are refused): many videos for the price of a few distinct ones, each decoded at full cost."""
     for i in range(count):
-        target = folder / f"label_{i % 10:02d}" / f"k{i:05d}.mp4"
+        target = folder / f"label_{i % 10:02d}" / f"{prefix}{i:05d}.mp4"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             try:

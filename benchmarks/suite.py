@@ -53,7 +53,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.clips import kinetics_like_folder  # noqa: E402
+from benchmarks.clips import fan_out, kinetics_like_folder  # noqa: E402
 from benchmarks.floor import decode_planned, prepare_planned, spin  # noqa: E402
 from core.build import default_batch_size, resolve_workers, run_build  # noqa: E402
 from core.embed import RANDOM_WEIGHTS, ClipModel, ModelSpec, load_model, resolve_device  # noqa: E402
@@ -137,16 +137,7 @@ def make_videos(root: Path, count: int, sizes: Sizes, size: tuple[int, int] = (3
             colour = (r, g, b)
             write_clip(path, colour, n_frames=frames, size=size, fps=fps, seed=i, noise=3.0)
         sources.append(path)
-    folder = root / f"set-{count}-{size[0]}x{size[1]}-{frames}"
-    for i in range(count):
-        target = folder / f"label_{i % 10:02d}" / f"v{i:05d}.mp4"
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(sources[i % len(sources)], target)
-            except OSError:
-                shutil.copyfile(sources[i % len(sources)], target)
-    return folder
+    return fan_out(sources, root / f"set-{count}-{size[0]}x{size[1]}-{frames}", count, prefix="v")
 
 
 def _sync(device: torch.device) -> None:
