@@ -267,7 +267,9 @@ class Explorer:
         say(f"loading the model {request.spec.describe()}")
         model = self.model(request.spec, request.device)
         say("indexing")
-        summary = run_build(request, model=model, progress=progress, cancel=cancel, lock_owner=lock_owner)
+        summary = run_build(
+            request, model=model, progress=progress, cancel=cancel, lock_owner=lock_owner, scan=scan
+        )  # the source is read once
         if summary.videos_indexed == 0 and summary.videos_already_indexed == 0 and not summary.cancelled:
             raise NoUsableVideoError(no_usable_video(request.videos, summary), summary)
         return summary

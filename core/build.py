@@ -25,7 +25,7 @@ from core.index import PendingIndex, connect
 from core.locking import BuildLock
 from core.requests import BuildRequest
 from core.runtime import usable_cores
-from core.sources import scan_source
+from core.sources import SourceScan, scan_source
 from core.thumbnails import safe_name
 
 __all__ = [
@@ -95,6 +95,7 @@ def run_build(
     progress: Callable[[BuildProgress], None] | None = None,
     cancel: threading.Event | None = None,
     lock_owner: str = "",
+    scan: SourceScan | None = None,
 ) -> BuildSummary:
     """Everything `python -m core build` does: read the source, lock the index, load the model, build.
 
@@ -102,18 +103,19 @@ def run_build(
     (the app keeps one per process); a function returning one is called once the frame workers are
     starting, so that they start while it loads. With a Chroma server, the lock lives in the output folder
     (one build per server from this machine). `request.engine` "ray" runs the build on Ray instead
-    (`core.engines.ray_engine`).
+    (`core.engines.ray_engine`). `scan`: the request's source as the caller already read it (read here
+    otherwise).
     """
     check_engine(request)
     if request.engine == "ray":
         from core.engines.ray_engine import run_ray_build  # Ray is optional: imported only when asked for
 
         loaded = model if model is None or isinstance(model, ClipModel) else model()
-        return run_ray_build(request, model=loaded, progress=progress, cancel=cancel, lock_owner=lock_owner)
+        return run_ray_build(request, model=loaded, progress=progress, cancel=cancel, lock_owner=lock_owner, scan=scan)
     strategy = FrameStrategy.parse(request.frames)
     workers = resolve_workers(request.workers)
     resolve_precision(request.precision, resolve_device(request.device))  # a bad value fails before any work
-    scan = scan_source(request.videos, request.annotations, allowed_roots=request.allowed_roots)
+    scan = scan or scan_source(request.videos, request.annotations, allowed_roots=request.allowed_roots)
     server = request.server
     output_dir = Path(request.output)
     lock_dir = Path(request.db) if server is None else output_dir / ".locks" / safe_name(server.describe())

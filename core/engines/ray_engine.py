@@ -45,7 +45,7 @@ from core.files import write_bytes_atomic
 from core.frames import FrameStrategy, VideoReadError
 from core.geometry import InputGeometry
 from core.runtime import configure_runtime, usable_cores
-from core.sources import SkippedItem, VideoRecord
+from core.sources import SkippedItem, SourceScan, VideoRecord
 from core.thumbnails import remove_stale_temporaries, thumbnail_path
 
 if TYPE_CHECKING:
@@ -476,6 +476,7 @@ def run_ray_build(
     lock_owner: str = "",
     actors: int | None = None,
     actor_threads: int | None = None,
+    scan: SourceScan | None = None,
 ) -> RayBuildSummary:
     """`run_build` on Ray: the same source, lock, collection, records and summary as a local build.
 
@@ -493,7 +494,7 @@ def run_ray_build(
     ray = import_ray()
     strategy = FrameStrategy.parse(request.frames)
     resolve_precision(request.precision, _cpu())  # a bad value fails before any work
-    scan = scan_source(request.videos, request.annotations, allowed_roots=request.allowed_roots)
+    scan = scan or scan_source(request.videos, request.annotations, allowed_roots=request.allowed_roots)
     server = request.server
     output_dir = Path(request.output).expanduser().resolve()
     # The same lock as a local build: the index folder, or per Chroma server in the output folder.
