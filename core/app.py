@@ -17,10 +17,11 @@ the dashboard shares one between its sessions and its background builds.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +31,18 @@ from core.build import BuildProgress, BuildSummary, check_engine, run_build
 from core.demo_model import DEMO_MODEL_NAME, make_demo_model
 from core.download import Candidate, DownloadProgress, DownloadSummary, download_subset, plan_from
 from core.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED, ClipModel, ModelSpec, load_model
-from core.errors import IndexLockedError, IndexUnavailableError, SourceError, UserError
+from core.errors import IndexLockedError, IndexUnavailableError, QueryError, SourceError, UserError
 from core.evaluation import CLASS_SETS, POOLINGS, Evaluation, evaluate_grid
-from core.files import write_text_atomic
+from core.files import write_bytes_atomic, write_text_atomic
 from core.frames import MAX_UNIFORM_FRAMES, FrameStrategy
 from core.index import ChromaServer, FrameIndex, IndexContents, IndexInfo, connect, list_indexes, open_index
 from core.loadtest import LoadReport, run_search_load
 from core.media import browser_playability, cached_playable_copy, playable_copy
+from core.moments import DEFAULT_MARGIN, Moment
 from core.paths import DEFAULT_CSV, DEFAULT_SUBSET, confine
-from core.plots import confusion_heatmap, runs_chart, similarity_histogram
+from core.plots import confusion_heatmap, runs_chart, score_histogram, similarity_histogram
 from core.prompts import DEFAULT_PROMPT, LABEL_MODES, PROMPT_SETS, resolve_prompts
+from core.query import IMAGE_SUFFIXES, check_parts, read_query_image
 from core.reports import (
     image_data_uri,
     metrics_csv,
@@ -56,7 +59,7 @@ from core.requests import BuildRequest, EvalSettings, IndexRef, SearchQuery
 from core.runs import REFERENCE_RUN, Run, RunStore, compare_per_class, run_from_evaluation
 from core.runtime import configure_runtime
 from core.samples import make_sample_videos
-from core.search import MAX_K, SearchHit, check_k, normalise_query, search
+from core.search import MAX_K, SearchHit, SearchResult, check_k, normalise_query, run_query
 from core.sources import VIDEO_EXTENSIONS, SourceScan, read_kinetics_csv, scan_source
 from core.subset import make_subset, reference_classes, write_subset
 from core.uploads import save_upload
@@ -334,8 +337,27 @@ class Explorer:
     # -- search --------------------------------------------------------------------------------
     def search(self, ref: IndexRef, query: SearchQuery, spec: ModelSpec | None = None) -> list[SearchHit]:
         """The frames most similar to the query, best first."""
+        return self.find(ref, query, spec).hits
+
+    def find(self, ref: IndexRef, query: SearchQuery, spec: ModelSpec | None = None) -> SearchResult:
+        """The whole answer to a query: hits or moments, the cut-off, and every frame's score when needed."""
+        if query.image:
+            query = replace(query, image=str(self.confine(query.image, "The query image")))
+        parts = query.parts()
+        check_parts(parts)  # a query with nothing to look for fails before a model is loaded
         index, model = self.index_model(ref, spec)
-        return search(model, index, query.text, k=query.k, one_per_video=query.one_per_video, label=query.label)
+        named = ref.with_collection(index.name)
+        return run_query(model, index, parts, query.options(), lambda: self.contents(named))
+
+    def save_query_image(self, data: bytes, name: str) -> Path:
+        """An uploaded query image, kept as ``<output>/queries/<sha1>.<ext>`` (checked as an image first)."""
+        read_query_image(data, name)
+        suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in IMAGE_SUFFIXES else ".img"
+        folder = self.confine(self.output, "The output folder") / "queries"
+        path = folder / f"{hashlib.sha1(data).hexdigest()}{suffix}"
+        if not path.exists():
+            write_bytes_atomic(path, data)
+        return path
 
     def loadtest(self, ref: IndexRef, threads: int, requests: int, k: int, seconds: float) -> LoadReport:
         index, model = self.index_model(ref)
@@ -355,8 +377,25 @@ class Explorer:
         folder = self.confine(output or self.output, "The output folder")
         return write_reports(evaluation, folder, title=f"CLIP results: {evaluation.settings.get('index', '')}")
 
-    def write_search_report(self, text: str, hits: Sequence[SearchHit], output: str | Path | None = None) -> Path:
-        return write_search_report(text, hits, self.confine(output or self.output, "The output folder"))
+    def write_search_report(
+        self,
+        text: str,
+        hits: Sequence[SearchHit],
+        output: str | Path | None = None,
+        moments: Sequence[Moment] | None = None,
+    ) -> Path:
+        return write_search_report(text, hits, self.confine(output or self.output, "The output folder"), moments)
+
+
+def check_query(query: SearchQuery) -> None:
+    """Refuse a query that cannot be answered (nothing to look for, a bad k or margin, an unreadable
+    image) before any model or index is loaded."""
+    check_parts(query.parts())
+    check_k(query.k)
+    if query.margin < 0:
+        raise QueryError(f"The moment margin must be 0 or more (got {query.margin}).")
+    if query.image:
+        read_query_image(query.image)
 
 
 class NoUsableVideoError(SourceError):
@@ -435,11 +474,13 @@ def download(
 __all__ = [
     "CLASS_SETS",
     "DEFAULT_CSV",
+    "DEFAULT_MARGIN",
     "DEFAULT_MODEL",
     "DEFAULT_PRETRAINED",
     "DEFAULT_PROMPT",
     "DEFAULT_SUBSET",
     "DEMO_MODEL_NAME",
+    "IMAGE_SUFFIXES",
     "LABEL_MODES",
     "MAX_K",
     "MAX_UNIFORM_FRAMES",
@@ -464,15 +505,19 @@ __all__ = [
     "ListedIndex",
     "LoadReport",
     "ModelSpec",
+    "Moment",
     "NoUsableVideoError",
     "ProcessCache",
+    "QueryError",
     "Run",
     "SearchHit",
     "SearchQuery",
+    "SearchResult",
     "SourceScan",
     "UserError",
     "browser_playability",
     "check_k",
+    "check_query",
     "configure_runtime",
     "confusion_heatmap",
     "demo_model",
@@ -489,6 +534,7 @@ __all__ = [
     "runs_chart",
     "safe_report_name",
     "sample_videos",
+    "score_histogram",
     "search_html",
     "similarity_histogram",
     "store_exists",

@@ -136,9 +136,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_flags(report)
     report.add_argument("--output", default=DEFAULT_OUTPUT, help=f"folder to write into (default: {DEFAULT_OUTPUT}/)")
 
-    search = sub.add_parser("search", help="find the frames that best match a text")
-    search.add_argument("text", help="what to look for, e.g. 'someone juggling fire'")
-    search.add_argument("--k", type=int, default=5, help="number of results (default: 5)")
+    search = sub.add_parser(
+        "search",
+        help="find the frames (or moments) that best match a text, an image, or a sum of them",
+        description="The query vector is the normalised sum of its normalised parts (TEXT, --image, each --add), "
+        "minus each --subtract. --interactive reads queries line by line instead.",
+    )
+    search.add_argument("text", nargs="?", default="", help="what to look for, e.g. 'someone juggling fire'")
+    search.add_argument("--k", type=int, default=5, help="number of results, or of moments (default: 5)")
+    search.add_argument("--image", metavar="PATH", help="an image to search with (added to TEXT when both are given)")
+    search.add_argument("--add", action="append", default=[], metavar="TEXT", help="add a text to the query (repeat)")
+    search.add_argument(
+        "--subtract", action="append", default=[], metavar="TEXT", help="subtract a text from the query (repeat)"
+    )
+    search.add_argument(
+        "--moments",
+        action="store_true",
+        help="merge each video's matching frames into time segments (start_s, end_s, score); --k counts segments",
+    )
+    search.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="with --moments: frames within this much of a video's best similarity join its segments (default 0.02)",
+    )
+    search.add_argument("--min-similarity", type=float, metavar="X", help="drop hits whose similarity is below X")
+    search.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="keep only hits that stand out from the query's own scores over the whole index (robust z-score; "
+        "may return none)",
+    )
+    search.add_argument(
+        "--interactive",
+        action="store_true",
+        help="read queries line by line (':k N', ':html on|off', 'quit'); the model and index load once",
+    )
     _add_index_flags(search)
     _add_model_flags(search, for_build=False)
     search.add_argument("--one-per-video", action="store_true", help="at most one frame per video")
@@ -409,26 +442,121 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    from core.app import SearchQuery, check_k, normalise_query
+def _search_query(args: argparse.Namespace, text: str, k: int) -> Any:
+    from core.app import DEFAULT_MARGIN, SearchQuery
 
-    normalise_query(args.text)  # fail fast, before loading a model
+    return SearchQuery(
+        text=text, k=k, one_per_video=args.one_per_video, label=args.label, image=args.image,
+        add=tuple(args.add), subtract=tuple(args.subtract), min_similarity=args.min_similarity,
+        adaptive=args.adaptive, moments=args.moments,
+        margin=DEFAULT_MARGIN if args.margin is None else args.margin,
+    )  # fmt: skip
+
+
+def _print_result(say: Any, result: Any) -> None:
+    say(f"Query:   {result.query}")
+    if result.cutoff is not None and result.cutoff.value is not None:
+        say(f"Cut-off: {result.cutoff.rule}")
+    if result.moments is not None:
+        if not result.moments:
+            say("No moment matched (the index or the label filter is empty, or nothing passed the cut-off).")
+        for rank, m in enumerate(result.moments, start=1):
+            where = (
+                f"{m.video_id}  {m.start_s:.2f}–{m.end_s:.2f}s  best t={m.best_timestamp_s:.2f}s ({m.frames} frames)"
+            )
+            say(f"{rank:3d}. {m.score:+.4f}  {m.label:<30.30}  {where}")
+        return
+    if not result.hits:
+        say("No frame matched (the index or the label filter is empty, or nothing passed the cut-off).")
+    for rank, hit in enumerate(result.hits, start=1):
+        where = f"{hit.video_id}  t={hit.timestamp_s:.2f}s  {hit.frame_path}"
+        say(f"{rank:3d}. {hit.similarity:+.4f}  {hit.label:<30.30}  {where}")
+
+
+def _result_json(result: Any) -> list[dict[str, Any]]:
+    items = result.moments if result.moments is not None else result.hits
+    return [item.to_json() for item in items]
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from core.app import check_k, check_query
+
+    if args.interactive:
+        return _interactive_search(args)
+    check_query(_search_query(args, args.text, args.k))  # fail fast, before loading a model
     check_k(args.k)
     say = partial(print, file=_report_stream(args))
     explorer = _explorer(args)
     ref, _index = _open_and_say(args, explorer)
-    query = SearchQuery(text=args.text, k=args.k, one_per_video=args.one_per_video, label=args.label)
-    hits = explorer.search(ref, query, _requested_spec(args))
-    if not hits:
-        say("No frame matched (the index or the label filter is empty).")
-    for rank, hit in enumerate(hits, start=1):
-        where = f"{hit.video_id}  t={hit.timestamp_s:.2f}s  {hit.frame_path}"
-        say(f"{rank:3d}. {hit.similarity:+.4f}  {hit.label:<30.30}  {where}")
+    result = explorer.find(ref, _search_query(args, args.text, args.k), _requested_spec(args))
+    _print_result(say, result)
     if args.json:
-        write_json(args.json, [h.to_json() for h in hits])
+        write_json(args.json, _result_json(result))
     if args.html:
-        say(f"Wrote {explorer.write_search_report(args.text, hits, args.output)}")
+        say(f"Wrote {_write_html(explorer, args, args.text, result)}")
     return 0
+
+
+def _write_html(explorer: Any, args: argparse.Namespace, text: str, result: Any) -> Any:
+    """``search_results_<query>.html``: named after the text alone, as the notebook did, when the query is a
+    text; after the composed query otherwise."""
+    plain = not (args.image or args.add or args.subtract)
+    name = " ".join(text.split()) if plain else result.query
+    return explorer.write_search_report(name, result.hits, args.output, result.moments)
+
+
+QUIT_WORDS = ("quit", "exit", "quitter", ":q")
+
+
+def _interactive_search(args: argparse.Namespace) -> int:
+    """The reference notebook's prompt: a query per line, `:k N`, `:html on|off`, quit/exit/quitter or EOF."""
+    from core.app import UserError, check_k
+
+    tty = sys.stdin.isatty()
+    if tty:
+        import readline  # noqa: F401  (line editing and history for input(), when a terminal is attached)
+    explorer = _explorer(args)
+    ref, _index = _open_and_say(args, explorer)
+    k, html = check_k(args.k), True
+    print("Type a query (':k N' sets the number of results, ':html on|off' the HTML pages; 'quit' leaves).")
+    while True:
+        try:
+            line = input("query> " if tty else "")
+        except EOFError:
+            return 0
+        line = line.strip()
+        if not line:
+            continue
+        if line.lower() in QUIT_WORDS:
+            return 0
+        try:
+            if line.startswith(":"):
+                k, html = _prompt_command(line, k, html)
+                continue
+            result = explorer.find(ref, _search_query(args, line, k), _requested_spec(args))
+        except UserError as exc:
+            print(f"error: {exc}")
+            continue
+        _print_result(print, result)
+        if html:
+            print(f"Wrote {_write_html(explorer, args, line, result)}")
+
+
+def _prompt_command(line: str, k: int, html: bool) -> tuple[int, bool]:
+    """`:k N` or `:html on|off` → the new (k, html); anything else is a user's error."""
+    from core.app import QueryError, check_k
+
+    words = line[1:].split()
+    if len(words) == 2 and words[0] == "k":
+        if not words[1].isdigit():
+            raise QueryError(f"':k' takes a whole number of results, not {words[1]!r}.")
+        k = check_k(int(words[1]))
+        print(f"k = {k}")
+        return k, html
+    if len(words) == 2 and words[0] == "html" and words[1] in ("on", "off"):
+        print(f"HTML pages {words[1]}")
+        return k, words[1] == "on"
+    raise QueryError(f"Unknown command {line!r}: use ':k N', ':html on', ':html off' or 'quit'.")
 
 
 def cmd_subset(args: argparse.Namespace) -> int:

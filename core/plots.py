@@ -176,3 +176,46 @@ def runs_chart(rows: list[dict], reference: dict | None = None) -> go.Figure:
         height=440,
     )
     return fig
+
+
+def score_histogram(scores: np.ndarray, cutoff: float | None, kept: int, bins: int = 80) -> go.Figure:
+    """A query's similarity to every frame of the index (counts, log scale), the cut-off marked.
+
+    Binned here: an index of 100,000 frames is one small bar chart, not 100,000 points.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    fig = go.Figure()
+    if scores.size:
+        low, high = float(scores.min()), float(scores.max())
+        if cutoff is not None:
+            low, high = min(low, cutoff), max(high, cutoff)
+        if high - low < 1e-6:
+            low, high = low - 0.05, high + 0.05
+        counts, edges = np.histogram(scores, bins=bins, range=(low, high))
+        centres = (edges[:-1] + edges[1:]) / 2
+        above = centres >= (cutoff if cutoff is not None else np.inf)
+        fig.add_trace(
+            go.Bar(
+                x=centres, y=counts, width=float(edges[1] - edges[0]),
+                marker_color=[CORRECT_COLOUR if a else "#8d99ae" for a in above], name="frames",
+                hovertemplate="cosine %{x:.3f}<br>%{y:,} frame(s)<extra></extra>",
+            )
+        )  # fmt: skip
+    if cutoff is not None:
+        fig.add_vline(x=cutoff, line_color=INCORRECT_COLOUR, line_dash="dash")
+        # The cut-off is named in the title: an annotation at the line is cut off at the plot's edge.
+    title = (
+        f"{scores.size:,} frames; cut-off {cutoff:.4f}, {kept} kept"
+        if cutoff is not None
+        else (f"{scores.size:,} frames; no cut-off")
+    )
+    fig.update_layout(
+        title={"text": title, "font": {"size": 13}},
+        xaxis_title="cosine similarity (frame vs. query)",
+        yaxis_title="frames",
+        yaxis_type="log",
+        showlegend=False,
+        margin={"l": 40, "r": 20, "t": 40, "b": 40},
+        height=260,
+    )
+    return fig

@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw
 from core.evaluation import Evaluation
 from core.files import atomic_path, write_text_atomic
 from core.metrics import MetricsReport
+from core.moments import Moment
 from core.names import safe_name
 from core.plots import CORRECT_COLOUR, INCORRECT_COLOUR, histogram_bins
 from core.search import SearchHit
@@ -217,16 +218,30 @@ def results_html(evaluation: Evaluation, title: str = "CLIP results", max_rows: 
     return _page(title, body)
 
 
-def search_html(query: str, hits: Sequence[SearchHit], title: str = "Search results") -> str:
-    """A gallery of hits: thumbnail, label, video, timestamp, similarity; the query escaped."""
+def search_html(
+    query: str, hits: Sequence[SearchHit], title: str = "Search results", moments: Sequence[Moment] | None = None
+) -> str:
+    """A gallery of hits (thumbnail, label, video, timestamp, similarity) or of moments (the best frame,
+    the segment's times, its score); the query escaped."""
     # A long video id is cut with an ellipsis in its card; the whole id is its tooltip.
-    cards = "".join(
-        f"<div class='card'>{_img(h.frame_path, h.video_id)}<div><b>{esc(h.label)}</b></div>"
-        f"<div class='muted vid' title='{esc(h.video_id)}'>{esc(h.video_id)}</div>"
-        f"<div class='muted'>t={h.timestamp_s:.2f}s · cosine {h.similarity:.4f}</div></div>"
-        for h in hits
-    )
-    body = f"<p>Query: <b>{esc(query)}</b> — {len(hits)} result(s)</p><div class='grid'>{cards}</div>"
+    if moments is not None:
+        cards = "".join(
+            f"<div class='card'>{_img(m.frame_path, m.video_id)}<div><b>{esc(m.label)}</b></div>"
+            f"<div class='muted vid' title='{esc(m.video_id)}'>{esc(m.video_id)}</div>"
+            f"<div class='muted'>{m.start_s:.2f}–{m.end_s:.2f}s · best t={m.best_timestamp_s:.2f}s · "
+            f"cosine {m.score:.4f} · {m.frames} frame(s)</div></div>"
+            for m in moments
+        )
+        count = f"{len(moments)} moment(s)"
+    else:
+        cards = "".join(
+            f"<div class='card'>{_img(h.frame_path, h.video_id)}<div><b>{esc(h.label)}</b></div>"
+            f"<div class='muted vid' title='{esc(h.video_id)}'>{esc(h.video_id)}</div>"
+            f"<div class='muted'>t={h.timestamp_s:.2f}s · cosine {h.similarity:.4f}</div></div>"
+            for h in hits
+        )
+        count = f"{len(hits)} result(s)"
+    body = f"<p>Query: <b>{esc(query)}</b> — {count}</p><div class='grid'>{cards}</div>"
     return _page(title, body)
 
 
@@ -287,10 +302,12 @@ def write_reports(evaluation: Evaluation, output_dir: Path | str, title: str = "
     }
 
 
-def write_search_report(query: str, hits: Sequence[SearchHit], output_dir: Path | str) -> Path:
+def write_search_report(
+    query: str, hits: Sequence[SearchHit], output_dir: Path | str, moments: Sequence[Moment] | None = None
+) -> Path:
     """``output_dir/search_results_<safe name>.html``; the name cannot leave `output_dir`."""
     out = Path(output_dir).resolve()
     path = (out / safe_report_name("search_results", query)).resolve()
     if path.parent != out:  # cannot happen with safe_report_name; checked because it guards the disk
         raise ValueError(f"refusing to write outside {out}")
-    return write_text_atomic(path, search_html(query, hits, title="Search results"))
+    return write_text_atomic(path, search_html(query, hits, title="Search results", moments=moments))

@@ -15,7 +15,10 @@ from core.embed import ModelSpec
 from core.errors import UserError
 from core.evaluation import CLASS_SETS, POOLINGS
 from core.index import ChromaServer
+from core.moments import DEFAULT_MARGIN
 from core.prompts import LABEL_MODES
+from core.query import QueryPart
+from core.search import QueryOptions
 
 DEFAULT_PROMPTS: tuple[str, ...] = ("english",)
 
@@ -185,9 +188,36 @@ class BuildRequest:
 
 @dataclass(frozen=True)
 class SearchQuery:
-    """A text search: what to look for, how many results, and filters."""
+    """A search: what to look for (a text, an image, a frame like an indexed one, terms added and
+    subtracted), how many results, filters, the cut-off, and whether to merge hits into moments."""
 
     text: str
     k: int = 5
     one_per_video: bool = False
     label: str | None = None
+    image: str | None = None  # an image file's path
+    add: tuple[str, ...] = ()
+    subtract: tuple[str, ...] = ()
+    like: tuple[str, int] | None = None  # (video id, frame index) of an indexed frame: "more like this"
+    min_similarity: float | None = None
+    adaptive: bool = False
+    moments: bool = False
+    margin: float = DEFAULT_MARGIN
+    distribution: bool = False  # also score every frame (the app's histogram)
+
+    def parts(self) -> list[QueryPart]:
+        """The query's terms in order: text, image, frame, additions (+1 each), subtractions (-1 each)."""
+        parts = [QueryPart("text", self.text)] if (self.text or "").strip() else []
+        if self.image:
+            parts.append(QueryPart("image", self.image))
+        if self.like is not None:
+            parts.append(QueryPart("frame", self.like[0], 1, int(self.like[1])))
+        parts += [QueryPart("text", text) for text in self.add]
+        parts += [QueryPart("text", text, -1) for text in self.subtract]
+        return parts
+
+    def options(self) -> QueryOptions:
+        return QueryOptions(
+            k=self.k, one_per_video=self.one_per_video, label=self.label, min_similarity=self.min_similarity,
+            adaptive=self.adaptive, moments=self.moments, margin=self.margin, distribution=self.distribution,
+        )  # fmt: skip

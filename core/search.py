@@ -1,16 +1,28 @@
-"""Free-text search over indexed frames: a query → its text embedding → nearest frames in Chroma."""
+"""Search over indexed frames: a query → its embedding → nearest frames in Chroma, or moments.
+
+`search` is the plain text search (also what the load test runs). `run_query` answers a composed query
+(texts, images and frames added or subtracted: `core.query`), with an optional cut-off (`core.cutoff`)
+and, when asked, the matches merged into time segments (`core.moments`). The cut-off and the moments
+need the query's similarity to every frame: they read the index's contents (cached by the caller) and
+score them exactly, instead of Chroma's approximate nearest neighbours.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
+from core.cutoff import Cutoff, combined_cutoff
 from core.embed import ClipModel
 from core.errors import QueryError
-from core.index import FrameIndex
+from core.index import FrameIndex, IndexContents
+from core.moments import DEFAULT_MARGIN, Moment, find_moments
+from core.query import QueryPart, check_parts, compose_vector, describe, embed_parts, normalise_query
 
 MAX_K = 1000
-MAX_QUERY_CHARS = 10_000  # the tokenizer truncates to the model's context anyway; this bounds the work
 
 
 @dataclass(frozen=True)
@@ -27,13 +39,6 @@ class SearchHit:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def normalise_query(text: str | None) -> str:
-    query = " ".join((text or "").split())
-    if not query:
-        raise QueryError("The query is empty: type a few words describing an action, e.g. 'juggling fire'.")
-    return query[:MAX_QUERY_CHARS]
 
 
 def check_k(k: int) -> int:
@@ -69,7 +74,13 @@ def search(
     """The `k` frames most similar to `text` (cosine, highest first); optionally one per video or one label."""
     query = normalise_query(text)
     k = check_k(k)
-    vector = model.encode_texts([query])[0]
+    return nearest(index, model.encode_texts([query])[0], k, one_per_video, label)
+
+
+def nearest(
+    index: FrameIndex, vector: np.ndarray, k: int, one_per_video: bool = False, label: str | None = None
+) -> list[SearchHit]:
+    """The `k` frames nearest to `vector` in Chroma, best first; optionally one per video or one label."""
     where = {"label": label} if label else None
     if not one_per_video:
         return [_hit(sim, meta) for _, sim, meta in index.query(vector, k, where=where)]
@@ -86,3 +97,73 @@ def search(
         if len(best) >= k or len(results) < min(fetch, total) or fetch >= total:
             return list(best.values())[:k]
         fetch *= 4
+
+
+@dataclass
+class SearchResult:
+    """The answer to a composed query: hits (or moments), the cut-off applied and, when computed, the
+    query's similarity to every frame of the index (the app's histogram)."""
+
+    query: str  # the composed query, e.g. '"a dog" − "grass"'
+    hits: list[SearchHit]
+    vector: np.ndarray  # the composed query vector (unit length)
+    moments: list[Moment] | None = None
+    cutoff: Cutoff | None = None
+    scores: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    """How to answer a composed query (what `SearchQuery` asks for, once its parts are made)."""
+
+    k: int = 5
+    one_per_video: bool = False
+    label: str | None = None
+    min_similarity: float | None = None
+    adaptive: bool = False
+    moments: bool = False
+    margin: float = DEFAULT_MARGIN
+    distribution: bool = False  # compute every frame's score even without a cut-off or moments
+
+
+def frame_vector(contents: IndexContents, video_id: str, frame_index: int) -> np.ndarray:
+    """The stored embedding of one indexed frame ("more like this")."""
+    rows = np.flatnonzero((contents.video_ids == video_id) & (contents.frame_index == int(frame_index)))
+    if not len(rows):
+        raise QueryError(f"Frame {frame_index} of {video_id} is not in this index (rebuilt since?): search again.")
+    return contents.embeddings[rows[0]]
+
+
+def run_query(
+    model: ClipModel,
+    index: FrameIndex,
+    parts: Sequence[QueryPart],
+    options: QueryOptions,
+    contents: Callable[[], IndexContents],
+) -> SearchResult:
+    """Answer a composed query; `contents` gives the index's records with embeddings (cached by the caller)."""
+    parts = check_parts(parts)
+    k = check_k(options.k)
+    if options.margin < 0:
+        raise QueryError(f"The moment margin must be 0 or more (got {options.margin}).")
+    vectors = embed_parts(parts, model.encode_texts, model.encode_rgb, lambda vid, i: frame_vector(contents(), vid, i))
+    vector = compose_vector(list(vectors), [p.sign for p in parts])
+    scores = None
+    if options.adaptive or options.moments or options.distribution:
+        records = contents()
+        scores = records.embeddings @ vector if len(records) else np.zeros(0, np.float32)
+    cutoff = combined_cutoff(scores, options.min_similarity, options.adaptive)
+    floor = -np.inf if cutoff.value is None else cutoff.value
+    if options.moments:
+        records = contents()
+        assert scores is not None
+        mask = records.labels == options.label if options.label else None
+        moments = [m for m in find_moments(records, scores, options.margin, mask) if m.score >= floor]
+        if options.one_per_video:  # each video's best segment (they are ranked, so its first)
+            best: dict[str, Moment] = {}
+            for moment in moments:
+                best.setdefault(moment.video_id, moment)
+            moments = list(best.values())
+        return SearchResult(describe(parts), [], vector, moments[:k], cutoff, scores)
+    hits = [h for h in nearest(index, vector, k, options.one_per_video, options.label) if h.similarity >= floor]
+    return SearchResult(describe(parts), hits, vector, None, cutoff, scores)
