@@ -34,7 +34,7 @@ from core.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED, ClipModel, ModelSpec, 
 from core.errors import IndexLockedError, IndexUnavailableError, QueryError, SourceError, UserError
 from core.evaluation import CLASS_SETS, POOLINGS, Evaluation, evaluate_grid
 from core.files import write_bytes_atomic, write_text_atomic
-from core.frames import MAX_UNIFORM_FRAMES, FrameStrategy
+from core.frames import DEFAULT_SCENES, MAX_FPS, MAX_FPS_FRAMES, MAX_SCENES, MAX_UNIFORM_FRAMES, FrameStrategy
 from core.index import ChromaServer, FrameIndex, IndexContents, IndexInfo, connect, list_indexes, open_index
 from core.loadtest import LoadReport, run_search_load
 from core.media import browser_playability, cached_playable_copy, playable_copy
@@ -478,11 +478,15 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_PRETRAINED",
     "DEFAULT_PROMPT",
+    "DEFAULT_SCENES",
     "DEFAULT_SUBSET",
     "DEMO_MODEL_NAME",
     "IMAGE_SUFFIXES",
     "LABEL_MODES",
+    "MAX_FPS",
+    "MAX_FPS_FRAMES",
     "MAX_K",
+    "MAX_SCENES",
     "MAX_UNIFORM_FRAMES",
     "POOLINGS",
     "PROMPT_SETS",

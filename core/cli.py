@@ -82,7 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", default=DEFAULT_OUTPUT, help=f"output folder for thumbnails (default: {DEFAULT_OUTPUT}/)"
     )
     _add_model_flags(build, for_build=True)
-    build.add_argument("--frames", default="middle", help="middle (default) or uniform:K, K from 1 to 32")
+    build.add_argument(
+        "--frames",
+        default="middle",
+        help="middle (default); uniform:K, K frames from 1 to 32; fps:R, R frames per second of video (0 < R <= 30, "
+        "e.g. fps:0.5; at most 600 a video, spread over it); scenes[:K], the middle frame of each shot, at most the K "
+        "longest (K from 1 to 64, default 16)",
+    )
     build.add_argument(
         "--batch-size", type=int, default=None, help="images per encoding batch (default: 32 on a CPU, 128 on a GPU)"
     )

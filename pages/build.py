@@ -11,8 +11,12 @@ import streamlit as st
 from core.app import (
     DEFAULT_MODEL,
     DEFAULT_PRETRAINED,
+    DEFAULT_SCENES,
     DEFAULT_SUBSET,
     DEMO_MODEL_NAME,
+    MAX_FPS,
+    MAX_FPS_FRAMES,
+    MAX_SCENES,
     MAX_UNIFORM_FRAMES,
     VIDEO_EXTENSIONS,
     BuildRequest,
@@ -126,6 +130,9 @@ def offline_demo() -> None:
         st.success(st.session_state.demo_note)
 
 
+STRATEGIES = ["middle", "uniform", "fps", "scenes"]
+
+
 def seed_form_from_index() -> None:
     """The form starts from the selected index's model and frames (and follows a new selection), so
     resuming a build continues that index instead of starting another."""
@@ -138,9 +145,13 @@ def seed_form_from_index() -> None:
     set_bound("form_pretrained", spec.pretrained)
     set_bound("form_config", spec.config_path)
     kind, _, count = frames.partition(":")
-    set_bound("form_strategy", kind if kind in ("middle", "uniform") else "middle")
-    if count.isdigit():
+    set_bound("form_strategy", kind if kind in STRATEGIES else "middle")
+    if kind == "uniform" and count.isdigit():
         set_bound("form_k", max(2, int(count)))
+    elif kind == "scenes" and count.isdigit():
+        set_bound("form_scenes", int(count))
+    elif kind == "fps":
+        set_bound("form_fps", float(count))
 
 
 with st.expander("0 · Try it offline: sample clips and a tiny demo model", expanded=not list_indexes()):
@@ -233,13 +244,43 @@ with st.container(border=True):
         st.warning("The demo model's scores mean nothing beyond the sample clips: it only matches colours to labels.")
     c1, c2, c3 = st.columns(3)
     strategy = bound(
-        c1.radio, "Frames per video", "form_strategy", "middle", options=["middle", "uniform"], horizontal=True
+        c1.radio,
+        "Frames per video",
+        "form_strategy",
+        "middle",
+        options=STRATEGIES,
+        horizontal=True,
+        help="middle: the centre frame. uniform: K frames spread evenly. fps: R frames per second of video, by the "
+        f"frames' own timestamps (at most {MAX_FPS_FRAMES} a video, then spread over it). scenes: the middle frame "
+        "of each shot (cut detection), the K longest. Each choice gets its own collection.",
     )
-    count = bound(
-        c2.slider, "K (uniform)", "form_k", 8, min_value=2, max_value=MAX_UNIFORM_FRAMES, disabled=strategy == "middle"
-    )
+    if strategy == "fps":
+        rate = bound(
+            c2.number_input,
+            "R (frames per second)",
+            "form_fps",
+            1.0,
+            min_value=0.001,
+            max_value=MAX_FPS,
+            step=0.5,
+            format="%.3f",
+        )
+        frames = f"fps:{round(float(rate), 3):g}"
+    elif strategy == "scenes":
+        shots = bound(c2.slider, "K (most shots)", "form_scenes", DEFAULT_SCENES, min_value=1, max_value=MAX_SCENES)
+        frames = f"scenes:{shots}"
+    else:
+        count = bound(
+            c2.slider,
+            "K (uniform)",
+            "form_k",
+            8,
+            min_value=2,
+            max_value=MAX_UNIFORM_FRAMES,
+            disabled=strategy == "middle",
+        )
+        frames = "middle" if strategy == "middle" else f"uniform:{count}"
     batch = bound(c3.number_input, "Batch size", "form_batch", 32, min_value=1, max_value=512)
-    frames = "middle" if strategy == "middle" else f"uniform:{count}"
     e1, e2 = st.columns([1, 2])
     engine = bound(
         e1.radio,

@@ -118,6 +118,32 @@ def test_build_page_builds_in_the_background(tmp_path: Path, video_root: Path, t
     assert not at.exception
 
 
+def test_build_page_offers_fps_and_scenes(tmp_path: Path, video_root: Path, tiny_checkpoint: Path) -> None:
+    db, out = tmp_path / "db", tmp_path / "out"
+    at = run_page(make_app(db, out, roots=[tmp_path, video_root, ROOT, tiny_checkpoint.parent]), "pages/build.py")
+    assert at.radio(key="form_strategy_input").options == ["middle", "uniform", "fps", "scenes"]
+    at.radio(key="form_strategy_input").set_value("scenes").run()
+    assert at.slider(key="form_scenes_input").value == 16
+    at.radio(key="form_strategy_input").set_value("fps").run()
+    at.number_input(key="form_fps_input").set_value(0.5).run()
+    at.text_input(key="videos_input").input(str(video_root))
+    inputs = {t.label: t for t in at.text_input}
+    inputs["open_clip model"].input("TinyCLIP-test")
+    inputs["Pretrained tag or local checkpoint"].input(str(tiny_checkpoint))
+    inputs["Custom model config (optional)"].input(str(CONFIG))
+    next(b for b in at.button if b.label == "Start the build").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    deadline = time.time() + 60
+    while time.time() < deadline and not list_indexes(connect(db)):
+        time.sleep(0.2)
+    while time.time() < deadline and list_indexes(connect(db))[0].count() < 12:  # 1.2-s clips: one frame each
+        time.sleep(0.2)
+    index = list_indexes(connect(db))[0]
+    assert index.frames == "fps:0.5" and index.count() == 12
+    at.run()
+    assert not at.exception
+
+
 def test_build_page_refuses_paths_outside_the_allowed_roots(tmp_path: Path) -> None:
     at = run_page(make_app(tmp_path / "db", tmp_path / "out", roots=[tmp_path]), "pages/build.py")
     at.text_input(key="videos_input").input("/etc")

@@ -44,7 +44,7 @@ def test_plus_minus_terms_and_more_like_this(built_index: dict) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert any("juggling fire" in m.value and "−" in m.value for m in at.main.markdown if "Query:" in m.value)
     assert _labels(at)[-1] == "golf chipping"  # subtracted: last (one frame per video, 12 videos)
-    first_video = [m.value for m in at.main.markdown if m.value.startswith("**")][0].split("  \n")[1]
+    first_video = next(m.value for m in at.main.markdown if m.value.startswith("**")).split("  \n")[1]
     like = next(b for b in at.button if b.label == "More like this")
     like.click().run()
     assert at.session_state["like"][0] == first_video.replace("\\", "")

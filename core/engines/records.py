@@ -49,9 +49,12 @@ class BuildSummary:
             more = f"; and {len(self.skipped) - 5} more" if len(self.skipped) > 5 else ""
             skipped += f" ({shown}{more})"
         state = "Cancelled: " if self.cancelled else ""
+        # Counted here, listed by the front doors: a note can matter (fps:R capped at 600 frames a video).
+        noted = len({note.item for note in self.notes})
+        notes = f", {noted} video{'s' if noted != 1 else ''} with notes" if noted else ""
         return (
             f"{state}indexed {self.videos_indexed} videos ({self.videos_already_indexed} already indexed), "
-            f"{skipped}, {self.frames} frames in {self.seconds:.1f} s, {self.frames_per_s:.1f} frames/s"
+            f"{skipped}{notes}, {self.frames} frames in {self.seconds:.1f} s, {self.frames_per_s:.1f} frames/s"
         )
 
     def to_json(self) -> dict[str, Any]:
