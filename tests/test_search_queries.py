@@ -164,19 +164,24 @@ def _thirds_clip(path: Path, outer: tuple[int, int, int], middle: tuple[int, int
     return path
 
 
-def test_moments_cover_the_middle_third(tmp_path: Path, tiny_model) -> None:
+@pytest.mark.parametrize(
+    ("frames", "times"),
+    [("uniform:9", (0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5)), ("fps:1", (0, 1, 2, 3, 4, 5, 6, 7, 8))],
+)
+def test_moments_cover_the_middle_third(tmp_path: Path, tiny_model, frames: str, times: tuple) -> None:
     videos = tmp_path / "videos"
     _thirds_clip(videos / "juggling_fire" / "thirds.mp4", COLOURS["golf chipping"], COLOURS["juggling fire"])
     _thirds_clip(videos / "golf_chipping" / "plain.mp4", COLOURS["golf chipping"], COLOURS["golf chipping"])
-    build_into(videos, tmp_path / "db", tmp_path / "out", model=tiny_model, frames="uniform:9", batch_size=8)
+    build_into(videos, tmp_path / "db", tmp_path / "out", model=tiny_model, frames=frames, batch_size=8)
+    inside = [t for t in times if 3.0 <= t < 6.0]  # the sampled frames of the middle third
     explorer = Explorer(output=str(tmp_path / "out"), device="cpu")
     result = explorer.find(IndexRef(db=str(tmp_path / "db")), SearchQuery(text=QUERY_TEXT, k=5, moments=True))
     assert result.moments is not None and result.hits == []
     best = result.moments[0]
-    # Sampled at 0.5, 1.5, ..., 8.5 s (one step = 1 s); the middle third is [3 s, 6 s).
+    # One frame a second (one step = 1 s); the middle third is [3 s, 6 s).
     assert best.video_id == "juggling_fire/thirds" and best.label == "juggling fire"
     assert abs(best.start_s - 3.0) <= 1.0 and abs(best.end_s - 6.0) <= 1.0
-    assert (best.start_s, best.end_s, best.frames) == (3.5, 5.5, 3)
+    assert (best.start_s, best.end_s, best.frames) == (inside[0], inside[-1], 3)
     assert best.start_s <= best.best_timestamp_s <= best.end_s
     assert [m.video_id for m in result.moments].count("juggling_fire/thirds") == 1  # one segment
     assert set(best.to_json()) >= {"video_id", "label", "start_s", "end_s", "score", "best_frame_index",
@@ -185,10 +190,10 @@ def test_moments_cover_the_middle_third(tmp_path: Path, tiny_model) -> None:
     # Three matching frames in a bulk of fifteen others: the adaptive cut-off keeps exactly those.
     ref = IndexRef(db=str(tmp_path / "db"))
     adaptive = explorer.find(ref, SearchQuery(text=QUERY_TEXT, k=10, adaptive=True))
-    assert [(h.video_id, h.timestamp_s) for h in sorted(adaptive.hits, key=lambda h: h.timestamp_s)] == [
-        ("juggling_fire/thirds", 3.5), ("juggling_fire/thirds", 4.5), ("juggling_fire/thirds", 5.5)]  # fmt: skip
+    kept = sorted(adaptive.hits, key=lambda h: h.timestamp_s)
+    assert [(h.video_id, h.timestamp_s) for h in kept] == [("juggling_fire/thirds", t) for t in inside]
     only_moment = explorer.find(ref, SearchQuery(text=QUERY_TEXT, k=10, adaptive=True, moments=True)).moments
-    assert only_moment is not None and [(m.start_s, m.end_s) for m in only_moment] == [(3.5, 5.5)]
+    assert only_moment is not None and [(m.start_s, m.end_s) for m in only_moment] == [(inside[0], inside[-1])]
 
 
 def test_find_moments_against_a_naive_segmentation(built_index: dict, explorer, ref) -> None:
