@@ -213,3 +213,47 @@ def test_report_command_writes_the_failure_analysis(lab: dict) -> None:
     assert main(["report", "--db", db, "--classes", "all", "--output", str(out)]) == 0
     page = (out / "results_kinetics.html").read_text()
     assert "Failure analysis" in page and "Classes that may need motion" in page and "Worst videos" in page
+
+
+# ---- the dashboard ---------------------------------------------------------------------------------------
+
+
+def test_metrics_page_shows_failures_and_the_probe(lab: dict) -> None:
+    from tests.test_app import make_app, run_page
+
+    db = lab["work"] / "sweep_db"
+    at = make_app(db, lab["work"] / "out")
+    at.session_state["collection"] = _ref(lab, "sweep_db", "uniform:2").collection
+    at = run_page(at, "pages/metrics.py")
+    subheaders = [h.value for h in at.subheader]
+    assert "Classes that may need motion" in subheaders and "Linear probe: prompts or embeddings?" in subheaders
+    assert any("uniform:2" in c.value and "middle" in c.value for c in at.caption)  # motion by frames compared
+    assert len(at.image) >= 12  # the worst videos' thumbnails (every video, here)
+    at.radio(key="classes").set_value("all").run()  # 700 candidate classes: the tiny model confuses some
+    assert not at.exception, [e.value for e in at.exception]
+    pair = at.selectbox(key="confused_pair")
+    assert pair.options and " → predicted as " in pair.options[0]
+    images_before = len(at.image)
+    pair.select_index(len(pair.options) - 1).run()
+    assert not at.exception and len(at.image) >= 1 and images_before >= 1
+    next(b for b in at.button if b.label == "Train the linear probe").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert float(metrics["probe top-1"]) >= 0.95 and "zero-shot top-1, same folds" in metrics
+
+
+def test_runs_page_plots_the_sweep_and_compares_models(lab: dict) -> None:
+    from tests.test_app import make_app, run_page
+
+    at = run_page(make_app(lab["work"] / "sweep_db", lab["work"] / "out"), "pages/runs.py")
+    assert not at.error, [e.value for e in at.error]
+    subheaders = [h.value for h in at.subheader]
+    assert "Sampling sweep: precision@1 against build time" in subheaders and "Models side by side" in subheaders
+    assert len(at.get("plotly_chart")) == 2  # the runs chart and the sweep chart
+    sweep_table = next(d.value for d in at.dataframe if "build_seconds" in d.value.columns)
+    assert len(sweep_table) == len(STRATEGIES) * len(POOLINGS)
+    chosen = at.multiselect[-1]
+    assert len(chosen.value) == 2
+    assert any(
+        "precision@1" in d.value.columns and "model" in d.value.columns and len(d.value) == 2 for d in at.dataframe
+    )
