@@ -233,7 +233,8 @@ def sweep_chart(rows: list[dict]) -> go.Figure:
     Rows without a known build time are left out (the table lists them)."""
     fig = go.Figure()
     shown = [r for r in rows if r.get("build_seconds") is not None]
-    for pooling in dict.fromkeys(r["pooling"] for r in shown):
+    # Poolings often tie (one frame per video makes them equal): shrinking markers keep each one visible.
+    for number, pooling in enumerate(dict.fromkeys(r["pooling"] for r in shown)):
         group = sorted((r for r in shown if r["pooling"] == pooling), key=lambda r: r["build_seconds"])
         values = [r["precision_at_1"] for r in group]
         ci = [r.get("precision_at_1_ci95") or [v, v] for r, v in zip(group, values, strict=True)]
@@ -241,11 +242,11 @@ def sweep_chart(rows: list[dict]) -> go.Figure:
             go.Scatter(
                 x=[r["build_seconds"] for r in group],
                 y=values,
-                mode="markers+lines+text",
+                mode="markers+lines+text" if number == 0 else "markers+lines",
                 name=f"pooling {pooling}",
                 text=[r["frames"] for r in group],
                 textposition="top center",
-                marker={"size": 10, "color": POOLING_COLOURS.get(pooling)},
+                marker={"size": max(6, 18 - 4 * number), "color": POOLING_COLOURS.get(pooling)},
                 line={"width": 1, "dash": "dot", "color": POOLING_COLOURS.get(pooling)},
                 error_y={
                     "type": "data",

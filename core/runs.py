@@ -218,7 +218,7 @@ def compare_runs_side_by_side(runs: list[Run]) -> RunComparison:
         rows.append((name, values, gains))
     rows.sort(key=lambda r: (-(r[2][-1] if r[2][-1] is not None else -9), r[0]))
     notes = []
-    for what, value in (("videos", lambda r: r.metrics.get("n_videos")), ("frames", lambda r: r.frames),
+    for what, value in (("samples scored", lambda r: r.metrics.get("n_videos")), ("frames", lambda r: r.frames),
                         ("pooling", lambda r: r.pooling), ("prompt set", lambda r: r.prompt_set),
                         ("classes", lambda r: r.classes)):  # fmt: skip
         seen = list(dict.fromkeys(str(value(run)) for run in runs))
