@@ -40,7 +40,7 @@ from core.index import ChromaServer, FrameIndex, IndexContents, IndexInfo, conne
 from core.loadtest import LoadReport, run_search_load
 from core.media import browser_playability, cached_playable_copy, playable_copy
 from core.paths import DEFAULT_CSV, DEFAULT_SUBSET, confine
-from core.plots import confusion_counts_heatmap, confusion_heatmap, runs_chart, similarity_histogram, sweep_chart
+from core.plots import confusion_counts_heatmap, runs_chart, similarity_histogram, sweep_chart
 from core.probe import ProbeResult, linear_probe
 from core.prompts import DEFAULT_PROMPT, LABEL_MODES, PROMPT_SETS, resolve_prompts
 from core.reports import (
@@ -619,7 +619,6 @@ __all__ = [
     "configure_runtime",
     "confused_samples",
     "confusion_counts_heatmap",
-    "confusion_heatmap",
     "demo_model",
     "download",
     "image_data_uri",

@@ -79,48 +79,6 @@ def similarity_histogram(report: MetricsReport, bins: int = 60) -> go.Figure:
     return fig
 
 
-def confusion_matrix(report: MetricsReport, top: int = 12) -> tuple[list[str], np.ndarray]:
-    """The classes most involved in confusions and the share of each true class predicted as each."""
-    involvement: dict[str, int] = {}
-    for true, predicted, count in report.confusion:
-        involvement[true] = involvement.get(true, 0) + count
-        involvement[predicted] = involvement.get(predicted, 0) + count
-    names = sorted(involvement, key=lambda n: (-involvement[n], n))[:top]
-    position = {n: i for i, n in enumerate(names)}
-    matrix = np.zeros((len(names), len(names)))
-    for true, predicted, count in report.confusion:
-        if true in position and predicted in position:
-            matrix[position[true], position[predicted]] += count
-    for name in names:  # the diagonal: videos of the class predicted right
-        matrix[position[name], position[name]] = report.per_class.get(name, 0.0) * report.per_class_count.get(name, 0)
-    totals = np.array([report.per_class_count.get(n, 0) for n in names], dtype=float)[:, None]
-    return names, np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
-
-
-def confusion_heatmap(report: MetricsReport, top: int = 12) -> go.Figure:
-    names, shares = confusion_matrix(report, top)
-    fig = go.Figure(
-        go.Heatmap(
-            z=shares,
-            x=names,
-            y=names,
-            colorscale="Reds",
-            zmin=0,
-            zmax=1,
-            hovertemplate="true %{y}<br>predicted %{x}<br>share %{z:.2f}<extra></extra>",
-            colorbar={"title": "share"},
-        )
-    )
-    fig.update_layout(
-        xaxis_title="predicted",
-        yaxis_title="true label",
-        yaxis_autorange="reversed",
-        height=max(360, 28 * len(names) + 160),
-        margin={"l": 40, "r": 20, "t": 30, "b": 40},
-    )
-    return fig
-
-
 def runs_chart(rows: list[dict], reference: dict | None = None) -> go.Figure:
     """precision@1 and @3 per run with 95% intervals; the reference study's figures as dashed lines."""
     names = [row["name"] for row in rows]
