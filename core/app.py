@@ -28,11 +28,13 @@ from typing import Any
 import chromadb
 
 from core.build import BuildProgress, BuildSummary, check_engine, run_build
+from core.clock import now_iso
 from core.demo_model import DEMO_MODEL_NAME, make_demo_model
 from core.download import Candidate, DownloadProgress, DownloadSummary, download_subset, plan_from
 from core.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED, ClipModel, ModelSpec, load_model
 from core.errors import IndexLockedError, IndexUnavailableError, QueryError, SourceError, UserError
-from core.evaluation import CLASS_SETS, POOLINGS, Evaluation, evaluate_grid
+from core.evaluation import CLASS_SETS, POOLINGS, Evaluation, evaluate_grid, pooled_embeddings
+from core.failures import FailureAnalysis, MotionFlag, VideoMargin, analyse_failures, confused_samples
 from core.files import write_bytes_atomic, write_text_atomic
 from core.frames import DEFAULT_SCENES, MAX_FPS, MAX_FPS_FRAMES, MAX_SCENES, MAX_UNIFORM_FRAMES, FrameStrategy
 from core.index import ChromaServer, FrameIndex, IndexContents, IndexInfo, connect, list_indexes, open_index
@@ -40,7 +42,8 @@ from core.loadtest import LoadReport, run_search_load
 from core.media import browser_playability, cached_playable_copy, playable_copy
 from core.moments import DEFAULT_MARGIN, Moment
 from core.paths import DEFAULT_CSV, DEFAULT_SUBSET, confine
-from core.plots import confusion_heatmap, runs_chart, score_histogram, similarity_histogram
+from core.plots import confusion_counts_heatmap, runs_chart, score_histogram, similarity_histogram, sweep_chart
+from core.probe import ProbeResult, linear_probe
 from core.prompts import DEFAULT_PROMPT, LABEL_MODES, PROMPT_SETS, resolve_prompts
 from core.query import IMAGE_SUFFIXES, check_parts, read_query_image
 from core.reports import (
@@ -56,12 +59,21 @@ from core.reports import (
     write_search_report,
 )
 from core.requests import BuildRequest, EvalSettings, IndexRef, SearchQuery
-from core.runs import REFERENCE_RUN, Run, RunStore, compare_per_class, run_from_evaluation
+from core.runs import (
+    REFERENCE_RUN,
+    Run,
+    RunComparison,
+    RunStore,
+    compare_per_class,
+    compare_runs_side_by_side,
+    run_from_evaluation,
+)
 from core.runtime import configure_runtime
 from core.samples import make_sample_videos
 from core.search import MAX_K, SearchHit, SearchResult, check_k, normalise_query, run_query
 from core.sources import VIDEO_EXTENSIONS, SourceScan, read_kinetics_csv, scan_source
 from core.subset import make_subset, reference_classes, write_subset
+from core.sweep import SWEEP_KEYS, SweepRow, SweepStore, parse_strategies, sweep_csv
 from core.uploads import save_upload
 
 ModelLoader = Callable[[ModelSpec, str], ClipModel]
@@ -373,9 +385,14 @@ class Explorer:
         return cached_playable_copy(video_path, self.confine(self.output, "The output folder"))
 
     # -- reports -------------------------------------------------------------------------------
-    def write_reports(self, evaluation: Evaluation, output: str | Path | None = None) -> dict[str, Path]:
+    def write_reports(
+        self, evaluation: Evaluation, output: str | Path | None = None, ref: IndexRef | None = None
+    ) -> dict[str, Path]:
+        """The results page and histograms; with `ref` (the index evaluated), the failure analysis too."""
         folder = self.confine(output or self.output, "The output folder")
-        return write_reports(evaluation, folder, title=f"CLIP results: {evaluation.settings.get('index', '')}")
+        failures = self.failures(ref, evaluation) if ref is not None else None
+        title = f"CLIP results: {evaluation.settings.get('index', '')}"
+        return write_reports(evaluation, folder, title=title, failures=failures)
 
     def write_search_report(
         self,
@@ -385,6 +402,125 @@ class Explorer:
         moments: Sequence[Moment] | None = None,
     ) -> Path:
         return write_search_report(text, hits, self.confine(output or self.output, "The output folder"), moments)
+
+    # -- the evaluation lab: linear probe, failure analysis, sampling sweep, model comparison -------
+    def probe(self, ref: IndexRef, settings: EvalSettings, seed: int = 0) -> ProbeResult:
+        """A cross-validated linear probe on the index's embeddings, pooled as `settings` says, with
+        zero-shot precision@1 (for `settings`) on the same folds beside it."""
+        evaluation = self.evaluate(ref, settings, save=False)
+        contents = self.contents(ref.with_collection(evaluation.settings.get("index") or ref.collection))
+        features = pooled_embeddings(contents, settings.pooling)
+        # A sample's video decides its fold; with frame pooling several samples share one.
+        videos = contents.video_ids if settings.pooling == "frame" else evaluation.samples.ids
+        hits = evaluation.report.ranks == 1
+        return linear_probe(features, evaluation.samples.labels, list(videos), hits, settings.pooling, seed)
+
+    def uniform_gain(self, ref: IndexRef, evaluation: Evaluation) -> tuple[dict[str, float], list[str]]:
+        """Per class, precision@1 of the same model's `uniform:K` collection (largest K) minus its
+        `middle` one, when the store holds both; and a sentence saying what was compared."""
+        request = evaluation.settings.get("request")
+        name = evaluation.settings.get("index")
+        listed = [ix for ix in self.indexes(ref.store()) if not ix.problem]
+        this = next((ix for ix in listed if ix.info.name == name), None)
+        if this is None or request is None:
+            return {}, []
+        same_model = [ix for ix in listed if ix.info.spec.identity() == this.info.spec.identity()]
+        middle = next((ix for ix in same_model if ix.info.frames == "middle"), None)
+        uniform = sorted(
+            (ix for ix in same_model if ix.info.frames.startswith("uniform:")),
+            key=lambda ix: int(ix.info.frames.split(":")[1]),
+        )
+        if middle is None or not uniform:
+            return {}, []
+        settings = EvalSettings.from_json(request)
+        pooling = settings.pooling if settings.pooling in ("mean", "max") else "mean"
+        wide = uniform[-1]
+        a = self.evaluate(middle.ref, replace(settings, pooling="middle")).report.per_class
+        b = self.evaluate(wide.ref, replace(settings, pooling=pooling)).report.per_class
+        gains = {label: b[label] - a[label] for label in a if label in b}
+        note = f"Motion by frames: {wide.info.frames} ({pooling} pooling) against middle, same model."
+        return gains, [note]
+
+    def failures(self, ref: IndexRef, evaluation: Evaluation) -> FailureAnalysis:
+        """Confusion matrix, motion flags and worst margins of an evaluation of the index at `ref`."""
+        gains, notes = self.uniform_gain(ref, evaluation)
+        return analyse_failures(evaluation, gains, notes=notes)
+
+    def sweep_store(self, ref: IndexRef) -> SweepStore:
+        return SweepStore.beside(self.run_store(ref).path)
+
+    def sweeps(self, ref: IndexRef) -> list[SweepRow]:
+        """The sweep rows recorded for this store, newest per collection, pooling and prompts."""
+        return self.sweep_store(ref).load()
+
+    def sweep(
+        self,
+        request: BuildRequest,
+        strategies: Sequence[str],
+        settings: EvalSettings | None = None,
+        progress: Callable[[BuildProgress], None] | None = None,
+        on_stage: Callable[[str], None] | None = None,
+    ) -> tuple[list[SweepRow], list[str]]:
+        """Build (or reuse) one collection per frame strategy, score each with every pooling, record
+        the rows (and the evaluations as runs). Returns the rows and notes, one sentence each."""
+        settings = settings or EvalSettings()
+        chosen = parse_strategies(",".join(strategies))  # every typo refused before the first build
+        rows: list[SweepRow] = []
+        notes: list[str] = []
+        store_ref = request.target
+        store = self.sweep_store(store_ref)
+        for frames in chosen:
+            summary = self.build(replace(request, frames=frames), progress=progress, on_stage=on_stage,
+                                 lock_owner="python -m core sweep")  # fmt: skip
+            if summary.cancelled:
+                notes.append(f"Cancelled during {frames}: run the same command again to finish.")
+                break
+            ref = store_ref.with_collection(summary.index_name)
+            n_frames = len(self.contents(ref))
+            build_seconds: float | None
+            frames_per_s: float | None
+            if summary.videos_indexed and not summary.videos_already_indexed:
+                build_seconds, frames_per_s = summary.seconds, summary.frames_per_s
+            else:
+                known = store.known_build(summary.index_name, n_frames)
+                build_seconds, frames_per_s = known if known else (None, None)
+                if known is None:
+                    notes.append(f"{frames}: reused {summary.index_name}, whose build time is unknown (not built "
+                                 "by a sweep, or resumed): its build seconds are left empty.")  # fmt: skip
+            evaluations = self.grid(ref, [replace(settings, pooling=p) for p in POOLINGS], save=True)
+            for evaluation in evaluations:
+                rep = evaluation.report
+                rows.append(
+                    SweepRow(
+                        frames=frames,
+                        pooling=evaluation.pooling,
+                        precision_at_1=rep.precision_at_1,
+                        precision_at_5=rep.precision_at_5,
+                        mrr=rep.mrr,
+                        n_frames=n_frames,
+                        build_seconds=build_seconds,
+                        frames_per_s=frames_per_s,
+                        precision_at_1_ci95=list(rep.interval(1)),
+                        n_videos=rep.n_videos,
+                        model=evaluation.settings.get("model", ""),
+                        collection=summary.index_name,
+                        prompt_set=evaluation.prompts.name,
+                        timestamp=now_iso(),
+                    )
+                )
+        store.add(rows)
+        return rows, notes
+
+    def compare_models(self, ref: IndexRef, run_ids: Sequence[str]) -> RunComparison:
+        """Two or more saved runs side by side with per-class gains over the first (different models
+        on the same videos, typically)."""
+        store = self.run_store(ref)
+        runs = [store.get(run_id) for run_id in run_ids]
+        missing = [run_id for run_id, run in zip(run_ids, runs, strict=True) if run is None]
+        if missing or len(run_ids) < 2:
+            what = f"Unknown run id(s) {', '.join(missing)}" if missing else "Give at least two run ids"
+            raise UserError(f"{what}: see python -m core runs --db {ref.db}.")
+        return compare_runs_side_by_side([run for run in runs if run is not None])
 
 
 def check_query(query: SearchQuery) -> None:
@@ -491,6 +627,7 @@ __all__ = [
     "POOLINGS",
     "PROMPT_SETS",
     "REFERENCE_RUN",
+    "SWEEP_KEYS",
     "VIDEO_EXTENSIONS",
     "BuildProgress",
     "BuildRequest",
@@ -503,6 +640,7 @@ __all__ = [
     "EvalSettings",
     "Evaluation",
     "Explorer",
+    "FailureAnalysis",
     "IndexInfo",
     "IndexLockedError",
     "IndexRef",
@@ -510,20 +648,26 @@ __all__ = [
     "LoadReport",
     "ModelSpec",
     "Moment",
+    "MotionFlag",
     "NoUsableVideoError",
+    "ProbeResult",
     "ProcessCache",
     "QueryError",
     "Run",
+    "RunComparison",
     "SearchHit",
     "SearchQuery",
     "SearchResult",
     "SourceScan",
+    "SweepRow",
     "UserError",
+    "VideoMargin",
     "browser_playability",
     "check_k",
     "check_query",
     "configure_runtime",
-    "confusion_heatmap",
+    "confused_samples",
+    "confusion_counts_heatmap",
     "demo_model",
     "download",
     "image_data_uri",
@@ -543,6 +687,8 @@ __all__ = [
     "similarity_histogram",
     "store_exists",
     "subset_classes",
+    "sweep_chart",
+    "sweep_csv",
     "write_class_subset",
     "write_text_atomic",
 ]

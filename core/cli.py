@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--no-save", action="store_true", help="do not record the run(s) in <db>/runs.jsonl")
     evaluate.add_argument("--json", help="write the metrics as JSON to this file ('-' for stdout)")
+    _add_probe_flag(evaluate)
 
     load = sub.add_parser("loadtest", help="concurrent searches against an index: throughput and latency")
     _add_index_flags(load)
@@ -233,14 +234,47 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--db", default=DEFAULT_DB, help=f"ChromaDB folder (default: {DEFAULT_DB}/)")
     runs.add_argument("--output", default=DEFAULT_OUTPUT, help="output folder (where runs live with a Chroma server)")
     _add_server_flags(runs)
-    runs.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="two run ids: per-class gains and losses")
+    runs.add_argument(
+        "--compare", nargs="+", metavar="RUN",
+        help="two or more run ids (e.g. one per model): side by side, per-class gains and losses over the first",
+    )  # fmt: skip
     runs.add_argument("--json", help="write the runs (or the comparison) as JSON to this file ('-' for stdout)")
+
+    _add_sweep_parser(sub)
 
     info = sub.add_parser("info", help="list the collections of an index folder")
     info.add_argument("--db", default=DEFAULT_DB, help=f"ChromaDB folder (default: {DEFAULT_DB}/)")
     _add_server_flags(info)
     info.add_argument("--json", help="write the list as JSON to this file ('-' for stdout)")
     return parser
+
+
+def _add_probe_flag(evaluate: argparse.ArgumentParser) -> None:
+    evaluate.add_argument(
+        "--probe", action="store_true",
+        help="also train a linear probe on the embeddings (cross-validated over videos), with zero-shot on the "
+        "same folds beside it (JSON key linear_probe)",
+    )  # fmt: skip
+
+
+def _add_sweep_parser(sub: Any) -> None:
+    sweep = sub.add_parser(
+        "sweep", help="build (or reuse) one collection per frame strategy, score each with every pooling"
+    )
+    sweep.add_argument("--videos", required=True, help="videos folder (one sub-folder per label)")
+    sweep.add_argument(
+        "--frames",
+        default="middle,uniform:4,uniform:8",
+        help="comma-separated strategies (default: middle,uniform:4,uniform:8)",
+    )
+    sweep.add_argument("--db", default=DEFAULT_DB, help=f"ChromaDB folder (default: {DEFAULT_DB}/)")
+    sweep.add_argument(
+        "--output", default=DEFAULT_OUTPUT, help=f"output folder for thumbnails (default: {DEFAULT_OUTPUT}/)"
+    )
+    _add_model_flags(sweep, for_build=True)
+    sweep.add_argument("--json", help="write the rows as JSON to this file ('-' for stdout)")
+    sweep.add_argument("--csv", help="write the rows as CSV to this file ('-' for stdout)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def write_json(target: str, data: Any) -> None:
@@ -416,12 +450,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 f"{result.prompts.name:<20} {result.pooling:<8} {rep.precision_at_1:6.3f} {rep.precision_at_3:6.3f} "
                 f"{rep.precision_at_5:6.3f}  {low:.3f}-{high:.3f}"
             )
+    probe = _run_probe(args, explorer, ref.with_collection(index.name), results[0], say) if args.probe else None
     if args.json:
         data = results[0].to_json()
         if len(results) > 1:
             data["grid"] = [r.to_json() for r in results]
+        if probe is not None:
+            data["linear_probe"] = probe.to_json()
         write_json(args.json, data)
     return 0
+
+
+def _run_probe(args: argparse.Namespace, explorer: Any, ref: Any, result: Any, say: Any) -> Any:
+    """The linear probe for the first setting evaluated, printed beside its zero-shot figures."""
+    from core.app import EvalSettings
+
+    settings = EvalSettings.from_json(result.settings["request"])
+    probe = explorer.probe(ref, settings)
+    say("")
+    say(f"Linear probe ({probe.pooling} pooling, {probe.k}-fold over {probe.n_videos} videos, C by inner CV):")
+    data = probe.to_json()
+    for name in ("top1", "top5", "balanced_accuracy"):
+        say(f"  {name + ':':<19} {data[name]:.3f} ± {data[name + '_std']:.3f} over folds")
+    say(
+        f"  zero-shot top1, same folds: {probe.zero_shot_top1:.3f}   "
+        f"prompt gap: {probe.top1 - probe.zero_shot_top1:+.3f}"
+    )
+    gaps = sorted(probe.per_class, key=lambda c: (-c.prompt_gap, c.name))[:5]
+    if gaps and gaps[0].prompt_gap > 0:
+        say("  largest prompt gaps: " + ", ".join(f"{c.name} {c.prompt_gap:+.2f}" for c in gaps if c.prompt_gap > 0))
+    for note in probe.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return probe
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
@@ -443,7 +503,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     ref, _index = _open_and_say(args, explorer)
     settings = EvalSettings(tuple(args.prompt or ()), args.pooling, args.labels, args.classes)
     result = explorer.evaluate(ref, settings, save=False)
-    for path in explorer.write_reports(result, args.output).values():
+    for path in explorer.write_reports(result, args.output, ref=ref).values():
         print(f"Wrote {path}")
     return 0
 
@@ -628,14 +688,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     explorer = _explorer(args)
     ref = _ref(args)
     if args.compare:
-        rows = explorer.compare_runs(ref, *args.compare)
-        say(f"{'class':<40} {'A':>6} {'B':>6} {'B - A':>7}")
-        for name, pa, pb, delta in rows:
-            fmt = lambda v: "   -  " if v is None else f"{v:6.3f}"  # noqa: E731
-            say(f"{name:<40.40} {fmt(pa)} {fmt(pb)} {'' if delta is None else f'{delta:+7.3f}'}")
-        if args.json:
-            write_json(args.json, [{"class": n, "a": pa, "b": pb, "delta": d} for n, pa, pb, d in rows])
-        return 0
+        return _compare_runs(args, explorer, ref, say)
     runs = explorer.runs(ref)
     rows = [{**REFERENCE_RUN}, *[run.row() for run in runs]]
     header = f"{'run':<13} {'frames':<10} {'pooling':<7} {'prompt set':<18} {'classes':<10}"
@@ -650,6 +703,69 @@ def cmd_runs(args: argparse.Namespace) -> int:
         say("No run saved yet: python -m core evaluate records one.")
     if args.json:
         write_json(args.json, rows)
+    return 0
+
+
+def _compare_runs(args: argparse.Namespace, explorer: Any, ref: Any, say: Any) -> int:
+    """Two or more runs side by side (models, typically), then per class each run's precision@1 and
+    its gain over the first."""
+    comparison = explorer.compare_models(ref, args.compare)
+    fmt = lambda v: "   -  " if v is None else f"{v:6.3f}"  # noqa: E731
+    letters = [chr(ord("A") + i) if i < 26 else str(i) for i in range(len(comparison.runs))]
+    for letter, row in zip(letters, comparison.summary(), strict=True):
+        low, high = (row.get("ci95") or {}).get("precision_at_1", [0.0, 0.0])
+        say(
+            f"{letter}: {row['id']:<13.13} {row['model']:<32.32} {row['frames']:<10} {row['pooling']:<7} "
+            f"{row['prompt_set']:<18.18} n={row['n_videos']} p@1 {fmt(row['precision_at_1'])} ({low:.3f}-{high:.3f})"
+        )
+    for note in comparison.notes:
+        say(f"note: {note}")
+    gains = [f"{letter} - A" for letter in letters[1:]]
+    say(f"{'class':<40} " + " ".join(f"{letter:>6}" for letter in letters) + " " + " ".join(f"{g:>7}" for g in gains))
+    for name, values, deltas in comparison.per_class:
+        shown = " ".join("       " if d is None else f"{d:+7.3f}" for d in deltas[1:])
+        say(f"{name:<40.40} " + " ".join(fmt(v) for v in values) + " " + shown)
+    if args.json:
+        write_json(args.json, comparison.to_json())
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from core.app import BuildProgress, BuildRequest, ModelSpec, sweep_csv
+
+    spec = _requested_spec(args) or ModelSpec.resolve()
+    say = partial(print, file=_report_stream(args) if args.csv != "-" else sys.stderr)
+    bar = _ProgressBar(args.quiet, "video", "Indexing")
+
+    def progress(p: BuildProgress) -> None:
+        bar.show(p.videos_done, p.videos_total, frames=p.frames_done, fps=f"{p.frames_per_s:.1f}")
+
+    request = BuildRequest(videos=args.videos, db=args.db, output=args.output, spec=spec, device=args.device)
+    explorer = _explorer(args)
+    try:
+        rows, notes = explorer.sweep(request, args.frames.split(","), progress=progress)
+    finally:
+        bar.close()
+    say(f"{'frames':<12} {'pooling':<8} {'p@1':>6} {'95% CI':>13} {'p@5':>6} {'MRR':>6} {'frames':>7} {'build s':>8}")
+    for row in rows:
+        low, high = row.precision_at_1_ci95 or [0.0, 0.0]
+        seconds = "       -" if row.build_seconds is None else f"{row.build_seconds:8.1f}"
+        say(
+            f"{row.frames:<12} {row.pooling:<8} {row.precision_at_1:6.3f} {low:6.3f}-{high:.3f} "
+            f"{row.precision_at_5:6.3f} {row.mrr:6.3f} {row.n_frames:7d} {seconds}"
+        )
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.json:
+        write_json(args.json, [row.to_json() for row in rows])
+    if args.csv:
+        text = sweep_csv(rows)
+        if args.csv == "-":
+            sys.stdout.write(text)
+        else:
+            from core.app import write_text_atomic
+
+            write_text_atomic(args.csv, text)
     return 0
 
 
@@ -695,6 +811,7 @@ COMMANDS = {
     "sample-videos": cmd_sample_videos,
     "demo-model": cmd_demo_model,
     "runs": cmd_runs,
+    "sweep": cmd_sweep,
     "info": cmd_info,
 }
 

@@ -56,6 +56,30 @@ def _middle_frames(contents: IndexContents, starts: np.ndarray) -> np.ndarray:
     return np.array([s + int(np.argmin(distance[s:e])) for s, e in zip(starts, stops, strict=True)], np.int64)
 
 
+def _normalised(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def pooled_embeddings(contents: IndexContents, pooling: str = "mean") -> np.ndarray:
+    """One embedding per sample, in the order `score_samples` scores them (what a linear probe learns from).
+
+    ``mean``: the re-normalised mean of a video's frames; ``middle``: its middle frame; ``max``: the
+    element-wise maximum of its frames, re-normalised (the feature-space counterpart of "the best frame",
+    which is a per-class choice and has no single embedding); ``frame``: every frame."""
+    if pooling not in POOLINGS:
+        raise UserError(f"Unknown pooling {pooling!r}: use one of {', '.join(POOLINGS)}.")
+    E = contents.embeddings
+    if pooling == "frame":
+        return E
+    starts = _video_starts(contents)
+    if not len(starts):
+        return np.zeros((0, E.shape[1] if E.ndim == 2 else 0), np.float32)
+    if pooling == "middle":
+        return E[_middle_frames(contents, starts)]
+    reduce = np.add if pooling == "mean" else np.maximum
+    return _normalised(reduce.reduceat(E, starts, axis=0)).astype(np.float32)
+
+
 def score_samples(contents: IndexContents, text: np.ndarray, pooling: str = "mean") -> Samples:
     """Similarities (samples × classes) of the index's videos to `text` (classes × D) for a pooling."""
     if pooling not in POOLINGS:
@@ -68,9 +92,7 @@ def score_samples(contents: IndexContents, text: np.ndarray, pooling: str = "mea
         starts = _video_starts(contents)
         rows = _middle_frames(contents, starts) if len(starts) else starts
         if pooling == "mean":
-            sums = np.add.reduceat(E, starts, axis=0) if len(starts) else np.zeros((0, E.shape[1]), np.float32)
-            pooled = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-            S = pooled @ text.T
+            S = pooled_embeddings(contents, "mean") @ text.T
         elif pooling == "max":
             S = np.maximum.reduceat(E @ text.T, starts, axis=0) if len(starts) else np.zeros((0, len(text)))
         else:

@@ -79,48 +79,6 @@ def similarity_histogram(report: MetricsReport, bins: int = 60) -> go.Figure:
     return fig
 
 
-def confusion_matrix(report: MetricsReport, top: int = 12) -> tuple[list[str], np.ndarray]:
-    """The classes most involved in confusions and the share of each true class predicted as each."""
-    involvement: dict[str, int] = {}
-    for true, predicted, count in report.confusion:
-        involvement[true] = involvement.get(true, 0) + count
-        involvement[predicted] = involvement.get(predicted, 0) + count
-    names = sorted(involvement, key=lambda n: (-involvement[n], n))[:top]
-    position = {n: i for i, n in enumerate(names)}
-    matrix = np.zeros((len(names), len(names)))
-    for true, predicted, count in report.confusion:
-        if true in position and predicted in position:
-            matrix[position[true], position[predicted]] += count
-    for name in names:  # the diagonal: videos of the class predicted right
-        matrix[position[name], position[name]] = report.per_class.get(name, 0.0) * report.per_class_count.get(name, 0)
-    totals = np.array([report.per_class_count.get(n, 0) for n in names], dtype=float)[:, None]
-    return names, np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
-
-
-def confusion_heatmap(report: MetricsReport, top: int = 12) -> go.Figure:
-    names, shares = confusion_matrix(report, top)
-    fig = go.Figure(
-        go.Heatmap(
-            z=shares,
-            x=names,
-            y=names,
-            colorscale="Reds",
-            zmin=0,
-            zmax=1,
-            hovertemplate="true %{y}<br>predicted %{x}<br>share %{z:.2f}<extra></extra>",
-            colorbar={"title": "share"},
-        )
-    )
-    fig.update_layout(
-        xaxis_title="predicted",
-        yaxis_title="true label",
-        yaxis_autorange="reversed",
-        height=max(360, 28 * len(names) + 160),
-        margin={"l": 40, "r": 20, "t": 30, "b": 40},
-    )
-    return fig
-
-
 def runs_chart(rows: list[dict], reference: dict | None = None) -> go.Figure:
     """precision@1 and @3 per run with 95% intervals; the reference study's figures as dashed lines."""
     names = [row["name"] for row in rows]
@@ -217,5 +175,96 @@ def score_histogram(scores: np.ndarray, cutoff: float | None, kept: int, bins: i
         showlegend=False,
         margin={"l": 40, "r": 20, "t": 40, "b": 40},
         height=260,
+    )
+    return fig
+
+
+def confusion_counts_heatmap(classes: list[str], counts: np.ndarray) -> go.Figure:
+    """A confusion matrix of counts, coloured by each true class's share, every cell selectable.
+
+    Plotly cannot select heatmap cells, so an invisible square marker sits on each cell: clicking it
+    selects (true, predicted) in the app (`customdata`)."""
+    counts = np.asarray(counts, dtype=float)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    fig = go.Figure(
+        go.Heatmap(
+            z=shares,
+            x=classes,
+            y=classes,
+            text=counts.astype(int),
+            texttemplate="%{text}",
+            colorscale="Reds",
+            zmin=0,
+            zmax=1,
+            hoverinfo="skip",
+            colorbar={"title": "share of row"},
+        )
+    )
+    cells = [(t, p) for t in range(len(classes)) for p in range(len(classes))]
+    fig.add_trace(
+        go.Scatter(
+            x=[classes[p] for _, p in cells],
+            y=[classes[t] for t, _ in cells],
+            customdata=[[classes[t], classes[p], int(counts[t, p])] for t, p in cells],
+            mode="markers",
+            marker={"symbol": "square", "size": 24, "opacity": 0},
+            hovertemplate="true %{customdata[0]}<br>predicted %{customdata[1]}<br>%{customdata[2]} video(s)"
+            "<extra>click to list them</extra>",
+            showlegend=False,
+        )
+    )
+    fig.update_layout(
+        xaxis_title="predicted",
+        yaxis_title="true label",
+        yaxis_autorange="reversed",
+        height=max(360, 28 * len(classes) + 160),
+        margin={"l": 40, "r": 20, "t": 30, "b": 40},
+        clickmode="event+select",
+    )
+    return fig
+
+
+POOLING_COLOURS = {"mean": "#2a6fdb", "max": "#e76f51", "middle": "#2a9d5c", "frame": "#8d6cab"}
+
+
+def sweep_chart(rows: list[dict]) -> go.Figure:
+    """precision@1 against build seconds, one point per frame strategy and pooling, 95% intervals.
+
+    Rows without a known build time are left out (the table lists them)."""
+    fig = go.Figure()
+    shown = [r for r in rows if r.get("build_seconds") is not None]
+    # Poolings often tie (one frame per video makes them equal): shrinking markers keep each one visible.
+    for number, pooling in enumerate(dict.fromkeys(r["pooling"] for r in shown)):
+        group = sorted((r for r in shown if r["pooling"] == pooling), key=lambda r: r["build_seconds"])
+        values = [r["precision_at_1"] for r in group]
+        ci = [r.get("precision_at_1_ci95") or [v, v] for r, v in zip(group, values, strict=True)]
+        fig.add_trace(
+            go.Scatter(
+                x=[r["build_seconds"] for r in group],
+                y=values,
+                mode="markers+lines+text" if number == 0 else "markers+lines",
+                name=f"pooling {pooling}",
+                text=[r["frames"] for r in group],
+                textposition="top center",
+                marker={"size": max(6, 18 - 4 * number), "color": POOLING_COLOURS.get(pooling)},
+                line={"width": 1, "dash": "dot", "color": POOLING_COLOURS.get(pooling)},
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [hi - v for (_, hi), v in zip(ci, values, strict=True)],
+                    "arrayminus": [v - lo for (lo, _), v in zip(ci, values, strict=True)],
+                },
+                customdata=[[r.get("model", ""), r.get("n_frames", 0), r.get("frames_per_s") or 0] for r in group],
+                hovertemplate="%{text} · precision@1 %{y:.3f}<br>build %{x:.1f} s · %{customdata[1]} frames "
+                "(%{customdata[2]:.1f} frames/s)<br>%{customdata[0]}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        xaxis={"title": "build seconds", "rangemode": "tozero"},
+        yaxis={"title": "precision@1 (95% interval)", "range": [0, 1.05]},
+        legend={"orientation": "h", "y": 1.08, "x": 0},
+        margin={"l": 40, "r": 20, "t": 30, "b": 40},
+        height=440,
     )
     return fig

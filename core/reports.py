@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from core.evaluation import Evaluation
+from core.failures import FailureAnalysis, confused_samples
 from core.files import atomic_path, write_text_atomic
 from core.metrics import MetricsReport
 from core.moments import Moment
@@ -182,8 +183,61 @@ def metrics_rows(report: MetricsReport) -> list[tuple[str, str, str]]:
     ]
 
 
-def results_html(evaluation: Evaluation, title: str = "CLIP results", max_rows: int | None = None) -> str:
-    """Global metrics, the histogram and the per-video table (thumbnail, label, best prompts, scores)."""
+def failures_html(evaluation: Evaluation, failures: FailureAnalysis) -> str:
+    """The failure analysis: the confusion matrix of the most-confused classes (each cell links to its
+    videos, listed below it with thumbnails), the classes flagged as needing motion, the worst margins."""
+    m = failures.heatmap
+    parts = ["<h2>Failure analysis</h2>", *(f"<p class='muted'>{esc(n)}</p>" for n in failures.notes)]
+    if m.classes:
+        totals = m.counts.sum(axis=1)
+        head = "".join(f"<th title='{esc(c)}'>{esc(c)}</th>" for c in m.classes)
+        rows = []
+        for i, true in enumerate(m.classes):
+            cells = []
+            for j, _predicted in enumerate(m.classes):
+                n = int(m.counts[i, j])
+                share = n / totals[i] if totals[i] else 0.0
+                style = f"background:rgba(209,73,91,{share:.2f})"
+                text = f"<a href='#pair-{i}-{j}'>{n}</a>" if n and i != j else str(n)
+                cells.append(f"<td class='num' style='{style}'>{text}</td>")
+            rows.append(f"<tr><th>{esc(true)}</th>{''.join(cells)}</tr>")
+        parts.append(
+            "<h3>Most-confused classes (rows: true label, columns: predicted; a number links to its videos)</h3>"
+            f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
+        )
+        position = {c: i for i, c in enumerate(m.classes)}
+        for true, predicted, count in failures.pairs():
+            cards = "".join(
+                f"<div class='card'>{_img(r['frame_path'], r['video_id'])}"
+                f"<div class='muted vid' title='{esc(r['video_id'])}'>{esc(r['video_id'])}</div></div>"
+                for r in confused_samples(evaluation, true, predicted)
+            )
+            parts.append(
+                f"<h4 id='pair-{position[true]}-{position[predicted]}'>{esc(true)} predicted as {esc(predicted)} "
+                f"({count})</h4><div class='grid'>{cards}</div>"
+            )
+    else:
+        parts.append("<p>No confusion: every video's true label ranks first.</p>")
+    flags = "".join(f"<li>{esc(flag.describe())}</li>" for flag in failures.motion)
+    parts.append(f"<h3>Classes that may need motion</h3>{f'<ul>{flags}</ul>' if flags else '<p>None flagged.</p>'}")
+    worst = "".join(
+        f"<div class='card'>{_img(v.frame_path, v.video_id)}<div><b>{esc(v.label)}</b></div>"
+        f"<div class='muted'>best wrong: {esc(v.best_wrong)} · margin {v.margin:+.3f}</div>"
+        f"<div class='muted vid' title='{esc(v.video_id)}'>{esc(v.video_id)}</div></div>"
+        for v in failures.worst
+    )
+    parts.append(f"<h3>Worst videos (true class minus best wrong class)</h3><div class='grid'>{worst}</div>")
+    return "".join(parts)
+
+
+def results_html(
+    evaluation: Evaluation,
+    title: str = "CLIP results",
+    max_rows: int | None = None,
+    failures: FailureAnalysis | None = None,
+) -> str:
+    """Global metrics, the histogram, the per-video table (thumbnail, label, best prompts, scores), and
+    with `failures` the failure analysis."""
     rep = evaluation.report
     settings = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in evaluation.settings.items())
     figures = "".join(
@@ -215,6 +269,8 @@ def results_html(evaluation: Evaluation, title: str = "CLIP results", max_rows: 
         f"{''.join(body_rows)}</table>"
         f"<h2>Per class</h2><table><tr><th>class</th><th>precision@1</th><th>videos</th></tr>{per_class}</table>"
     )
+    if failures is not None:
+        body += failures_html(evaluation, failures)
     return _page(title, body)
 
 
@@ -288,15 +344,21 @@ HISTOGRAM_PNG = "similarity_distribution.png"
 HISTOGRAM_HTML = "similarity_distribution.html"
 
 
-def write_reports(evaluation: Evaluation, output_dir: Path | str, title: str = "CLIP results") -> dict[str, Path]:
-    """The reference study's three outputs, made safe: results page, static and interactive histograms."""
+def write_reports(
+    evaluation: Evaluation,
+    output_dir: Path | str,
+    title: str = "CLIP results",
+    failures: FailureAnalysis | None = None,
+) -> dict[str, Path]:
+    """The reference study's three outputs, made safe: results page (with the failure analysis when
+    given), static and interactive histograms."""
     from core.plots import similarity_histogram
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     interactive = similarity_histogram(evaluation.report).to_html(full_html=True, include_plotlyjs=True)
     return {
-        "results": write_text_atomic(out / RESULTS_PAGE, results_html(evaluation, title=title)),
+        "results": write_text_atomic(out / RESULTS_PAGE, results_html(evaluation, title=title, failures=failures)),
         "histogram_png": histogram_png(evaluation.report, out / HISTOGRAM_PNG),
         "histogram_html": write_text_atomic(out / HISTOGRAM_HTML, interactive),
     }

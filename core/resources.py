@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.app import EvalSettings, Evaluation, Explorer, IndexRef, ProcessCache, image_data_uri
+from core.app import (
+    EvalSettings,
+    Evaluation,
+    Explorer,
+    FailureAnalysis,
+    IndexRef,
+    ProbeResult,
+    ProcessCache,
+    image_data_uri,
+)
 from core.jobs import BuildManager, DownloadManager
 
 
@@ -39,6 +48,18 @@ def get_download_manager() -> DownloadManager:
 def get_evaluation(_explorer: Explorer, ref: IndexRef, version: str, settings: EvalSettings) -> Evaluation:
     """One evaluation per index version and settings (nothing is recorded: saving is the user's call)."""
     return _explorer.evaluate(ref, settings, save=False)
+
+
+@st.cache_data(max_entries=16, ttl=3600, show_spinner="Looking for where it fails…")
+def get_failures(_explorer: Explorer, ref: IndexRef, version: str, settings: EvalSettings) -> FailureAnalysis:
+    """The failure analysis of one evaluation (it may score a middle and a uniform:K sibling too)."""
+    return _explorer.failures(ref, get_evaluation(_explorer, ref, version, settings))
+
+
+@st.cache_data(max_entries=16, ttl=3600, show_spinner="Training the linear probe on the embeddings…")
+def get_probe(_explorer: Explorer, ref: IndexRef, version: str, settings: EvalSettings) -> ProbeResult:
+    """The linear probe for one index version and settings (seconds to a minute: trained on demand)."""
+    return _explorer.probe(ref, settings)
 
 
 @st.cache_data(max_entries=16, ttl=3600, show_spinner=False)

@@ -176,3 +176,52 @@ def compare_per_class(a: Run, b: Run) -> list[tuple[str, float | None, float | N
         delta = pb - pa if pa is not None and pb is not None else None
         rows.append((name, pa, pb, delta))
     return sorted(rows, key=lambda r: (-(r[3] if r[3] is not None else -9), r[0]))
+
+
+@dataclass
+class RunComparison:
+    """Two or more runs side by side (typically the same videos scored by different models).
+
+    `per_class`: (class, precision@1 in each run, gain of each run over the first), the largest gain
+    of the last run first; a class missing from a run has None there. `notes`: why the comparison may
+    mix more than the model (other videos, frames, pooling or prompts), one sentence each."""
+
+    runs: list[Run]
+    per_class: list[tuple[str, list[float | None], list[float | None]]]
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """Per class: ``a``, ``b``, ``delta`` (the first two runs, as ``runs --compare`` always wrote),
+        plus ``runs`` (run id → precision@1) and ``gains`` (run id → gain over the first run)."""
+        ids = [run.id for run in self.runs]
+        rows = []
+        for name, values, gains in self.per_class:
+            rows.append(
+                {"class": name, "a": values[0], "b": values[1], "delta": gains[1],
+                 "runs": dict(zip(ids, values, strict=True)), "gains": dict(zip(ids, gains, strict=True))}
+            )  # fmt: skip
+        return rows
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per run: what it is and its headline figures."""
+        return [run.row() for run in self.runs]
+
+
+def compare_runs_side_by_side(runs: list[Run]) -> RunComparison:
+    """Per-class precision@1 of each run and its gain over the first (see `RunComparison`)."""
+    names = sorted(set().union(*(run.per_class for run in runs)))
+    rows: list[tuple[str, list[float | None], list[float | None]]] = []
+    for name in names:
+        values = [run.per_class.get(name) for run in runs]
+        base = values[0]
+        gains = [v - base if v is not None and base is not None else None for v in values]
+        rows.append((name, values, gains))
+    rows.sort(key=lambda r: (-(r[2][-1] if r[2][-1] is not None else -9), r[0]))
+    notes = []
+    for what, value in (("samples scored", lambda r: r.metrics.get("n_videos")), ("frames", lambda r: r.frames),
+                        ("pooling", lambda r: r.pooling), ("prompt set", lambda r: r.prompt_set),
+                        ("classes", lambda r: r.classes)):  # fmt: skip
+        seen = list(dict.fromkeys(str(value(run)) for run in runs))
+        if len(seen) > 1:
+            notes.append(f"The runs differ in {what} ({', '.join(seen)}), not only in model: gains mix both.")
+    return RunComparison(list(runs), rows, notes)

@@ -16,7 +16,8 @@ from core.app import (
     PROMPT_SETS,
     EvalSettings,
     UserError,
-    confusion_heatmap,
+    confused_samples,
+    confusion_counts_heatmap,
     metrics_csv,
     metrics_rows,
     per_class_csv,
@@ -24,8 +25,8 @@ from core.app import (
     results_html,
     similarity_histogram,
 )
-from core.resources import get_evaluation, thumbnail_uri
-from pages.common import build_in_progress_note, current_index, explorer, index_model, require_navigation
+from core.resources import get_evaluation, get_failures, get_probe, thumbnail_uri
+from pages.common import build_in_progress_note, current_index, explorer, index_model, md, require_navigation
 
 require_navigation()
 
@@ -207,14 +208,113 @@ st.dataframe(
 )
 
 st.subheader("Most-confused classes")
+failures = get_failures(explorer(), listed.ref, index.version, settings)
+pairs = failures.pairs()
 if rep.confusion:
     left, right = st.columns([2, 3])
     left.dataframe(
         pd.DataFrame(rep.confusion[:30], columns=["true label", "predicted as", unit]), hide_index=True, width="stretch"
     )
-    right.plotly_chart(confusion_heatmap(rep), width="stretch")
+    heatmap = failures.heatmap
+    with right:
+        event = st.plotly_chart(
+            confusion_counts_heatmap(heatmap.classes, heatmap.counts),
+            width="stretch",
+            on_select="rerun",
+            selection_mode="points",
+            key="confusion_chart",
+        )
+        st.caption("Click a cell to list its videos below.")
+    # A click selects (true, predicted) in the box below; the box can also be used on its own.
+    clicked = [(p.get("y"), p.get("x")) for p in (event.selection.points if event else []) if p.get("x") != p.get("y")]
+    options = [(t, p) for t, p, _ in pairs]
+    if clicked and clicked[0] in options and st.session_state.get("confusion_clicked") != clicked[0]:
+        st.session_state.confusion_clicked = st.session_state.confused_pair = clicked[0]
+    if options:
+        counts = {(t, p): n for t, p, n in pairs}
+        true, predicted = st.selectbox(
+            "Confused pair: its videos",
+            options,
+            format_func=lambda pair: f"{pair[0]} → predicted as {pair[1]} ({counts[pair]})",
+            key="confused_pair",
+        )
+        rows = confused_samples(evaluation, true, predicted)[:24]
+        for start in range(0, len(rows), 6):
+            for column, row in zip(st.columns(6), rows[start : start + 6], strict=False):
+                with column:
+                    if os.path.isfile(row["frame_path"]):
+                        st.image(row["frame_path"], width="stretch")
+                    st.caption(f"{md(row['video_id'])} · t={row['timestamp_s']:.1f}s")
 else:
     st.caption("No confusion: every video's true label ranks first.")
+
+st.subheader("Classes that may need motion")
+st.caption(
+    "A single frame cannot tell some actions apart (opening / closing, putting on / taking off): flagged when an "
+    "opposite class, or one confused with it both ways, scores at least as high on a quarter of its videos, or when a "
+    "uniform:K index of the same model gains 0.25 precision@1 or more over middle."
+)
+for note in failures.notes:
+    st.caption(note)
+if failures.motion:
+    st.dataframe(
+        pd.DataFrame(
+            [{"class": f.label, "why": f.reason, "partner": f.partner, "evidence": f.value} for f in failures.motion]
+        ),
+        hide_index=True,
+        width="stretch",
+        column_config={"evidence": st.column_config.NumberColumn(format="%.2f")},
+    )
+else:
+    st.caption("None flagged.")
+
+st.subheader(f"The worst {unit}: true class minus the best wrong one")
+if failures.worst:
+    worst = failures.worst
+    for start in range(0, len(worst), 6):
+        for column, item in zip(st.columns(6), worst[start : start + 6], strict=False):
+            with column:
+                if os.path.isfile(item.frame_path):
+                    st.image(item.frame_path, width="stretch")
+                st.caption(f"**{md(item.label)}** vs {md(item.best_wrong)} · margin {item.margin:+.3f}")
+
+st.subheader("Linear probe: prompts or embeddings?")
+st.caption(
+    "A logistic regression trained on the frozen embeddings (pooled as above), cross-validated over videos: what "
+    "the embeddings can tell apart. Per class, probe minus zero-shot is the prompt gap: what better prompts could "
+    "win back at most."
+)
+if st.button("Train the linear probe", help="Seconds on a few hundred videos; the frames are not re-encoded"):
+    st.session_state.probe_for = (listed.ref, index.version, settings)
+if st.session_state.get("probe_for") == (listed.ref, index.version, settings):
+    try:
+        probe = get_probe(explorer(), listed.ref, index.version, settings)
+    except UserError as exc:
+        st.warning(str(exc))
+    else:
+        figures = probe.to_json()
+        two_places = st.column_config.NumberColumn(format="%.2f")
+        c1, c2, c3, c4 = st.columns(4)
+        c1.metric("probe top-1", f"{probe.top1:.3f}", help=f"± {figures['top1_std']:.3f} over {probe.k} folds")
+        c2.metric("probe top-5", f"{probe.top5:.3f}")
+        c3.metric("balanced accuracy", f"{probe.balanced_accuracy:.3f}")
+        c4.metric("zero-shot top-1, same folds", f"{probe.zero_shot_top1:.3f}")
+        st.caption(
+            f"{probe.k}-fold over {probe.n_videos} videos; top-1 spread over folds ± {figures['top1_std']:.3f}. "
+            + " ".join(probe.notes)
+        )
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {"class": c.name, "videos": c.videos, "probe": c.probe_top1, "zero-shot": c.zero_shot_top1,
+                     "prompt gap": c.prompt_gap}
+                    for c in sorted(probe.per_class, key=lambda c: (-c.prompt_gap, c.name))
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
+            column_config={k: two_places for k in ("probe", "zero-shot", "prompt gap")},
+        )  # fmt: skip
 
 st.subheader("Downloads")
 d1, d2, d3, d4, d5 = st.columns(5)
@@ -226,7 +326,7 @@ d3.download_button(f"Per {unit[:-1]} (CSV)", per_video_csv(evaluation), file_nam
 d4.download_button("Per class (CSV)", per_class_csv(rep), file_name="per_class.csv", mime="text/csv")
 d5.download_button(
     "Results page (HTML)",
-    lambda: results_html(evaluation, title=f"CLIP results: {index.name}"),
+    lambda: results_html(evaluation, title=f"CLIP results: {index.name}", failures=failures),
     file_name="results_kinetics.html",
     mime="text/html",
 )

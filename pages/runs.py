@@ -5,7 +5,17 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.app import CLASS_SETS, LABEL_MODES, POOLINGS, PROMPT_SETS, REFERENCE_RUN, EvalSettings, UserError, runs_chart
+from core.app import (
+    CLASS_SETS,
+    LABEL_MODES,
+    POOLINGS,
+    PROMPT_SETS,
+    REFERENCE_RUN,
+    EvalSettings,
+    UserError,
+    runs_chart,
+    sweep_chart,
+)
 from pages.common import current_index, explorer, index_model, require_navigation, store_ref
 
 require_navigation()
@@ -78,6 +88,21 @@ numeric = ["precision@1", "precision@3", "precision@5", "MRR", "Kinetics acc.", 
 st.dataframe(
     table, hide_index=True, width="stretch", column_config={c: number for c in [*numeric, "margin", "ROC-AUC"]}
 )
+
+st.subheader("Sampling sweep: precision@1 against build time")
+sweeps = app.sweeps(store_ref())
+if sweeps:
+    st.plotly_chart(sweep_chart([row.to_json() for row in sweeps]), width="stretch")
+    sweep_table = pd.DataFrame([row.to_json() for row in sweeps]).drop(columns=["precision_at_1_ci95", "timestamp"])
+    st.dataframe(sweep_table, hide_index=True, width="stretch")
+    if any(row.build_seconds is None for row in sweeps):
+        st.caption("Collections built outside a sweep have no known build time: their rows are not on the chart.")
+else:
+    st.caption(
+        "No sweep yet: `python -m core sweep --videos DIR --frames middle,uniform:4,uniform:8` builds one collection "
+        "per strategy, scores each with every pooling, and its points appear here."
+    )
+
 if not runs:
     st.info("No run yet: evaluate on the Metrics page, run the grid above, or `python -m core evaluate`.")
     st.stop()
@@ -100,3 +125,55 @@ if first and second:
     gains, losses = int((diff["B − A"] > 0).sum()), int((diff["B − A"] < 0).sum())
     st.caption(f"{gains} class(es) gain, {losses} lose, {len(diff) - gains - losses} unchanged or not comparable.")
     st.dataframe(diff, hide_index=True, width="stretch", column_config={"B − A": number})
+
+st.subheader("Models side by side")
+st.caption(
+    "Runs of the same videos with different models (or any runs): their figures, and per class the gain of each "
+    "over the first. python -m core runs --compare RUN_A RUN_B ... prints the same."
+)
+# By default, the newest run of each model with the newest run's prompt set, pooling and classes.
+newest = runs[-1]
+latest_per_model: dict[str, str] = {}
+for run in runs:
+    if (run.prompt_set, run.pooling, run.classes) == (newest.prompt_set, newest.pooling, newest.classes):
+        latest_per_model[run.model] = run.id
+default = list(latest_per_model.values()) if len(latest_per_model) > 1 else [runs[0].id, newest.id]
+chosen = st.multiselect(
+    "Runs to compare (the first is the baseline)",
+    run_ids,
+    default=list(dict.fromkeys(default)),
+    format_func=lambda i: f"{next(r.model for r in runs if r.id == i)} · {labels_by_id[i]}",
+)
+if len(chosen) >= 2:
+    comparison = app.compare_models(store_ref(), chosen)
+    for note in comparison.notes:
+        st.caption(note)
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {"run": row["id"], "model": row["model"], "frames": row["frames"], "pooling": row["pooling"],
+                 "prompt set": row["prompt_set"], "videos": row["n_videos"], "precision@1": row["precision_at_1"],
+                 "p@1 95% CI": "–".join(f"{v:.3f}" for v in (row["ci95"] or {}).get("precision_at_1", [])),
+                 "precision@5": row["precision_at_5"], "MRR": row["mrr"]}
+                for row in comparison.summary()
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+        column_config={c: number for c in ("precision@1", "precision@5", "MRR")},
+    )  # fmt: skip
+    names = [f"{chr(ord('A') + i)}: {run.model}" for i, run in enumerate(comparison.runs)]
+    per_class_rows = []
+    for name, values, run_gains in comparison.per_class:
+        row: dict[str, object] = {"class": name}
+        row.update(dict(zip(names, values, strict=True)))
+        row.update({f"{n.split(':')[0]} − A": g for n, g in zip(names[1:], run_gains[1:], strict=True)})
+        per_class_rows.append(row)
+    st.dataframe(
+        pd.DataFrame(per_class_rows),
+        hide_index=True,
+        width="stretch",
+        column_config={c: number for c in per_class_rows[0] if c != "class"} if per_class_rows else None,
+    )
+else:
+    st.caption("Pick at least two runs.")
