@@ -163,3 +163,42 @@ def test_html_export_keeps_thumbnails_in_shape_and_ids_inside_their_card(built_i
         assert not overflow, "a long id spills out of its card"
         assert page.locator(f"[title='{long_id}']").count() >= 1, "the full id is in a tooltip"
         browser.close()
+
+
+def test_moments_gallery_in_a_real_browser(app_url: str, tmp_path: Path) -> None:
+    """Search with *Moments* on: each card shows its segment and *Play the moment* opens the video at its
+    start (the test clips are MPEG-4 Part 2, which browsers cannot play: the dialog says so and offers the
+    H.264 copy)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: apt-get install -y chromium (or deselect with -m 'not browser').")
+    import re
+
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1300})
+        page.goto(app_url)
+        box = page.get_by_label("Describe an action")
+        box.wait_for(timeout=60_000)
+        box.fill("a video of a person juggling fire.")
+        page.get_by_text("Moments", exact=True).click()
+        page.get_by_role("button", name="Search", exact=True).click()
+        plays = page.get_by_role("button", name="▶ Play the moment")
+        expect(plays).to_have_count(12, timeout=60_000)  # k=12, one moment per video (the defaults)
+        segment = page.get_by_text(re.compile(r"^\d+\.\d\d–\d+\.\d\d s · best at")).first
+        expect(segment).to_be_visible()
+        start = segment.inner_text().split("–")[0]
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(tmp_path / "moments.png"))
+        plays.first.click()
+        dialog = page.get_by_role("dialog")
+        expect(dialog.get_by_text("Video at the matched moment")).to_be_visible(timeout=30_000)
+        expect(dialog.get_by_text(f"from {start} s")).to_be_visible()
+        expect(dialog.get_by_text("cannot play in a browser as it is")).to_be_visible()
+        browser.close()
+    assert (tmp_path / "moments.png").stat().st_size > 10_000
+    target = os.environ.get("CLIP_EXPLORER_SCREENSHOTS")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / "moments.png", Path(target) / "moments.png")
