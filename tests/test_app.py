@@ -96,23 +96,33 @@ def test_metrics_table_histogram_and_prompt_editing(built_index: dict) -> None:
     assert any("placeholder" in w.value for w in at.warning)
 
 
-def test_build_page_builds_in_the_background(tmp_path: Path, video_root: Path, tiny_checkpoint: Path) -> None:
-    db, out = tmp_path / "db", tmp_path / "out"
-    at = run_page(make_app(db, out, roots=[tmp_path, video_root, ROOT, tiny_checkpoint.parent]), "pages/build.py")
-    at.text_input(key="videos_input").input(str(video_root))
-    next(b for b in at.button if b.label == "Check the source").click().run()
-    assert any("12 videos of 6 labels" in s.value for s in at.success)
+def _start_tiny_build(at: AppTest, tiny_checkpoint: Path) -> None:
+    """Fill the Build page's model fields with the tiny test model and press *Start the build*."""
     inputs = {t.label: t for t in at.text_input}
     inputs["open_clip model"].input("TinyCLIP-test")
     inputs["Pretrained tag or local checkpoint"].input(str(tiny_checkpoint))
     inputs["Custom model config (optional)"].input(str(CONFIG))
     next(b for b in at.button if b.label == "Start the build").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    deadline = time.time() + 60
+
+
+def _wait_for_frames(db: Path, frames: int, seconds: float = 60) -> None:
+    """Poll the index the background build writes (another thread: AppTest offers no event to wait on)."""
+    deadline = time.time() + seconds
     while time.time() < deadline and not list_indexes(connect(db)):
         time.sleep(0.2)
-    while time.time() < deadline and list_indexes(connect(db))[0].count() < 12:
+    while time.time() < deadline and list_indexes(connect(db))[0].count() < frames:
         time.sleep(0.2)
+
+
+def test_build_page_builds_in_the_background(tmp_path: Path, video_root: Path, tiny_checkpoint: Path) -> None:
+    db, out = tmp_path / "db", tmp_path / "out"
+    at = run_page(make_app(db, out, roots=[tmp_path, video_root, ROOT, tiny_checkpoint.parent]), "pages/build.py")
+    at.text_input(key="videos_input").input(str(video_root))
+    next(b for b in at.button if b.label == "Check the source").click().run()
+    assert any("12 videos of 6 labels" in s.value for s in at.success)
+    _start_tiny_build(at, tiny_checkpoint)
+    _wait_for_frames(db, 12)
     assert list_indexes(connect(db))[0].count() == 12
     at.run()
     assert not at.exception
@@ -127,17 +137,8 @@ def test_build_page_offers_fps_and_scenes(tmp_path: Path, video_root: Path, tiny
     at.radio(key="form_strategy_input").set_value("fps").run()
     at.number_input(key="form_fps_input").set_value(0.5).run()
     at.text_input(key="videos_input").input(str(video_root))
-    inputs = {t.label: t for t in at.text_input}
-    inputs["open_clip model"].input("TinyCLIP-test")
-    inputs["Pretrained tag or local checkpoint"].input(str(tiny_checkpoint))
-    inputs["Custom model config (optional)"].input(str(CONFIG))
-    next(b for b in at.button if b.label == "Start the build").click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
-    deadline = time.time() + 60
-    while time.time() < deadline and not list_indexes(connect(db)):
-        time.sleep(0.2)
-    while time.time() < deadline and list_indexes(connect(db))[0].count() < 12:  # 1.2-s clips: one frame each
-        time.sleep(0.2)
+    _start_tiny_build(at, tiny_checkpoint)
+    _wait_for_frames(db, 12)  # 1.2-s clips at fps:0.5: one frame each
     index = list_indexes(connect(db))[0]
     assert index.frames == "fps:0.5" and index.count() == 12
     at.run()
