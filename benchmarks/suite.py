@@ -168,7 +168,10 @@ def encode_rate(model: ClipModel, seconds: float, batch_size: int) -> float:
 def build_rate(
     model: ClipModel, videos: Path, work: Path, frames: str, batch_size: int, tag: str, workers: int | str = "auto"
 ) -> dict[str, float]:
-    """One build through the public entry point (`run_build`), in this process, with `model` already loaded."""
+    """One build through the public entry point (`run_build`), in this process, with `model` already loaded,
+    into a new index (one left in a reused `--work` folder would make it resume with nothing to do)."""
+    for leftover in (work / f"db-{tag}", work / f"out-{tag}"):
+        shutil.rmtree(leftover, ignore_errors=True)
     request = BuildRequest(
         videos=str(videos), db=str(work / f"db-{tag}"), output=str(work / f"out-{tag}"), frames=frames,
         batch_size=batch_size, workers=workers, device=str(model.device), precision=model.precision,

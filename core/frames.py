@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +57,9 @@ SEEK_MIN_GAP = 48
 DEFAULT_MAX_SIDE = 1280
 # A count beyond this is a container bug, not a clip; the frames are then counted by decoding.
 _IMPLAUSIBLE_FRAME_COUNT = 10_000_000
+
+
+OnFrame = Callable[[np.ndarray], None]  # sees each RGB frame as it is decoded
 
 
 class VideoReadError(Exception):
@@ -234,9 +237,15 @@ def _to_rgb(bgr: np.ndarray, max_side: int) -> np.ndarray:
 
 
 def _read_planned(
-    cap: cv2.VideoCapture, targets: Sequence[int], fps: float | None, allow_seek: bool, max_side: int
+    cap: cv2.VideoCapture,
+    targets: Sequence[int],
+    fps: float | None,
+    allow_seek: bool,
+    max_side: int,
+    on_frame: OnFrame | None = None,
 ) -> list[tuple[int, float, np.ndarray]] | None:
-    """Read `targets` in order; None as soon as one cannot be read."""
+    """Read `targets` in order; None as soon as one cannot be read. `on_frame` sees each RGB frame as it
+    is decoded (a frame of a read that fails later is seen too, and is then not in any result)."""
     out: list[tuple[int, float, np.ndarray]] = []
     pos = 0  # index of the frame the next read() returns
     for target in targets:
@@ -257,7 +266,10 @@ def _read_planned(
         if allow_seek and int(cap.get(cv2.CAP_PROP_POS_FRAMES)) != pos:
             return None
         timestamp = _timestamp(cap.get(cv2.CAP_PROP_POS_MSEC), target, fps)
-        out.append((target, round(timestamp, 3), _to_rgb(bgr, max_side)))
+        rgb = _to_rgb(bgr, max_side)
+        if on_frame is not None:
+            on_frame(rgb)
+        out.append((target, round(timestamp, 3), rgb))
     return out
 
 
@@ -291,29 +303,38 @@ def _properties(cap: cv2.VideoCapture) -> tuple[int, float | None, int, int]:
 
 
 def read_video_frames(
-    record: VideoRecord, strategy: FrameStrategy, max_side: int = DEFAULT_MAX_SIDE, threads: int = 1
+    record: VideoRecord,
+    strategy: FrameStrategy,
+    max_side: int = DEFAULT_MAX_SIDE,
+    threads: int = 1,
+    on_frame: OnFrame | None = None,
 ) -> VideoFrames:
     """Decode the frames `strategy` picks from `record`'s file, as RGB arrays.
 
-    `threads` is FFmpeg's decoding threads (1: one per worker; 0: FFmpeg's choice). Raises
-    `VideoReadError` when the file cannot be opened or no planned frame can be decoded.
+    `threads` is FFmpeg's decoding threads (1: one per worker; 0: FFmpeg's choice). `on_frame`, if given,
+    is called with each RGB frame as soon as it is decoded (so that a caller can work on it while the
+    next one decodes; `middle`, `uniform:K` and `scenes`; the returned frames are the same arrays), and
+    may see frames of an attempt that is then read again. Raises `VideoReadError` when the file cannot be
+    opened or no planned frame can be decoded.
     """
     try:
-        return _read_video_frames(record, strategy, max_side, threads)
+        return _read_video_frames(record, strategy, max_side, threads, on_frame)
     except cv2.error as exc:
         # OpenCV raises on some malformed streams instead of failing the read.
         raise VideoReadError(f"OpenCV could not decode it ({str(exc).strip().splitlines()[-1][:120]})") from None
 
 
-def _read_video_frames(record: VideoRecord, strategy: FrameStrategy, max_side: int, threads: int) -> VideoFrames:
+def _read_video_frames(
+    record: VideoRecord, strategy: FrameStrategy, max_side: int, threads: int, on_frame: OnFrame | None
+) -> VideoFrames:
     path = Path(record.path)
     _check_file(path)
     if strategy.kind == "fps":
         read, n_frames, fps, width, height, notes = _read_by_time(path, strategy, max_side, threads)
     elif strategy.kind == "scenes":
-        read, n_frames, fps, width, height, notes = _read_scenes(path, strategy, max_side, threads)
+        read, n_frames, fps, width, height, notes = _read_scenes(path, strategy, max_side, threads, on_frame)
     else:
-        read, n_frames, fps, width, height, notes = _read_by_count(path, strategy, max_side, threads)
+        read, n_frames, fps, width, height, notes = _read_by_count(path, strategy, max_side, threads, on_frame)
     frames = [
         Frame(
             video_id=record.video_id,
@@ -335,7 +356,9 @@ def _read_video_frames(record: VideoRecord, strategy: FrameStrategy, max_side: i
 _Read = tuple[list[tuple[int, float, np.ndarray]], int, float | None, int, int, list[str]]
 
 
-def _read_by_count(path: Path, strategy: FrameStrategy, max_side: int, threads: int) -> _Read:
+def _read_by_count(
+    path: Path, strategy: FrameStrategy, max_side: int, threads: int, on_frame: OnFrame | None = None
+) -> _Read:
     """`middle` and `uniform:K`: plan on the container's frame count, on the decodable count if that fails."""
     notes: list[str] = []
     cap = _open(path, threads)
@@ -343,7 +366,7 @@ def _read_by_count(path: Path, strategy: FrameStrategy, max_side: int, threads: 
         reported, fps, width, height = _properties(cap)
         read = None
         if reported > 0:
-            read = _read_planned(cap, strategy.indices(reported), fps, allow_seek=True, max_side=max_side)
+            read = _read_planned(cap, strategy.indices(reported), fps, True, max_side, on_frame)
     finally:
         cap.release()
     n_frames = reported
@@ -359,7 +382,7 @@ def _read_by_count(path: Path, strategy: FrameStrategy, max_side: int, threads: 
             notes.append(f"frame count missing from the container; {n_frames} frames decoded")
         cap = _open(path, threads)
         try:
-            read = _read_planned(cap, strategy.indices(n_frames), fps, allow_seek=False, max_side=max_side)
+            read = _read_planned(cap, strategy.indices(n_frames), fps, False, max_side, on_frame)
         finally:
             cap.release()
         if read is None:
@@ -514,7 +537,9 @@ def _detect_shots(path: Path, fps: float | None, threads: int) -> tuple[list[tup
     return [(start, min(end, decoded)) for start, end in shots if start < min(end, decoded)], decoded
 
 
-def _read_scenes(path: Path, strategy: FrameStrategy, max_side: int, threads: int) -> _Read:
+def _read_scenes(
+    path: Path, strategy: FrameStrategy, max_side: int, threads: int, on_frame: OnFrame | None = None
+) -> _Read:
     """`scenes:K`: the middle frame of each of the K longest shots, in time order."""
     cap = _open(path, threads)
     try:
@@ -533,7 +558,7 @@ def _read_scenes(path: Path, strategy: FrameStrategy, max_side: int, threads: in
     for allow_seek in (True, False):
         cap = _open(path, threads)
         try:
-            read = _read_planned(cap, targets, fps, allow_seek=allow_seek, max_side=max_side)
+            read = _read_planned(cap, targets, fps, allow_seek, max_side, on_frame)
         finally:
             cap.release()
         if read is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from core.files import remove_temporaries, write_bytes_atomic
+from core.files import remove_temporaries
 from core.names import safe_name
 
 THUMBNAIL_MAX_SIDE = 384
@@ -26,19 +26,14 @@ def thumbnail_path(output_dir: Path | str, video_id: str, frame_index: int) -> P
 
 
 def thumbnail_jpeg(rgb: np.ndarray, max_side: int = THUMBNAIL_MAX_SIDE) -> bytes:
-    """`rgb` (HxWx3 uint8, RGB) as the bytes of a JPEG no larger than `max_side` (what `write_thumbnail`
-    writes; a Ray worker sends these to the machine that writes the files)."""
+    """`rgb` (HxWx3 uint8, RGB) as the bytes of a JPEG no larger than `max_side`: what a build writes, and
+    what a Ray worker sends to the machine that writes the files."""
     image = Image.fromarray(rgb)
     if max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()
-
-
-def write_thumbnail(rgb: np.ndarray, path: Path, max_side: int = THUMBNAIL_MAX_SIDE) -> Path:
-    """Write `rgb` (HxWx3 uint8, RGB) as a JPEG no larger than `max_side`, atomically."""
-    return write_bytes_atomic(path, thumbnail_jpeg(rgb, max_side))
 
 
 def remove_stale_temporaries(output_dir: Path | str) -> int:

@@ -59,15 +59,21 @@ def test_a_background_job_builds_with_two_worker_processes(
     assert index.count() == 24 and len(index.complete_videos()) == 12
 
 
-def test_process_workers_give_the_same_embeddings_as_preparing_here(tmp_path: Path, video_root: Path, tiny_model):
-    """Frames prepared in worker processes (uint8 at the model's input size, normalised per batch) encode to
-    what the model's own transform gives for the same decoded frames."""
+@pytest.mark.parametrize("helpers", [1, 2])
+def test_process_workers_give_the_same_embeddings_as_preparing_here(
+    tmp_path: Path, video_root: Path, tiny_model, helpers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frames prepared in worker processes (uint8 at the model's input size, normalised per batch), with or
+    without a helper thread in each worker, encode to what the model's own transform gives for the same
+    decoded frames."""
     from core.frames import read_video_frames
 
+    monkeypatch.setattr(local, "prepare_threads_for", lambda workers: helpers)  # read in the parent
     scan = scan_source(video_root)
     index = open_for_build(connect(tmp_path / "db"), tiny_model.spec, tiny_model.embed_dim, "uniform:2")
     build_index(scan.videos, tiny_model, index, FrameStrategy.parse("uniform:2"), tmp_path / "out", batch_size=5)
     contents = index.contents()
+    assert len(contents) == 24
     by_id = dict(zip(contents.ids, contents.embeddings, strict=True))
     for record in scan.videos[:4]:
         frames = read_video_frames(record, FrameStrategy.parse("uniform:2")).frames
@@ -232,3 +238,34 @@ def test_workers_never_run_the_parents_main_script(
     assert summary.videos_indexed == 12 and not summary.skipped
     assert sys.modules["__main__"] is page  # put back after the workers started
     assert not mark.exists()
+
+
+def test_helper_threads_prepare_exactly_what_one_thread_does(video_root: Path, tmp_path: Path) -> None:
+    """Model inputs and thumbnails made by a helper thread while the next frames decode: the same pixels,
+    metadata, order and thumbnails as in one thread."""
+    from core.engines.prepare import prepare_video
+    from core.frames import FrameStrategy
+    from core.geometry import InputGeometry
+    from core.runtime import prepare_threads_for
+    from core.sources import scan_source
+
+    record = scan_source(video_root).videos[0]
+    geometry = InputGeometry((32, 32))
+    for strategy in ("fps:5", "scenes"):  # a path that reads by time, and one that streams its frames
+        a = prepare_video(record, FrameStrategy.parse(strategy), geometry, tmp_path / "a", helpers=1)
+        b = prepare_video(record, FrameStrategy.parse(strategy), geometry, tmp_path / "b", helpers=3)
+        assert a.pixels is not None and b.pixels is not None and np.array_equal(a.pixels, b.pixels), strategy
+    one = prepare_video(record, FrameStrategy.parse("uniform:5"), geometry, tmp_path / "one", helpers=1)
+    two = prepare_video(record, FrameStrategy.parse("uniform:5"), geometry, tmp_path / "two", helpers=2)
+    assert one.pixels is not None and two.pixels is not None and one.pixels.shape == (5, 3, 32, 32)
+    assert np.array_equal(one.pixels, two.pixels)
+    strip = [{k: v for k, v in m.items() if k != "frame_path"} for m in one.metadatas]
+    assert strip == [{k: v for k, v in m.items() if k != "frame_path"} for m in two.metadatas]
+    for a, b in zip(one.metadatas, two.metadatas, strict=True):
+        assert Path(a["frame_path"]).read_bytes() == Path(b["frame_path"]).read_bytes()
+    as_bytes = prepare_video(
+        record, FrameStrategy.parse("uniform:5"), geometry, tmp_path / "x", thumbnail_bytes=True, helpers=2
+    )
+    assert [Path(m["frame_path"]).read_bytes() for m in one.metadatas] == as_bytes.thumbnails
+    assert (prepare_threads_for(1, cores=2), prepare_threads_for(2, cores=2), prepare_threads_for(15, cores=16)) == (
+        2, 1, 1)  # fmt: skip

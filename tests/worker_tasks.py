@@ -16,7 +16,8 @@ from core.engines.prepare import PreparedVideo, prepare_video
 RENDEZVOUS_S = 60  # a bound, so that a pool that never runs two tasks at once fails instead of hanging
 
 
-def prepare_in_pairs(record: Any, strategy: Any, geometry: Any, output_dir: Any, threads: int = 1) -> PreparedVideo:
+def prepare_in_pairs(record: Any, strategy: Any, geometry: Any, output_dir: Any, threads: int = 1,
+                     helpers: int = 1) -> PreparedVideo:  # fmt: skip
     """`prepare_video`, once two different worker processes have each started a video (a rendezvous
     through files under the output folder), noting which process prepared it."""
     here = Path(output_dir) / "worker-pids"
@@ -30,7 +31,8 @@ def prepare_in_pairs(record: Any, strategy: Any, geometry: Any, output_dir: Any,
     return prepared
 
 
-def prepare_or_die(record: Any, strategy: Any, geometry: Any, output_dir: Any, threads: int = 1) -> PreparedVideo:
+def prepare_or_die(record: Any, strategy: Any, geometry: Any, output_dir: Any, threads: int = 1,
+                     helpers: int = 1) -> PreparedVideo:  # fmt: skip
     """`prepare_video`, except that a video whose id contains "crash" kills its worker process, as a
     decoder crashing on a malformed file would."""
     if "crash" in record.video_id:

@@ -41,7 +41,7 @@ from core.engines.records import BuildProgress, BuildSummary
 from core.frames import FrameStrategy, VideoReadError
 from core.geometry import InputGeometry
 from core.index import FrameIndex
-from core.runtime import decode_threads_for, torch_threads_for
+from core.runtime import decode_threads_for, prepare_threads_for, torch_threads_for
 from core.sources import SkippedItem, VideoRecord
 from core.thumbnails import remove_stale_temporaries
 
@@ -70,6 +70,7 @@ class FramePool:
         # `prepare_video`, or a stand-in with its signature (tests): a module-level function the workers import.
         self.task = task or prepare_video
         self.decode_threads = decode_threads_for(self.workers)
+        self.helper_threads = prepare_threads_for(self.workers)
         self._executor: ProcessPoolExecutor | None = None
 
     def start(self) -> FramePool:
@@ -95,8 +96,9 @@ class FramePool:
 
         def submit(record: VideoRecord) -> Future:
             return self._pool().submit(
-                self.task, record, self.strategy, geometry, self.output_dir, threads=self.decode_threads
-            )
+                self.task, record, self.strategy, geometry, self.output_dir, threads=self.decode_threads,
+                helpers=self.helper_threads,
+            )  # fmt: skip
 
         def refill() -> None:
             while len(window) < max(1, in_flight):

@@ -13,6 +13,7 @@ import multiprocessing.connection
 import os
 import signal
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,12 @@ import cv2
 import numpy as np
 
 from core.errors import UserError
+from core.files import write_bytes_atomic
 from core.frames import DEFAULT_MAX_SIDE, Frame, FrameStrategy, VideoFrames, VideoReadError, read_video_frames
 from core.geometry import InputGeometry
 from core.runtime import configure_runtime
 from core.sources import VideoRecord
-from core.thumbnails import THUMBNAIL_MAX_SIDE, thumbnail_jpeg, thumbnail_path, write_thumbnail
+from core.thumbnails import THUMBNAIL_MAX_SIDE, thumbnail_jpeg, thumbnail_path
 
 # Index-contract keys; a source's own metadata with one of these names is kept as meta_<name>.
 RESERVED_KEYS = frozenset(
@@ -91,42 +93,67 @@ def prepare_video(
     max_side: int = DEFAULT_MAX_SIDE,
     thumbnail_bytes: bool = False,
     threads: int = 1,
+    helpers: int = 1,
 ) -> PreparedVideo:
     """Decode the planned frames, write their thumbnails and make the model inputs.
 
     With `thumbnail_bytes` the thumbnails are returned as JPEG bytes (`PreparedVideo.thumbnails`) instead
     of written: a Ray worker on another machine sends them to the one that writes the output folder.
     `threads` is FFmpeg's decoding threads (1, or 0 for FFmpeg's choice: see `core.runtime.decode_threads_for`).
-    Raises `VideoReadError` (the video is skipped with its reason) or `UserError` (the output folder is
-    not writable: the build stops).
+    With `helpers` > 1, each frame's model input and thumbnail are made in `helpers` − 1 other threads
+    while the next frames decode, on a core the workers leave free (`core.runtime.prepare_threads_for`).
+    Raises `VideoReadError` (the video is skipped with its reason) or `UserError` (the output folder is not
+    writable: the build stops).
     """
-    vf = read_video_frames(record, strategy, max_side=max_side, threads=threads)
+    if helpers > 1 and strategy.count > 1:  # one frame has nothing to overlap with
+        # Each frame's model input and thumbnail are made by helper threads while the next frames decode
+        # (Pillow, OpenCV and FFmpeg all release the GIL): the worker then runs at about its decoding speed.
+        with ThreadPoolExecutor(helpers - 1) as pool:
+            started: list[tuple[np.ndarray, Future[_Finished]]] = []
+
+            def on_frame(rgb: np.ndarray) -> None:
+                started.append((rgb, pool.submit(_finish, rgb, geometry)))
+
+            vf = read_video_frames(record, strategy, max_side=max_side, threads=threads, on_frame=on_frame)
+            ready = {id(rgb): future for rgb, future in started}
+            finished = [
+                ready[id(f.rgb)].result() if id(f.rgb) in ready else _finish(f.rgb, geometry) for f in vf.frames
+            ]
+    else:
+        vf = read_video_frames(record, strategy, max_side=max_side, threads=threads)
+        finished = [_finish(f.rgb, geometry) for f in vf.frames]
     if not vf.frames:
         raise VideoReadError("no frames could be read")
     output_dir = Path(output_dir)
     metadatas = []
     thumbnails: list[bytes] = []
-    for frame in vf.frames:
+    for frame, (jpeg, _) in zip(vf.frames, finished, strict=True):
         path = thumbnail_path(output_dir, record.video_id, frame.frame_index)
         if thumbnail_bytes:
-            thumbnails.append(thumbnail_jpeg(shrink_for_thumbnail(frame.rgb)))
-            metadatas.append(frame_metadata(record, frame, path.resolve(), vf))
-            continue
-        try:
-            write_thumbnail(shrink_for_thumbnail(frame.rgb), path)
-        except OSError as exc:
-            raise UserError(
-                f"Cannot write thumbnails under {output_dir} ({exc.strerror or exc}): check that the output "
-                "folder is writable and the disk is not full."
-            ) from None
+            thumbnails.append(jpeg)
+        else:
+            try:
+                write_bytes_atomic(path, jpeg)
+            except OSError as exc:
+                raise UserError(
+                    f"Cannot write thumbnails under {output_dir} ({exc.strerror or exc}): check that the output "
+                    "folder is writable and the disk is not full."
+                ) from None
         metadatas.append(frame_metadata(record, frame, path.resolve(), vf))
     if geometry is None:
         return PreparedVideo(record.video_id, metadatas, None, [f.rgb for f in vf.frames], vf.notes, thumbnails)
-    height, width = geometry.size
-    pixels = np.empty((len(vf.frames), 3, height, width), dtype=np.uint8)
-    for i, frame in enumerate(vf.frames):
-        pixels[i] = geometry.apply(frame.rgb).transpose(2, 0, 1)
+    pixels = np.stack([model_input for _, model_input in finished if model_input is not None])
     return PreparedVideo(record.video_id, metadatas, pixels, [], vf.notes, thumbnails)
+
+
+# A frame's thumbnail (JPEG bytes) and model input (C×H×W uint8, or None without a geometry).
+_Finished = tuple[bytes, np.ndarray | None]
+
+
+def _finish(rgb: np.ndarray, geometry: InputGeometry | None) -> _Finished:
+    """The work on one decoded frame: its thumbnail's JPEG bytes and its model input."""
+    jpeg = thumbnail_jpeg(shrink_for_thumbnail(rgb))
+    return jpeg, geometry.apply(rgb).transpose(2, 0, 1) if geometry is not None else None
 
 
 def init_worker() -> None:
