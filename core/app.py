@@ -45,7 +45,7 @@ from core.paths import DEFAULT_CSV, DEFAULT_SUBSET, confine
 from core.plots import confusion_counts_heatmap, runs_chart, score_histogram, similarity_histogram, sweep_chart
 from core.probe import ProbeResult, linear_probe
 from core.prompts import DEFAULT_PROMPT, LABEL_MODES, PROMPT_SETS, resolve_prompts
-from core.query import IMAGE_SUFFIXES, check_parts, read_query_image
+from core.query import IMAGE_SUFFIXES, read_query_image
 from core.reports import (
     image_data_uri,
     metrics_csv,
@@ -70,7 +70,7 @@ from core.runs import (
 )
 from core.runtime import configure_runtime
 from core.samples import make_sample_videos
-from core.search import MAX_K, SearchHit, SearchResult, check_k, normalise_query, run_query
+from core.search import MAX_K, SearchHit, SearchResult, check_k, check_request, normalise_query, run_query
 from core.sources import VIDEO_EXTENSIONS, SourceScan, read_kinetics_csv, scan_source
 from core.subset import make_subset, reference_classes, write_subset
 from core.sweep import SWEEP_KEYS, SweepRow, SweepStore, parse_strategies, sweep_csv
@@ -355,11 +355,11 @@ class Explorer:
         """The whole answer to a query: hits or moments, the cut-off, and every frame's score when needed."""
         if query.image:
             query = replace(query, image=str(self.confine(query.image, "The query image")))
-        parts = query.parts()
-        check_parts(parts)  # a query with nothing to look for fails before a model is loaded
+        parts, options = query.parts(), query.options()
+        check_request(parts, options)  # a query that cannot be answered fails before a model is loaded
         index, model = self.index_model(ref, spec)
         named = ref.with_collection(index.name)
-        return run_query(model, index, parts, query.options(), lambda: self.contents(named))
+        return run_query(model, index, parts, options, lambda: self.contents(named))
 
     def save_query_image(self, data: bytes, name: str) -> Path:
         """An uploaded query image, kept as ``<output>/queries/<sha1>.<ext>`` (checked as an image first)."""
@@ -526,10 +526,7 @@ class Explorer:
 def check_query(query: SearchQuery) -> None:
     """Refuse a query that cannot be answered (nothing to look for, a bad k or margin, an unreadable
     image) before any model or index is loaded."""
-    check_parts(query.parts())
-    check_k(query.k)
-    if query.margin < 0:
-        raise QueryError(f"The moment margin must be 0 or more (got {query.margin}).")
+    check_request(query.parts(), query.options())
     if query.image:
         read_query_image(query.image)
 

@@ -545,16 +545,16 @@ def _result_json(result: Any) -> list[dict[str, Any]]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from core.app import check_k, check_query
+    from core.app import check_query
 
     if args.interactive:
         return _interactive_search(args)
-    check_query(_search_query(args, args.text, args.k))  # fail fast, before loading a model
-    check_k(args.k)
+    query = _search_query(args, args.text, args.k)
+    check_query(query)  # fail fast, before loading a model
     say = partial(print, file=_report_stream(args))
     explorer = _explorer(args)
     ref, _index = _open_and_say(args, explorer)
-    result = explorer.find(ref, _search_query(args, args.text, args.k), _requested_spec(args))
+    result = explorer.find(ref, query, _requested_spec(args))
     _print_result(say, result)
     if args.json:
         write_json(args.json, _result_json(result))

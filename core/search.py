@@ -134,6 +134,14 @@ def frame_vector(contents: IndexContents, video_id: str, frame_index: int) -> np
     return contents.embeddings[rows[0]]
 
 
+def check_request(parts: Sequence[QueryPart], options: QueryOptions) -> tuple[list[QueryPart], int]:
+    """The parts (texts normalised) and k, or the sentence saying why the query cannot be answered; cheap,
+    so that callers run it before loading a model."""
+    if options.margin < 0:
+        raise QueryError(f"The moment margin must be 0 or more (got {options.margin}).")
+    return check_parts(parts), check_k(options.k)
+
+
 def run_query(
     model: ClipModel,
     index: FrameIndex,
@@ -141,24 +149,26 @@ def run_query(
     options: QueryOptions,
     contents: Callable[[], IndexContents],
 ) -> SearchResult:
-    """Answer a composed query; `contents` gives the index's records with embeddings (cached by the caller)."""
-    parts = check_parts(parts)
-    k = check_k(options.k)
-    if options.margin < 0:
-        raise QueryError(f"The moment margin must be 0 or more (got {options.margin}).")
-    vectors = embed_parts(parts, model.encode_texts, model.encode_rgb, lambda vid, i: frame_vector(contents(), vid, i))
+    """Answer a composed query; `contents` gives the index's records with embeddings (called once at most)."""
+    parts, k = check_request(parts, options)
+    records: list[IndexContents] = []
+
+    def stored() -> IndexContents:
+        if not records:
+            records.append(contents())
+        return records[0]
+
+    vectors = embed_parts(parts, model.encode_texts, model.encode_rgb, lambda vid, i: frame_vector(stored(), vid, i))
     vector = compose_vector(list(vectors), [p.sign for p in parts])
     scores = None
     if options.adaptive or options.moments or options.distribution:
-        records = contents()
-        scores = records.embeddings @ vector if len(records) else np.zeros(0, np.float32)
+        scores = stored().embeddings @ vector if len(stored()) else np.zeros(0, np.float32)
     cutoff = combined_cutoff(scores, options.min_similarity, options.adaptive)
     floor = -np.inf if cutoff.value is None else cutoff.value
     if options.moments:
-        records = contents()
         assert scores is not None
-        mask = records.labels == options.label if options.label else None
-        moments = [m for m in find_moments(records, scores, options.margin, mask) if m.score >= floor]
+        mask = stored().labels == options.label if options.label else None
+        moments = [m for m in find_moments(stored(), scores, options.margin, mask) if m.score >= floor]
         if options.one_per_video:  # each video's best segment (they are ranked, so its first)
             best: dict[str, Moment] = {}
             for moment in moments:
