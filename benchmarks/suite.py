@@ -560,7 +560,9 @@ def pipeline_overhead(sizes: Sizes, work: Path, device: str, model: ClipModel | 
     """Build frames/s ÷ decode-floor frames/s, interleaved (floor, build, floor), on Kinetics-like clips.
 
     Without `model`, the near-free tiny model at 224-pixel input (the build's own overhead); with one (on
-    CUDA, ViT-B/32 in fp16), the floor uses every core, as the issue's GPU target asks.
+    CUDA, ViT-B/32 in fp16), the floor uses every core, as the issue's GPU target asks. Beside each, the
+    workers' own work alone in the same pool (`workers_alone_ratio`): the part of the gap that is the
+    workers' per-frame work (model input, thumbnails), not the encoding, writing or ordering around them.
     """
     tiny = model is None
     clip = model or load_model(ModelSpec.resolve(None, RANDOM_WEIGHTS, TINY_224_CONFIG), device)
@@ -572,21 +574,29 @@ def pipeline_overhead(sizes: Sizes, work: Path, device: str, model: ClipModel | 
     with warm_pool(floor_processes) as pool:
         build_rate(clip, folders["uniform:8"], work, "middle", batch, f"pipe-warm-{tiny}")
         for strategy, folder in folders.items():
-            jobs = [(record, strategy) for record in scan_source(folder).videos]
-            runs = []
+            records = scan_source(folder).videos
+            jobs = [(record, strategy) for record in records]
+            # The workers' own work alone (decode, model input, thumbnails, the result sent back), in the
+            # floor's pool: how far the build could go if encoding, writing and ordering cost nothing.
+            worker_jobs = [(record, strategy, clip.geometry, str(work / "pipe-workers-out")) for record in records]
+            runs: list[dict[str, Any]] = []
             for r in range(sizes.repeats):
                 before = pool_rate(pool, decode_planned, jobs, count=int)
                 build = build_rate(clip, folder, work, strategy, batch, f"pipe-{tiny}-{strategy[:3]}-{r}")
                 after = pool_rate(pool, decode_planned, jobs, count=int)
+                workers_alone = pool_rate(pool, prepare_planned, worker_jobs) if clip.geometry else None
                 floor = (before + after) / 2
                 runs.append({"floor_frames_per_s": floor, "build_frames_per_s": build["frames_per_s"],
-                             "ratio": build["frames_per_s"] / floor})  # fmt: skip
+                             "ratio": build["frames_per_s"] / floor, "workers_alone_frames_per_s": workers_alone,
+                             "workers_alone_ratio": workers_alone / floor if workers_alone else None})  # fmt: skip
+            alone = [r["workers_alone_ratio"] for r in runs if r["workers_alone_ratio"] is not None]
             out[strategy] = {
                 "runs": runs,
                 "videos": len(jobs),
                 "ratio": statistics.median(r["ratio"] for r in runs),
                 "floor_frames_per_s": statistics.median(r["floor_frames_per_s"] for r in runs),
                 "build_frames_per_s": statistics.median(r["build_frames_per_s"] for r in runs),
+                "workers_alone_ratio": statistics.median(alone) if alone else None,
             }
     return out
 
@@ -781,6 +791,14 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, float, str, bool]]:
     return [(f, v, text, v >= bound if sign > 0 else v <= bound) for f, v, text, bound, sign in rows]
 
 
+def _workers_alone(p: dict[str, Any]) -> str:
+    """The workers' own ceiling (their work alone in the floor's pool ÷ the floor), where it was measured."""
+    alone = [p[s].get("workers_alone_ratio") for s in ("middle", "uniform:8")]
+    if None in alone:
+        return ""
+    return f" (the workers' own work alone: {alone[0]:.2f} / {alone[1]:.2f} of the floor)"
+
+
 def absolute_figures(results: dict[str, Any], device: torch.device) -> str:
     """One paragraph of the absolute rates behind the ratios, for the sections this run measured."""
     parts = []
@@ -803,7 +821,7 @@ def absolute_figures(results: dict[str, Any], device: torch.device) -> str:
         parts.append(
             f"pipeline ({p['workers']} workers) middle {p['middle']['build_frames_per_s']:.1f} frames/s over a "
             f"floor of {p['middle']['floor_frames_per_s']:.1f}, uniform:8 {p['uniform:8']['build_frames_per_s']:.1f} "
-            f"over {p['uniform:8']['floor_frames_per_s']:.1f}"
+            f"over {p['uniform:8']['floor_frames_per_s']:.1f}" + _workers_alone(p)
         )
     if "scaling" in results:
         c = results["scaling"]
@@ -819,7 +837,7 @@ def absolute_figures(results: dict[str, Any], device: torch.device) -> str:
             f"\nGPU: fp16 encode {g['fp16_encode_frames_per_s']:.0f} img/s; busy share while building middle "
             f"{g['middle']['gpu_busy_share']:.2f}, uniform:8 {g['uniform:8']['gpu_busy_share']:.2f} (NVML: "
             f"{g['gpu_utilisation_nvml']}); Kinetics-700 validation (34k clips, uniform:8) in "
-            f"{g['kinetics700_validation_hours']:.2f} h"
+            f"{g['kinetics700_validation_hours']:.2f} h" + _workers_alone(g["builds"])
         )
     return text
 

@@ -66,4 +66,8 @@ def test_benchmark_quick_mode_reports_every_target(tmp_path: Path) -> None:
         assert line.rstrip().endswith(" met") and line.rstrip().endswith("NOT met") == (not verdict), line
     pipeline = data["pipeline"]
     assert pipeline["middle"]["floor_frames_per_s"] > 0 and pipeline["uniform:8"]["build_frames_per_s"] > 0
+    for strategy in ("middle", "uniform:8"):  # the workers' own ceiling, measured in the floor's pool
+        for run in pipeline[strategy]["runs"]:
+            assert run["workers_alone_ratio"] == run["workers_alone_frames_per_s"] / run["floor_frames_per_s"] > 0
+    assert "the workers' own work alone:" in result.stdout
     assert "absolute:" in result.stdout and "results:" in result.stdout
