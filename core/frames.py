@@ -376,10 +376,7 @@ def _read_by_count(
         n_frames = _count_decodable(path, threads)
         if n_frames == 0:
             raise VideoReadError("no decodable frames (damaged file or unsupported codec)")
-        if reported and n_frames != reported:
-            notes.append(f"container reports {reported} frames but {n_frames} are decodable")
-        elif not reported:
-            notes.append(f"frame count missing from the container; {n_frames} frames decoded")
+        notes.extend(_count_notes(reported, n_frames))
         cap = _open(path, threads)
         try:
             read = _read_planned(cap, strategy.indices(n_frames), fps, False, max_side, on_frame)
@@ -391,8 +388,8 @@ def _read_by_count(
 
 
 def _count_notes(reported: int, decoded: int) -> list[str]:
-    """What a full decode learnt about the container's frame count, when worth saying: a small
-    difference (a frame or two, common in real files) is not."""
+    """What a full decode learnt about the container's frame count, when worth saying (every strategy's
+    one rule): a small difference (a frame or two, common in real files) is not."""
     if not reported:
         return [f"frame count missing from the container; {decoded} frames decoded"]
     if abs(reported - decoded) > max(2, reported // 20):
