@@ -39,6 +39,9 @@ class TextModel:
     def encode_images(self, *_: Any, **__: Any) -> np.ndarray:
         raise AssertionError("frames must never be re-encoded here")
 
+    def encode_rgb(self, *_: Any, **__: Any) -> np.ndarray:
+        raise AssertionError("a text model encodes no images")
+
 
 def make_contents(
     embeddings: np.ndarray, videos: list[str], frames: list[int], labels: list[str], video_frames: int = 30

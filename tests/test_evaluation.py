@@ -381,3 +381,58 @@ def test_evaluate_index_names_the_index_and_its_frames() -> None:
     default = evaluate_index(index, TextModel())
     assert default.settings["prompt_set"] == "english" and default.pooling == "mean" and default.label_mode == "keep"
     assert default.settings["classes"] == "present"
+
+
+def _naive_pooled(contents, pooling: str) -> np.ndarray:
+    """Per video in order of first appearance, by a plain loop: mean or max of its frames re-normalised,
+    or the frame whose index is nearest half the clip (the first such on a tie); every frame for "frame"."""
+    E = contents.embeddings.astype(np.float64)
+    if pooling == "frame":
+        return E
+    order: list[str] = []
+    for v in contents.video_ids:
+        if v not in order:
+            order.append(v)
+    rows = []
+    for v in order:
+        idx = [i for i, w in enumerate(contents.video_ids) if w == v]
+        if pooling == "middle":
+            centre = contents.video_frames[idx[0]] / 2.0
+            best = idx[0]
+            for i in idx:
+                if abs(contents.frame_index[i] - centre) < abs(contents.frame_index[best] - centre):
+                    best = i
+            rows.append(E[best])
+            continue
+        pooled = E[idx[0]].copy()
+        for i in idx[1:]:
+            pooled = pooled + E[i] if pooling == "mean" else np.maximum(pooled, E[i])
+        rows.append(pooled / np.linalg.norm(pooled))
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_pooled_embeddings_match_a_per_video_loop(pooling: str) -> None:
+    """What the linear probe learns from: each pooling against a plain loop over videos of 1–4 frames."""
+    from core.evaluation import pooled_embeddings
+
+    rng = np.random.default_rng(7)
+    videos, frames = [], []
+    for v, n in enumerate([3, 1, 4, 2, 3]):
+        videos += [f"v{v}"] * n
+        frames += sorted(rng.choice(30, n, replace=False).tolist())
+    e = rng.standard_normal((len(videos), 6))
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    contents = make_contents(e, videos, frames, [f"c{int(v[1:]) % 2}" for v in videos])
+    got = pooled_embeddings(contents, pooling)
+    expected = _naive_pooled(contents, pooling)
+    assert got.dtype == np.float32 and got.shape == expected.shape == (len(videos) if pooling == "frame" else 5, 6)
+    assert np.allclose(got, expected, atol=1e-6)
+    # The rows are the samples score_samples scores, in the same order.
+    text = np.eye(6, dtype=np.float32)
+    if pooling in ("mean", "middle", "frame"):
+        assert np.allclose(score_samples(contents, text, pooling).similarity, got @ text.T, atol=1e-6)
+    empty = make_contents(np.zeros((0, 6)), [], [], [])
+    assert pooled_embeddings(empty, pooling).shape[0] == 0
+    with pytest.raises(UserError, match="Unknown pooling"):
+        pooled_embeddings(contents, "median")

@@ -212,3 +212,46 @@ def test_a_run_written_twice_by_hand_reads_as_its_last_record(tmp_path: Path) ->
     first, second = _run("same", per_class={"a": 0.0}), _run("same", per_class={"a": 1.0})
     path.write_text("".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in (first, second)), encoding="utf-8")
     assert RunStore(path).load() == [second]
+
+
+def test_side_by_side_of_several_runs_against_a_naive_reference() -> None:
+    """Three or more runs: values and gains over the first, ordered by the last run's gain (classes it
+    lacks last), ties by name; the JSON rows; one note per setting that differs, naming its values."""
+    from core.runs import compare_runs_side_by_side
+
+    rng = np.random.default_rng(9)
+    names = [f"class {i:02d}" for i in range(16)]
+    runs = [
+        _run(f"r{i}", per_class={n: float(rng.integers(0, 5)) / 4 for n in names if rng.random() < 0.8})
+        for i in range(4)
+    ]
+    table = compare_runs_side_by_side(runs)
+    naive = []
+    for name in sorted(set().union(*(r.per_class for r in runs))):
+        values = [r.per_class.get(name) for r in runs]
+        gains = [None if v is None or values[0] is None else v - values[0] for v in values]
+        naive.append((name, values, gains))
+    # The largest gains of the last run first, ties by name; the classes it cannot compare last, by name.
+    naive.sort(key=lambda row: (row[2][-1] is None, -(row[2][-1] or 0.0), row[0]))
+    assert table.per_class == naive
+    assert len({g[-1] for _, _, g in naive}) > 3 and any(g[-1] is None for _, _, g in naive)
+    assert table.to_json() == [
+        {"class": name, "a": values[0], "b": values[1], "delta": gains[1],
+         "runs": {r.id: v for r, v in zip(runs, values, strict=True)},
+         "gains": {r.id: g for r, g in zip(runs, gains, strict=True)}}
+        for name, values, gains in naive
+    ]  # fmt: skip
+    assert table.summary() == [r.row() for r in runs] and table.notes == []
+    differing = [
+        dataclasses.replace(runs[0]),
+        dataclasses.replace(runs[1], frames="uniform:8", pooling="max"),
+        dataclasses.replace(runs[2], prompt_set="reference-fr", classes="kinetics-700"),
+        dataclasses.replace(runs[3], metrics={**runs[3].metrics, "n_videos": 9}, frames="uniform:8"),
+    ]
+    assert compare_runs_side_by_side(differing).notes == [
+        "The runs differ in samples scored (4, 9), not only in model: gains mix both.",
+        "The runs differ in frames (middle, uniform:8), not only in model: gains mix both.",
+        "The runs differ in pooling (mean, max), not only in model: gains mix both.",
+        "The runs differ in prompt set (english, reference-fr), not only in model: gains mix both.",
+        "The runs differ in classes (present, kinetics-700), not only in model: gains mix both.",
+    ]

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from core.errors import QueryError
-from core.index import connect, open_index
+from core.index import IndexContents, connect, open_index
 from core.search import MAX_K, SearchHit, check_k, normalise_query, search
-from tests.stand_ins import MemoryIndex, TextModel, unit_vector
+from tests.stand_ins import MemoryIndex, TextModel, make_contents, unit_vector
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +165,188 @@ def test_a_hit_without_metadata_and_its_json() -> None:
                              "timestamp_s": hit.frame_index / 10, "similarity": hit.similarity,
                              "frame_index": hit.frame_index, "video_path": "/videos/hot.mp4"}  # fmt: skip
     assert isinstance(hit.timestamp_s, float) and isinstance(hit.frame_index, int)
+
+
+# ---- composed queries (run_query) against naive references, model-free --------------------------------
+
+
+def _lab(dim: int = 8, seed: int = 11) -> tuple[MemoryIndex, IndexContents]:
+    """6 videos × 5 frames (0, 10, ..., 40), two labels; records sorted by video then frame, as an index's
+    contents are; the first two frames of v2 and the middle three of v4 sit near "a dog" − "grass"."""
+    rng = np.random.default_rng(seed)
+    target = unit_vector("a dog", dim) - unit_vector("grass", dim)
+    target /= np.linalg.norm(target)
+    videos, frames, labels, rows = [], [], [], []
+    for v in range(6):
+        for f in range(5):
+            if (v, f) in {(2, 0), (2, 1), (4, 1), (4, 2), (4, 3)}:
+                e = target + 0.02 * rng.standard_normal(dim)
+            else:  # the bulk: near-orthogonal to the target, so that the planted frames stand out from it
+                e = rng.standard_normal(dim)
+                e -= (e @ target) * target
+                e = e / np.linalg.norm(e) + rng.normal(0, 0.05) * target
+            rows.append(e / np.linalg.norm(e))
+            videos.append(f"v{v}")
+            frames.append(10 * f)
+            labels.append("dogs" if v % 2 == 0 else "cats")
+    contents = make_contents(np.array(rows), videos, frames, labels, video_frames=50)
+    records = [
+        (
+            contents.ids[i],
+            contents.embeddings[i],
+            _meta(videos[i], labels[i], frames[i]) | {"timestamp_s": frames[i] / 10},
+        )
+        for i in range(len(videos))
+    ]
+    return MemoryIndex(records, contents=contents), contents
+
+
+class _Contents:
+    """`run_query`'s `contents` argument, counting its calls."""
+
+    def __init__(self, contents: IndexContents) -> None:
+        self.contents, self.calls = contents, 0
+
+    def __call__(self) -> IndexContents:
+        self.calls += 1
+        return self.contents
+
+
+def _naive_vector(terms: list[tuple[np.ndarray, int]]) -> np.ndarray:
+    total = sum(sign * v / np.linalg.norm(v) for v, sign in terms)
+    return total / np.linalg.norm(total)
+
+
+def _naive_segments(contents: IndexContents, scores: np.ndarray, margin: float, label: str | None) -> list[tuple]:
+    """(video, start_s, end_s, best score, frames) per run of frames within `margin` of the video's best,
+    best first (ties by video, then start)."""
+    out = []
+    for video in dict.fromkeys(contents.video_ids):
+        rows = [i for i in range(len(contents)) if contents.video_ids[i] == video
+                and (not label or contents.labels[i] == label)]  # fmt: skip
+        if not rows:
+            continue
+        best = max(scores[i] for i in rows)
+        run: list[int] = []
+        for i in [*rows, None]:
+            if i is not None and scores[i] >= best - margin:
+                run.append(i)
+                continue
+            if run:
+                out.append((video, contents.timestamp_s[run[0]], contents.timestamp_s[run[-1]],
+                            max(scores[j] for j in run), len(run)))  # fmt: skip
+            run = []
+    return sorted(out, key=lambda m: (-m[3], m[0], m[1]))
+
+
+def test_run_query_composes_its_parts_and_ranks_like_brute_force() -> None:
+    from core.query import QueryPart
+    from core.search import QueryOptions, run_query
+
+    index, contents = _lab()
+    parts = [QueryPart("text", "  a   dog "), QueryPart("text", "grass", -1), QueryPart("frame", "v4", 1, 20)]
+    stored = _Contents(contents)
+    result = run_query(TextModel(8), index, parts, QueryOptions(k=4), stored)
+    expected = _naive_vector(
+        [(unit_vector("a dog", 8), 1), (unit_vector("grass", 8), -1), (contents.embeddings[22], 1)]
+    )
+    assert result.vector.dtype == np.float32 and np.allclose(result.vector, expected, atol=1e-6)
+    assert result.query == '"a dog" − "grass" + [frame v4 #20]'
+    assert stored.calls == 1 and result.scores is None and result.moments is None  # the frame part's lookup only
+    ranked = sorted(range(len(contents)), key=lambda i: -float(contents.embeddings[i] @ expected))[:4]
+    naive = [(contents.video_ids[i], contents.frame_index[i], float(contents.embeddings[i] @ expected)) for i in ranked]
+    assert [(h.video_id, h.frame_index) for h in result.hits] == [(video, frame) for video, frame, _ in naive]
+    assert [h.similarity for h in result.hits] == pytest.approx([sim for *_, sim in naive], abs=1e-6)
+    assert result.cutoff is not None and result.cutoff.value is None
+    # A text-only query never reads the index's contents; one per video and a label reach the index.
+    text_only = _Contents(contents)
+    hits = run_query(
+        TextModel(8), index, parts[:1], QueryOptions(k=3, one_per_video=True, label="cats"), text_only
+    ).hits
+    assert text_only.calls == 0 and len({h.video_id for h in hits}) == 3 and {h.label for h in hits} == {"cats"}
+
+
+def test_run_query_cutoffs_and_the_score_distribution() -> None:
+    from core.query import QueryPart
+    from core.search import QueryOptions, run_query
+
+    index, contents = _lab()
+    parts = [QueryPart("text", "a dog"), QueryPart("text", "grass", -1)]
+    vector = _naive_vector([(unit_vector("a dog", 8), 1), (unit_vector("grass", 8), -1)])
+    scores = contents.embeddings @ vector
+    ordered = np.sort(scores)[::-1]
+    model = TextModel(8)
+    # An absolute floor between the 3rd and 4th best keeps exactly three hits, whatever k is.
+    floor = float((ordered[2] + ordered[3]) / 2)
+    stored = _Contents(contents)
+    result = run_query(model, index, parts, QueryOptions(k=10, min_similarity=floor, distribution=True), stored)
+    assert len(result.hits) == 3 and all(h.similarity >= floor for h in result.hits)
+    assert result.cutoff is not None and result.cutoff.value == floor
+    assert result.scores is not None and np.allclose(result.scores, scores, atol=1e-6) and stored.calls == 1
+    # Adaptive: median + max(3.5, z for 0.05 over N frames) × 1.4826 × MAD, by hand; the five planted frames.
+    from statistics import NormalDist
+
+    median = float(np.median(scores))
+    cut = median + max(3.5, NormalDist().inv_cdf(1 - 0.05 / len(scores))) * 1.4826 * float(
+        np.median(np.abs(scores - median))
+    )
+    adaptive = run_query(model, index, parts, QueryOptions(k=30, adaptive=True), _Contents(contents))
+    assert adaptive.cutoff is not None and adaptive.cutoff.value == pytest.approx(cut, abs=1e-6)
+    assert len(adaptive.hits) == int((scores >= cut).sum()) == 5
+    assert {(h.video_id, h.frame_index) for h in adaptive.hits} == {
+        ("v2", 0),
+        ("v2", 10),
+        ("v4", 10),
+        ("v4", 20),
+        ("v4", 30),
+    }
+    # Both: the stricter one applies.
+    strict = float(ordered[1] - 1e-6)
+    both = run_query(model, index, parts, QueryOptions(k=30, adaptive=True, min_similarity=strict), _Contents(contents))
+    assert both.cutoff is not None and both.cutoff.value == strict and len(both.hits) == 2
+
+
+@pytest.mark.parametrize("label", [None, "dogs", "cats"])
+@pytest.mark.parametrize("one_per_video", [False, True])
+@pytest.mark.parametrize("margin", [0.0, 0.05, 0.3])
+def test_run_query_moments_against_a_naive_segmentation(margin: float, one_per_video: bool, label: str | None) -> None:
+    from core.query import QueryPart
+    from core.search import QueryOptions, run_query
+
+    index, contents = _lab()
+    parts = [QueryPart("text", "a dog"), QueryPart("text", "grass", -1)]
+    scores = contents.embeddings @ _naive_vector([(unit_vector("a dog", 8), 1), (unit_vector("grass", 8), -1)])
+    options = QueryOptions(k=4, moments=True, margin=margin, one_per_video=one_per_video, label=label)
+    result = run_query(TextModel(8), index, parts, options, _Contents(contents))
+    expected = _naive_segments(contents, scores, margin, label)
+    if one_per_video:
+        expected = [m for i, m in enumerate(expected) if m[0] not in {e[0] for e in expected[:i]}]
+    assert result.hits == [] and result.moments is not None
+    got = [(m.video_id, m.start_s, m.end_s, m.frames) for m in result.moments]
+    assert got == [(video, start, end, n) for video, start, end, _, n in expected[:4]]
+    assert [m.score for m in result.moments] == pytest.approx([m[3] for m in expected[:4]], abs=1e-6)
+    if margin >= 0.05 and label != "cats":  # the two planted runs, whole, are the best two moments
+        assert set(got[:2]) == {("v2", 0.0, 1.0, 2), ("v4", 1.0, 3.0, 3)}
+
+
+def test_run_query_checks_before_any_work() -> None:
+    from core.query import QueryPart
+    from core.search import QueryOptions, check_request, frame_vector, run_query
+
+    index, contents = _lab()
+    text = [QueryPart("text", "a dog")]
+    never = _Contents(contents)
+    model = TextModel(8)
+    with pytest.raises(QueryError, match="margin must be 0 or more"):
+        run_query(model, index, text, QueryOptions(margin=-0.01, moments=True), never)
+    with pytest.raises(QueryError, match="at least 1"):
+        run_query(model, index, text, QueryOptions(k=0), never)
+    with pytest.raises(QueryError, match="Nothing to search for"):
+        run_query(model, index, [QueryPart("text", "grass", -1)], QueryOptions(), never)
+    assert never.calls == 0 and model.batches == []
+    parts, k = check_request([QueryPart("text", " a  dog ")], QueryOptions(k=7, margin=0.0))
+    assert k == 7 and parts == [QueryPart("text", "a dog")]
+    assert np.array_equal(frame_vector(contents, "v3", 30), contents.embeddings[18])
+    for video, frame in (("v3", 35), ("v9", 30)):
+        with pytest.raises(QueryError, match=f"Frame {frame} of {video} is not in this index"):
+            frame_vector(contents, video, frame)
