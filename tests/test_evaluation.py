@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -432,7 +434,12 @@ def test_pooled_embeddings_match_a_per_video_loop(pooling: str) -> None:
     text = np.eye(6, dtype=np.float32)
     if pooling in ("mean", "middle", "frame"):
         assert np.allclose(score_samples(contents, text, pooling).similarity, got @ text.T, atol=1e-6)
+    if pooling == "mean":  # the default
+        assert np.array_equal(pooled_embeddings(contents), got)
     empty = make_contents(np.zeros((0, 6)), [], [], [])
-    assert pooled_embeddings(empty, pooling).shape[0] == 0
-    with pytest.raises(UserError, match="Unknown pooling"):
+    flat = dataclasses.replace(empty, embeddings=np.zeros(0, np.float32))  # no records, and no width either
+    for pooled in (pooled_embeddings(empty, pooling), pooled_embeddings(flat, pooling)):
+        assert pooled.shape[0] == 0 and pooled.dtype == np.float32
+    assert pooled_embeddings(empty, pooling).shape == (0, 6) and pooled_embeddings(flat, pooling).shape[-1] == 0
+    with pytest.raises(UserError, match=r"^Unknown pooling 'median': use one of mean, max, middle, frame\.$"):
         pooled_embeddings(contents, "median")

@@ -321,7 +321,10 @@ def test_run_query_moments_against_a_naive_segmentation(margin: float, one_per_v
     expected = _naive_segments(contents, scores, margin, label)
     if one_per_video:
         expected = [m for i, m in enumerate(expected) if m[0] not in {e[0] for e in expected[:i]}]
-    assert result.hits == [] and result.moments is not None
+    assert result.hits == [] and result.moments is not None and result.query == '"a dog" − "grass"'
+    assert np.allclose(result.vector, _naive_vector([(unit_vector("a dog", 8), 1), (unit_vector("grass", 8), -1)]))
+    assert result.scores is not None and np.allclose(result.scores, scores, atol=1e-6)
+    assert result.cutoff is not None and result.cutoff.value is None  # no floor asked for
     got = [(m.video_id, m.start_s, m.end_s, m.frames) for m in result.moments]
     assert got == [(video, start, end, n) for video, start, end, _, n in expected[:4]]
     assert [m.score for m in result.moments] == pytest.approx([m[3] for m in expected[:4]], abs=1e-6)
@@ -350,3 +353,58 @@ def test_run_query_checks_before_any_work() -> None:
     for video, frame in (("v3", 35), ("v9", 30)):
         with pytest.raises(QueryError, match=f"Frame {frame} of {video} is not in this index"):
             frame_vector(contents, video, frame)
+
+
+class _ImageTextModel(TextModel):
+    """A text model that also embeds images: by their mean colour, so that an image part is traceable."""
+
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__(dim)
+        self.images: list[tuple[int, ...]] = []
+
+    def encode_rgb(self, images: list[np.ndarray]) -> np.ndarray:  # type: ignore[override]
+        colours = [tuple(int(c) for c in rgb.reshape(-1, 3).mean(0).round()) for rgb in images]
+        self.images += colours
+        return np.stack([unit_vector(f"colour {c}", self.embed_dim) for c in colours])
+
+
+def test_run_query_with_an_image_part_and_at_the_floor_itself(tmp_path) -> None:
+    from PIL import Image
+
+    from core.query import QueryPart
+    from core.search import QueryOptions, run_query
+
+    index, contents = _lab()
+    image = tmp_path / "red.png"
+    Image.new("RGB", (12, 9), (200, 10, 10)).save(image)
+    model = _ImageTextModel(8)
+    parts = [QueryPart("text", "a dog"), QueryPart("image", str(image))]
+    result = run_query(model, index, parts, QueryOptions(k=30), _Contents(contents))
+    assert model.images == [(200, 10, 10)]  # RGB order, as the file holds it
+    expected = _naive_vector([(unit_vector("a dog", 8), 1), (unit_vector("colour (200, 10, 10)", 8), 1)])
+    assert np.allclose(result.vector, expected, atol=1e-6) and result.query == '"a dog" + [image red.png]'
+    # A floor equal to a hit's own similarity keeps that hit, for frames and for moments alike.
+    third = result.hits[2].similarity
+    at_floor = run_query(model, index, parts, QueryOptions(k=30, min_similarity=third), _Contents(contents))
+    assert [h.similarity for h in at_floor.hits] == [h.similarity for h in result.hits[:3]]
+    moments = run_query(model, index, parts, QueryOptions(k=30, moments=True), _Contents(contents)).moments
+    assert moments is not None
+    floor = moments[1].score
+    kept = run_query(model, index, parts, QueryOptions(k=30, moments=True, min_similarity=floor), _Contents(contents))
+    assert kept.moments == moments[:2]
+
+
+def test_run_query_on_an_empty_index() -> None:
+    from core.query import QueryPart
+    from core.search import QueryOptions, run_query
+
+    empty = make_contents(np.zeros((0, 8)), [], [], [])
+    index = MemoryIndex([], contents=empty)
+    parts = [QueryPart("text", "a dog")]
+    for options in (QueryOptions(distribution=True), QueryOptions(moments=True), QueryOptions(adaptive=True)):
+        result = run_query(TextModel(8), index, parts, options, _Contents(empty))
+        assert result.hits == [] and result.scores is not None
+        assert result.scores.shape == (0,) and result.scores.dtype == np.float32
+        assert result.moments == ([] if options.moments else None)
+        assert result.cutoff is not None and result.cutoff.value is None
+        assert ("not applied: the index holds only 0 frame(s)" in result.cutoff.rule) == options.adaptive
