@@ -49,11 +49,30 @@ def _video_starts(contents: IndexContents) -> np.ndarray:
 
 
 def _middle_frames(contents: IndexContents, starts: np.ndarray) -> np.ndarray:
-    """Per video, the row of the frame nearest the centre of the clip."""
-    stops = np.append(starts[1:], len(contents))
-    centre = contents.video_frames / 2.0
-    distance = np.abs(contents.frame_index - centre)
-    return np.array([s + int(np.argmin(distance[s:e])) for s, e in zip(starts, stops, strict=True)], np.int64)
+    """Per video, the row of the frame nearest the centre of the clip (the first such on a tie)."""
+    distance = np.abs(contents.frame_index - contents.video_frames / 2.0)
+    lengths = np.diff(np.append(starts, len(contents)))
+    video = np.repeat(np.arange(len(starts)), lengths)
+    nearest = np.flatnonzero(distance == np.minimum.reduceat(distance, starts)[video])
+    # `nearest` is in row order, so each video's first entry is its first nearest frame.
+    return nearest[np.unique(video[nearest], return_index=True)[1]].astype(np.int64)
+
+
+def _reduce_videos(ufunc: np.ufunc, rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """`ufunc` (add, maximum) over each video's rows, videos being the runs of rows that begin at `starts`.
+
+    Videos with the same number of frames are reduced together, as one (videos × frames × D) block:
+    numpy's `reduceat` along the rows of a wide matrix goes one row at a time, 5–7× slower on 10,000 videos.
+    """
+    lengths = np.diff(np.append(starts, len(rows)))
+    out = np.empty((len(starts), rows.shape[1]), rows.dtype)
+    for length in np.unique(lengths):
+        which = np.flatnonzero(lengths == length)
+        if length == 1:
+            out[which] = rows[starts[which]]
+        else:
+            out[which] = ufunc.reduce(rows[starts[which, None] + np.arange(length)], axis=1)
+    return out
 
 
 def _normalised(vectors: np.ndarray) -> np.ndarray:
@@ -76,8 +95,7 @@ def pooled_embeddings(contents: IndexContents, pooling: str = "mean") -> np.ndar
         return np.zeros((0, E.shape[1] if E.ndim == 2 else 0), np.float32)
     if pooling == "middle":
         return E[_middle_frames(contents, starts)]
-    reduce = np.add if pooling == "mean" else np.maximum
-    return _normalised(reduce.reduceat(E, starts, axis=0)).astype(np.float32)
+    return _normalised(_reduce_videos(np.add if pooling == "mean" else np.maximum, E, starts)).astype(np.float32)
 
 
 def score_samples(contents: IndexContents, text: np.ndarray, pooling: str = "mean") -> Samples:
@@ -90,11 +108,11 @@ def score_samples(contents: IndexContents, text: np.ndarray, pooling: str = "mea
         S = E @ text.T
     else:
         starts = _video_starts(contents)
-        rows = _middle_frames(contents, starts) if len(starts) else starts
+        rows = _middle_frames(contents, starts)
         if pooling == "mean":
             S = pooled_embeddings(contents, "mean") @ text.T
         elif pooling == "max":
-            S = np.maximum.reduceat(E @ text.T, starts, axis=0) if len(starts) else np.zeros((0, len(text)))
+            S = _reduce_videos(np.maximum, E @ text.T, starts) if len(starts) else np.zeros((0, len(text)))
         else:
             S = E[rows] @ text.T
     return Samples(

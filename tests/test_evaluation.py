@@ -423,12 +423,16 @@ def test_pooled_embeddings_match_a_per_video_loop(pooling: str) -> None:
     for v, n in enumerate([3, 1, 4, 2, 3]):
         videos += [f"v{v}"] * n
         frames += sorted(rng.choice(30, n, replace=False).tolist())
+    videos += ["tie", "tie", "tie"]  # frames 10 and 20 are equally near the centre (15): the first is taken
+    frames += [2, 10, 20]
     e = rng.standard_normal((len(videos), 6))
     e /= np.linalg.norm(e, axis=1, keepdims=True)
-    contents = make_contents(e, videos, frames, [f"c{int(v[1:]) % 2}" for v in videos])
+    contents = make_contents(e, videos, frames, [f"c{len(v) % 2}" for v in videos])
     got = pooled_embeddings(contents, pooling)
     expected = _naive_pooled(contents, pooling)
-    assert got.dtype == np.float32 and got.shape == expected.shape == (len(videos) if pooling == "frame" else 5, 6)
+    assert got.dtype == np.float32 and got.shape == expected.shape == (len(videos) if pooling == "frame" else 6, 6)
+    if pooling == "middle":
+        assert np.array_equal(got[5], contents.embeddings[len(videos) - 2])
     assert np.allclose(got, expected, atol=1e-6)
     # The rows are the samples score_samples scores, in the same order.
     text = np.eye(6, dtype=np.float32)
