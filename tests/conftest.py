@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 
 # Never reach a model hub from the tests, whatever the machine can reach, and never find real
@@ -20,6 +21,14 @@ from tests.helpers import build_into, make_labelled_folder
 from tests.tiny_model import CONFIG, train_tiny_clip
 
 configure_runtime()  # the tests are a front door too: quiet FFmpeg, one OpenCV thread, no telemetry
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A background job of a non-interactive shell starts with Ctrl-C ignored, and every process started
+    # from it inherits that: the builds the Ctrl-C tests interrupt would run to the end. A handled signal
+    # is reset to its default in a started program, so handling it here gives them a terminal's Ctrl-C.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
