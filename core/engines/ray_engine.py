@@ -417,18 +417,21 @@ def ray_connection(ray: Any, address: str | None) -> Iterator[float]:
         _ONE_BUILD.release()
 
 
-# Ray Data runs a dataset in a thread of this process named "StreamingExecutor-<dataset id>" (checked against
-# ray 2.60.0). Closing the iterator asks it to stop but waits only 2 s for it; a loop still running when
-# ray.shutdown() follows (a slow machine, Ctrl-C) touches the stopped core worker, which ends the whole
-# process with status 1 instead of the build's own exit. So the build waits for those threads first.
-_DATA_EXECUTOR_THREAD = "StreamingExecutor-"
-_DATA_EXECUTOR_WAIT_S = 60.0
+# Ray Data runs a dataset in threads of this process (names checked against ray 2.60.0): the executor
+# ("StreamingExecutor-<dataset id>"), the iterator's workers ("iter_threaded", which fetch blocks) and a
+# metadata fetcher ("ray-data-metadata-prefetch"). Closing the iterator asks them to stop but does not wait
+# for them all; one still in a Ray call when ray.shutdown() follows (a slow machine, Ctrl-C) touches the
+# stopped core worker, which ends the whole process with status 1 instead of the build's own exit. So the
+# build waits for those threads first. (The block "Prefetcher" thread is left: once no blocks come, it waits
+# on a condition and touches nothing.)
+_DATA_THREADS = ("StreamingExecutor-", "iter_threaded", "ray-data-metadata-prefetch")
+_DATA_THREADS_WAIT_S = 60.0
 
 
-def _join_data_executors(timeout_s: float = _DATA_EXECUTOR_WAIT_S) -> None:
+def _join_data_threads(timeout_s: float = _DATA_THREADS_WAIT_S) -> None:
     deadline = time.monotonic() + timeout_s
     for thread in threading.enumerate():
-        if thread.name.startswith(_DATA_EXECUTOR_THREAD) and thread is not threading.current_thread():
+        if thread.name.startswith(_DATA_THREADS) and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
 
 
@@ -583,7 +586,7 @@ class _RayBuild:
                 if close is not None:
                     with contextlib.suppress(Exception):
                         close()  # stops the pipeline's execution; leaving the cluster stops its tasks
-                _join_data_executors()
+                _join_data_threads()
         if not self.cancelled:
             self._lost(records)
 
