@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from core.files import remove_temporaries
+from core.errors import UserError
+from core.files import remove_temporaries, write_bytes_atomic
 from core.names import safe_name
 
 THUMBNAIL_MAX_SIDE = 384
@@ -34,6 +35,19 @@ def thumbnail_jpeg(rgb: np.ndarray, max_side: int = THUMBNAIL_MAX_SIDE) -> bytes
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()
+
+
+def write_thumbnail(output_dir: Path | str, video_id: str, frame_index: int, jpeg: bytes) -> Path:
+    """Write a frame's thumbnail (JPEG bytes) at its `thumbnail_path`, atomically; returns the path. A folder
+    that cannot be written is the user's to fix: `UserError` (the build stops)."""
+    path = thumbnail_path(output_dir, video_id, frame_index)
+    try:
+        return write_bytes_atomic(path, jpeg)
+    except OSError as exc:
+        raise UserError(
+            f"Cannot write thumbnails under {output_dir} ({exc.strerror or exc}): check that the output "
+            "folder is writable and the disk is not full."
+        ) from None
 
 
 def remove_stale_temporaries(output_dir: Path | str) -> int:

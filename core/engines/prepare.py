@@ -21,13 +21,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from core.errors import UserError
-from core.files import write_bytes_atomic
 from core.frames import DEFAULT_MAX_SIDE, Frame, FrameStrategy, VideoFrames, VideoReadError, read_video_frames
 from core.geometry import InputGeometry
 from core.runtime import configure_runtime
 from core.sources import VideoRecord
-from core.thumbnails import THUMBNAIL_MAX_SIDE, thumbnail_jpeg, thumbnail_path
+from core.thumbnails import THUMBNAIL_MAX_SIDE, thumbnail_jpeg, thumbnail_path, write_thumbnail
 
 # Index-contract keys; a source's own metadata with one of these names is kept as meta_<name>.
 RESERVED_KEYS = frozenset(
@@ -128,17 +126,11 @@ def prepare_video(
     metadatas = []
     thumbnails: list[bytes] = []
     for frame, (jpeg, _) in zip(vf.frames, finished, strict=True):
-        path = thumbnail_path(output_dir, record.video_id, frame.frame_index)
         if thumbnail_bytes:
             thumbnails.append(jpeg)
+            path = thumbnail_path(output_dir, record.video_id, frame.frame_index)
         else:
-            try:
-                write_bytes_atomic(path, jpeg)
-            except OSError as exc:
-                raise UserError(
-                    f"Cannot write thumbnails under {output_dir} ({exc.strerror or exc}): check that the output "
-                    "folder is writable and the disk is not full."
-                ) from None
+            path = write_thumbnail(output_dir, record.video_id, frame.frame_index, jpeg)
         metadatas.append(frame_metadata(record, frame, path.resolve(), vf))
     if geometry is None:
         return PreparedVideo(record.video_id, metadatas, None, [f.rgb for f in vf.frames], vf.notes, thumbnails)

@@ -41,12 +41,11 @@ import numpy as np
 from core.engines.prepare import PreparedVideo, prepare_video
 from core.engines.records import BuildProgress, BuildSummary
 from core.errors import UserError
-from core.files import write_bytes_atomic
 from core.frames import FrameStrategy, VideoReadError
 from core.geometry import InputGeometry
 from core.runtime import configure_runtime, usable_cores
 from core.sources import SkippedItem, SourceScan, VideoRecord
-from core.thumbnails import remove_stale_temporaries, thumbnail_path
+from core.thumbnails import remove_stale_temporaries, write_thumbnail
 
 if TYPE_CHECKING:
     from core.embed import ClipModel, ModelSpec
@@ -350,14 +349,7 @@ def write_thumbnails(video: CompleteVideo, output_dir: Path) -> list[dict[str, A
     pointing at them."""
     metadatas = []
     for meta, data in zip(video.metadatas, video.thumbnails, strict=True):
-        path = thumbnail_path(output_dir, video.video_id, int(meta["frame_index"]))
-        try:
-            write_bytes_atomic(path, data)
-        except OSError as exc:
-            raise UserError(
-                f"Cannot write thumbnails under {output_dir} ({exc.strerror or exc}): check that the output "
-                "folder is writable and the disk is not full."
-            ) from None
+        path = write_thumbnail(output_dir, video.video_id, int(meta["frame_index"]), data)
         metadatas.append({**meta, "frame_path": str(path.resolve())})
     return metadatas
 
