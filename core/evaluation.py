@@ -112,7 +112,7 @@ def score_samples(contents: IndexContents, text: np.ndarray, pooling: str = "mea
         if pooling == "mean":
             S = pooled_embeddings(contents, "mean") @ text.T
         elif pooling == "max":
-            S = _reduce_videos(np.maximum, E @ text.T, starts) if len(starts) else np.zeros((0, len(text)))
+            S = _reduce_videos(np.maximum, E @ text.T, starts)
         else:
             S = E[rows] @ text.T
     return Samples(

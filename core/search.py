@@ -162,7 +162,7 @@ def run_query(
     vector = compose_vector(list(vectors), [p.sign for p in parts])
     scores = None
     if options.adaptive or options.moments or options.distribution:
-        scores = stored().embeddings @ vector if len(stored()) else np.zeros(0, np.float32)
+        scores = stored().embeddings @ vector
     cutoff = combined_cutoff(scores, options.min_similarity, options.adaptive)
     floor = -np.inf if cutoff.value is None else cutoff.value
     if options.moments:
