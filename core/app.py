@@ -23,15 +23,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
-
-import chromadb
+from typing import TYPE_CHECKING, Any
 
 from core.build import BuildProgress, BuildSummary, check_engine, run_build
 from core.clock import now_iso
 from core.demo_model import DEMO_MODEL_NAME, make_demo_model
+from core.demo_model import STEPS as DEMO_STEPS
 from core.download import Candidate, DownloadProgress, DownloadSummary, download_subset, plan_from
-from core.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED, ClipModel, ModelSpec, load_model
+from core.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED, ClipModel, ModelSpec, check_weights_available, load_model
 from core.errors import IndexLockedError, IndexUnavailableError, QueryError, SourceError, UserError
 from core.evaluation import CLASS_SETS, POOLINGS, Evaluation, evaluate_grid, pooled_embeddings
 from core.failures import FailureAnalysis, MotionFlag, VideoMargin, analyse_failures, confused_samples
@@ -39,13 +38,14 @@ from core.files import write_bytes_atomic, write_text_atomic
 from core.frames import DEFAULT_SCENES, MAX_FPS, MAX_FPS_FRAMES, MAX_SCENES, MAX_UNIFORM_FRAMES, FrameStrategy
 from core.index import ChromaServer, FrameIndex, IndexContents, IndexInfo, connect, list_indexes, open_index
 from core.loadtest import LoadReport, run_search_load
+from core.locking import BuildLock
 from core.media import browser_playability, cached_playable_copy, playable_copy
 from core.moments import DEFAULT_MARGIN, Moment
 from core.paths import DEFAULT_CSV, DEFAULT_SUBSET, confine
 from core.plots import confusion_counts_heatmap, runs_chart, score_histogram, similarity_histogram, sweep_chart
 from core.probe import ProbeResult, linear_probe
 from core.prompts import DEFAULT_PROMPT, LABEL_MODES, PROMPT_SETS, resolve_prompts
-from core.query import IMAGE_SUFFIXES, read_query_image
+from core.query import IMAGE_SUFFIXES, read_query_image, shorten_query
 from core.reports import (
     image_data_uri,
     metrics_csv,
@@ -75,6 +75,9 @@ from core.sources import VIDEO_EXTENSIONS, SourceScan, read_kinetics_csv, scan_s
 from core.subset import make_subset, reference_classes, write_subset
 from core.sweep import SWEEP_KEYS, SweepRow, SweepStore, parse_strategies, sweep_csv
 from core.uploads import save_upload
+
+if TYPE_CHECKING:
+    import chromadb
 
 ModelLoader = Callable[[ModelSpec, str], ClipModel]
 _CONTENTS_CACHED = 2  # index contents kept in memory (each holds every embedding of a collection)
@@ -261,6 +264,13 @@ class Explorer:
             }
         )
 
+    def refuse_if_building(self, target: IndexRef, output: str | Path | None = None) -> None:
+        """Raise `IndexLockedError` when a build already holds the store of `target` (its folder; with a
+        Chroma server, this machine's builds on it, locked in the `output` folder): a second build is refused
+        before it loads anything. The build still takes the lock itself."""
+        server = target.server.describe() if target.server is not None else None
+        BuildLock.for_store(target.db, output or self.output, server).refuse_if_held()
+
     def build(
         self,
         request: BuildRequest,
@@ -274,11 +284,13 @@ class Explorer:
         request = self.confined_request(request)
         FrameStrategy.parse(request.frames)  # a typo fails here, before a model loads
         check_engine(request)  # Ray missing, or an embedded index with a cluster: said before any work
+        self.refuse_if_building(request.target, request.output)
         say = on_stage or (lambda _stage: None)
         say("scanning videos")
         scan = scan_source(request.videos, request.annotations, allowed_roots=request.allowed_roots)
         if not scan.videos:
             raise NoUsableVideoError(no_usable_video(request.videos, scan))
+        check_weights_available(request.spec)  # offline without the weights: said now, not after a minute
         say(f"loading the model {request.spec.describe()}")
         model = self.model(request.spec, request.device)
         say("indexing")
@@ -580,10 +592,13 @@ def sample_videos(
     return make_sample_videos(out, labels, per_class=max(1, per_class), n_frames=max(1, frames)), labels
 
 
-def demo_model(out: str | Path, classes: int = 10) -> ModelSpec:
+def demo_model(
+    out: str | Path, classes: int = 10, steps: int = DEMO_STEPS, progress: Callable[[int, int], None] | None = None
+) -> ModelSpec:
     """Train the tiny offline demo model for the first `classes` reference classes (the labels
-    `sample_videos` makes with the same number): meaningful on the sample clips only."""
-    return make_demo_model(out, reference_classes()[: max(1, classes)])
+    `sample_videos` makes with the same number): meaningful on the sample clips only. `progress` is told
+    (steps done, steps) as it trains."""
+    return make_demo_model(out, reference_classes()[: max(1, classes)], steps=steps, progress=progress)
 
 
 def download(
@@ -614,6 +629,7 @@ __all__ = [
     "DEFAULT_SCENES",
     "DEFAULT_SUBSET",
     "DEMO_MODEL_NAME",
+    "DEMO_STEPS",
     "IMAGE_SUFFIXES",
     "LABEL_MODES",
     "MAX_FPS",
@@ -662,6 +678,7 @@ __all__ = [
     "browser_playability",
     "check_k",
     "check_query",
+    "check_weights_available",
     "configure_runtime",
     "confused_samples",
     "confusion_counts_heatmap",
@@ -681,6 +698,7 @@ __all__ = [
     "sample_videos",
     "score_histogram",
     "search_html",
+    "shorten_query",
     "similarity_histogram",
     "store_exists",
     "subset_classes",

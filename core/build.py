@@ -22,11 +22,11 @@ from core.engines.records import BuildProgress, BuildSummary
 from core.errors import UserError
 from core.frames import FrameStrategy
 from core.index import PendingIndex, connect
+from core.limits import check_setting
 from core.locking import BuildLock
 from core.requests import BuildRequest
 from core.runtime import usable_cores
 from core.sources import SourceScan, scan_source
-from core.thumbnails import safe_name
 
 __all__ = [
     "BuildProgress",
@@ -58,13 +58,7 @@ def resolve_workers(workers: int | str | None) -> int:
     (which encodes and writes), at least one."""
     if workers in (None, "", "auto"):
         return max(1, usable_cores() - 1)
-    try:
-        count = int(workers)
-    except (TypeError, ValueError):
-        raise UserError(f"--workers must be a number or 'auto', not {workers!r}.") from None
-    if count < 1:
-        raise UserError(f"--workers must be at least 1 (got {count}).")
-    return count
+    return int(check_setting("workers", workers))
 
 
 def _model_for(request: BuildRequest, model: ClipModel | Callable[[], ClipModel] | None) -> ClipModel:
@@ -107,6 +101,8 @@ def run_build(
     otherwise).
     """
     check_engine(request)
+    if request.batch_size is not None:
+        check_setting("batch_size", request.batch_size)  # 0 or -5 refused, not taken for the default
     if request.engine == "ray":
         from core.engines.ray_engine import run_ray_build  # Ray is optional: imported only when asked for
 
@@ -118,8 +114,8 @@ def run_build(
     scan = scan or scan_source(request.videos, request.annotations, allowed_roots=request.allowed_roots)
     server = request.server
     output_dir = Path(request.output)
-    lock_dir = Path(request.db) if server is None else output_dir / ".locks" / safe_name(server.describe())
-    with BuildLock(lock_dir, owner=lock_owner):
+    lock = BuildLock.for_store(request.db, output_dir, server.describe() if server else None, owner=lock_owner)
+    with lock:
         pool = FramePool(workers, strategy, output_dir).start()  # workers start while the model loads
         try:
             clip = _model_for(request, model)

@@ -10,14 +10,41 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+from core.errors import UserError
+from core.limits import check_setting
 
 DEFAULT_DB = "chroma_db"
 DEFAULT_OUTPUT = "output"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors said in one line on stderr (exit 2) instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        # "argument --k: --k must be ..." (a range's own sentence names the flag): said once.
+        message = re.sub(r"^argument (\S+): (?=\1 )", "", message)
+        self.exit(2, f"error: {message.rstrip('.')}: see {self.prog} --help.\n")
+
+
+def _setting(name: str) -> Callable[[str], Any]:
+    """The argparse type of a numeric flag: its value checked against its range (core/limits.py), while the
+    arguments are parsed, so that a bad one is refused before anything heavy is imported."""
+
+    def parse(text: str) -> Any:
+        try:
+            return check_setting(name, text)
+        except UserError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = name
+    return parse
 
 
 def _add_model_flags(parser: argparse.ArgumentParser, for_build: bool) -> None:
@@ -47,7 +74,7 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
         "Chroma server (instead of the embedded --db folder; also CLIP_EXPLORER_CHROMA_HOST/_PORT/_SSL/_TOKEN)"
     )
     group.add_argument("--chroma-host", help="host of a Chroma server")
-    group.add_argument("--chroma-port", type=int, default=None, help="its port (default: 8000)")
+    group.add_argument("--chroma-port", type=_setting("chroma_port"), default=None, help="its port (default: 8000)")
     group.add_argument("--chroma-ssl", action="store_true", help="use HTTPS")
     group.add_argument("--chroma-token-header", default=None, help="auth header (default: Authorization, as Bearer)")
 
@@ -67,7 +94,7 @@ def _add_index_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m core",
         description="Index video frames with CLIP into ChromaDB, evaluate how well CLIP matches them to "
         "action labels, and search them by text.",
@@ -90,10 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
         "longest (K from 1 to 64, default 16)",
     )
     build.add_argument(
-        "--batch-size", type=int, default=None, help="images per encoding batch (default: 32 on a CPU, 128 on a GPU)"
+        "--batch-size",
+        type=_setting("batch_size"),
+        default=None,
+        help="images per encoding batch, 1 to 4096 (default: 32 on a CPU, 128 on a GPU)",
     )
     build.add_argument(
-        "--workers", default="auto", help="frame workers (processes): a number, or auto (default: one per core but one)"
+        "--workers",
+        type=_setting("workers"),
+        default="auto",
+        help="frame workers (processes): 1 to 4 per core, or auto (default: one per core but one)",
     )
     build.add_argument(
         "--precision", default="auto", help="auto (default: fp16 on a CUDA GPU, fp32 on a CPU), fp32 or fp16"
@@ -125,15 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--no-save", action="store_true", help="do not record the run(s) in <db>/runs.jsonl")
     evaluate.add_argument("--json", help="write the metrics as JSON to this file ('-' for stdout)")
+    evaluate.add_argument(
+        "--output", default=DEFAULT_OUTPUT, help="output folder (where runs are recorded with a Chroma server)"
+    )
     _add_probe_flag(evaluate)
 
     load = sub.add_parser("loadtest", help="concurrent searches against an index: throughput and latency")
     _add_index_flags(load)
     _add_model_flags(load, for_build=False)
-    load.add_argument("--threads", type=int, default=8, help="concurrent searchers (default: 8)")
-    load.add_argument("--requests", type=int, default=200, help="searches in all (default: 200)")
-    load.add_argument("--seconds", type=float, default=60, help="time limit (default: 60)")
-    load.add_argument("--k", type=int, default=10, help="results per search (default: 10)")
+    load.add_argument("--threads", type=_setting("threads"), default=8, help="concurrent searchers (default: 8)")
+    load.add_argument("--requests", type=_setting("requests"), default=200, help="searches in all (default: 200)")
+    load.add_argument("--seconds", type=_setting("seconds"), default=60, help="time limit (default: 60)")
+    load.add_argument("--k", type=_setting("k"), default=10, help="results per search (default: 10)")
     load.add_argument("--json", help="write the report as JSON to this file ('-' for stdout)")
 
     report = sub.add_parser("report", help="write the results page and the similarity histograms (HTML, PNG)")
@@ -150,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
         "minus each --subtract. --interactive reads queries line by line instead.",
     )
     search.add_argument("text", nargs="?", default="", help="what to look for, e.g. 'someone juggling fire'")
-    search.add_argument("--k", type=int, default=5, help="number of results, or of moments (default: 5)")
+    search.add_argument(
+        "--k", type=_setting("k"), default=5, help="number of results, or of moments, 1 to 1000 (default: 5)"
+    )
     search.add_argument("--image", metavar="PATH", help="an image to search with (added to TEXT when both are given)")
     search.add_argument("--add", action="append", default=[], metavar="TEXT", help="add a text to the query (repeat)")
     search.add_argument(
@@ -163,11 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument(
         "--margin",
-        type=float,
+        type=_setting("margin"),
         default=None,
-        help="with --moments: frames within this much of a video's best similarity join its segments (default 0.02)",
+        help="with --moments: frames within this much (0 to 2) of a video's best similarity join its segments "
+        "(default 0.02)",
     )
-    search.add_argument("--min-similarity", type=float, metavar="X", help="drop hits whose similarity is below X")
+    search.add_argument(
+        "--min-similarity",
+        type=_setting("min_similarity"),
+        metavar="X",
+        help="drop hits whose similarity (-1 to 1) is below X",
+    )
     search.add_argument(
         "--adaptive",
         action="store_true",
@@ -199,27 +243,37 @@ def build_parser() -> argparse.ArgumentParser:
         default=["reference"],
         help="'reference' (the study's 50, default), 'all', a file with one class per line, or class names",
     )
-    subset.add_argument("--per-class", type=int, default=5, help="clips wanted per class (default: 5)")
-    subset.add_argument("--candidates", type=int, default=15, help="candidate clips kept per class (default: 15)")
+    subset.add_argument(
+        "--per-class", type=_setting("per_class"), default=5, help="clips wanted per class (default: 5)"
+    )
+    subset.add_argument(
+        "--candidates", type=_setting("candidates"), default=15, help="candidate clips kept per class (default: 15)"
+    )
     subset.add_argument("--out", default=None, help="where to write it (default: annotations/selected_subset.json)")
 
     download = sub.add_parser("download", help="download a Kinetics subset (yt-dlp), cut to H.264/AAC MP4 clips")
     download.add_argument("--subset", default=None, help="subset file (default: annotations/selected_subset.json)")
     download.add_argument("--csv", help="an official Kinetics CSV instead of the subset file (needs --classes)")
     download.add_argument("--classes", nargs="+", help="only these classes (with --csv: the classes to take)")
-    download.add_argument("--per-class", type=int, help="clips per class (default: the subset's, 5)")
+    download.add_argument("--per-class", type=_setting("per_class"), help="clips per class (default: the subset's, 5)")
     download.add_argument("--out", default="videos", help="folder for the clips (default: videos/)")
-    download.add_argument("--jobs", type=int, default=4, help="parallel downloads (default: 4)")
-    download.add_argument("--retries", type=int, default=3, help="retries of a transient failure (default: 3)")
+    download.add_argument("--jobs", type=_setting("jobs"), default=4, help="parallel downloads, 1 to 32 (default: 4)")
+    download.add_argument(
+        "--retries", type=_setting("retries"), default=3, help="retries of a transient failure, 0 to 20 (default: 3)"
+    )
     download.add_argument("--retry-failed", action="store_true", help="ask again for clips recorded as unavailable")
     download.add_argument("--json", help="also write the summary as JSON to this file ('-' for stdout)")
     download.add_argument("--quiet", action="store_true", help="no progress bar")
 
     samples = sub.add_parser("sample-videos", help="generate small synthetic labelled clips to try the pipeline")
     samples.add_argument("--out", default="videos/sample", help="folder to write (default: videos/sample)")
-    samples.add_argument("--classes", type=int, default=10, help="how many classes of the reference subset (10)")
-    samples.add_argument("--per-class", type=int, default=5, help="clips per class (default: 5)")
-    samples.add_argument("--frames", type=int, default=48, help="frames per clip (default: 48)")
+    samples.add_argument(
+        "--classes", type=_setting("sample_classes"), default=10, help="how many classes of the reference subset (10)"
+    )
+    samples.add_argument(
+        "--per-class", type=_setting("sample_per_class"), default=5, help="clips per class (default: 5)"
+    )
+    samples.add_argument("--frames", type=_setting("sample_frames"), default=48, help="frames per clip (default: 48)")
 
     demo = sub.add_parser(
         "demo-model",
@@ -228,7 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--out", default="output/demo-model", help="folder for its weights and config (default: output/demo-model)"
     )
-    demo.add_argument("--classes", type=int, default=10, help="as many classes as sample-videos made (default: 10)")
+    demo.add_argument(
+        "--classes",
+        type=_setting("sample_classes"),
+        default=10,
+        help="as many classes as sample-videos made (default: 10)",
+    )
+    demo.add_argument(
+        "--steps", type=_setting("demo_steps"), default=None, help="training steps (default: 160; fewer train worse)"
+    )
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
 
     runs = sub.add_parser("runs", help="the saved evaluations side by side, or two of them compared per class")
     runs.add_argument("--db", default=DEFAULT_DB, help=f"ChromaDB folder (default: {DEFAULT_DB}/)")
@@ -340,6 +403,8 @@ class _ProgressBar:
 def cmd_build(args: argparse.Namespace) -> int:
     from core.app import BuildProgress, BuildRequest, ModelSpec, NoUsableVideoError
 
+    explorer = _explorer(args)
+    explorer.refuse_if_building(_ref(args), args.output)  # before the model library is even imported
     spec = _requested_spec(args) or ModelSpec.resolve()
     bar = _ProgressBar(args.quiet, "video", "Indexing")
     say = partial(print, file=_report_stream(args))
@@ -371,7 +436,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         server=_server(args),
     )
     try:
-        summary = _explorer(args).build(request, progress=progress, lock_owner="python -m core build", on_stage=stage)
+        summary = explorer.build(request, progress=progress, lock_owner="python -m core build", on_stage=stage)
     except NoUsableVideoError as exc:
         bar.close()
         if exc.summary is not None:
@@ -521,6 +586,8 @@ def _search_query(args: argparse.Namespace, text: str, k: int) -> Any:
 
 def _print_result(say: Any, result: Any) -> None:
     say(f"Query:   {result.query}")
+    for note in result.notes:
+        say(f"Note:    {note}")
     if result.cutoff is not None and result.cutoff.value is not None:
         say(f"Cut-off: {result.cutoff.rule}")
     if result.moments is not None:
@@ -672,9 +739,13 @@ def cmd_sample_videos(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_model(args: argparse.Namespace) -> int:
-    from core.app import demo_model
+    from core.app import DEMO_STEPS, demo_model
 
-    spec = demo_model(args.out, args.classes)
+    bar = _ProgressBar(args.quiet, "step", "Training the demo model")
+    try:
+        spec = demo_model(args.out, args.classes, steps=args.steps or DEMO_STEPS, progress=bar.show)
+    finally:
+        bar.close()
     print(f"Trained the demo model for {args.classes} sample classes: {spec.pretrained}")
     print("Its scores mean something on the sample clips only (it matches colours to labels).")
     print(f"Use it with: --model-config {spec.config_path} --pretrained {spec.pretrained}")
@@ -817,7 +888,10 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0), or an argument error already said in one line (2)
+        return exc.code if isinstance(exc.code, int) else 2
     from core.app import UserError, configure_runtime
 
     configure_runtime()

@@ -11,17 +11,18 @@ anywhere in the pipeline sends red clips to the blue label and fails them.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from core.embed import RANDOM_WEIGHTS, ModelSpec, load_model
 from core.files import atomic_path, write_text_atomic
 from core.prompts import PROMPT_SETS
+
+if TYPE_CHECKING:
+    import torch
 
 DEMO_MODEL_NAME = "TinyCLIP-demo"
 CHECKPOINT_NAME = "tiny_clip.pt"
@@ -52,6 +53,8 @@ def _batch(
         side = int(rng.integers(size // 8, size // 2))
         r, c = rng.integers(0, size - side, 2)
         x[i, :, r : r + side, c : c + side] = 255 if rng.random() < 0.5 else 0
+    import torch
+
     x = np.clip(x, 0, 255) / 255.0
     mean = torch.tensor(_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(_STD).view(1, 3, 1, 1)
@@ -69,9 +72,14 @@ def train_tiny_clip(
     config: Path | str,
     steps: int = STEPS,
     seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Train the architecture of `config` to match each label to its RGB colour; returns
-    ``out_dir/tiny_clip.pt``. Seeded: the same inputs give the same weights."""
+    ``out_dir/tiny_clip.pt``. Seeded: the same inputs give the same weights. `progress` is told
+    (steps done, steps) after each training step."""
+    import torch
+    import torch.nn.functional as F
+
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     clip = load_model(ModelSpec.resolve(None, RANDOM_WEIGHTS, str(config)), "cpu")
@@ -91,6 +99,8 @@ def train_tiny_clip(
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
+        if progress is not None:
+            progress(step + 1, steps)
     model.eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,11 +110,18 @@ def train_tiny_clip(
     return path
 
 
-def make_demo_model(out_dir: Path | str, labels: Sequence[str]) -> ModelSpec:
-    """Train the demo model for `labels` (the sample clips' colours) into `out_dir`; its ModelSpec."""
+def make_demo_model(
+    out_dir: Path | str,
+    labels: Sequence[str],
+    steps: int = STEPS,
+    progress: Callable[[int, int], None] | None = None,
+) -> ModelSpec:
+    """Train the demo model for `labels` (the sample clips' colours) into `out_dir`, in `steps` training
+    steps (`progress` is told each one); its ModelSpec."""
     from core.samples import label_colour
 
     out = Path(out_dir)
     config = write_config(out / f"{DEMO_MODEL_NAME}.json")
-    checkpoint = train_tiny_clip(out, {label: label_colour(label) for label in labels}, config)
+    colours = {label: label_colour(label) for label in labels}
+    checkpoint = train_tiny_clip(out, colours, config, steps=steps, progress=progress)
     return ModelSpec.resolve(None, str(checkpoint), str(config))

@@ -18,21 +18,26 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import tempfile
+import threading
+import urllib.parse
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import open_clip
-import torch
-import torch.nn.functional as F
-from open_clip.transformer import text_global_pool
 from PIL import Image
 
 from core.errors import ModelError
 from core.geometry import InputGeometry
+
+if TYPE_CHECKING:
+    import torch
+
+# torch and open_clip are imported where they are used, not here: the command line answers its argument
+# errors, `info` and the offline refusal without paying for them (seconds on a small machine).
 
 DEFAULT_MODEL = "ViT-B-32-quickgelu"
 DEFAULT_PRETRAINED = "openai"
@@ -62,6 +67,8 @@ def register_model_config(path: Path | str) -> str:
         raise ModelError(
             f"The model config {path} is not an open_clip config (it needs embed_dim, vision_cfg and text_cfg)."
         )
+    import open_clip
+
     open_clip.add_model_config(path)
     return path.stem
 
@@ -80,6 +87,8 @@ class ModelSpec:
         cls, model: str | None = None, pretrained: str | None = None, model_config: str | Path | None = None
     ) -> ModelSpec:
         """Apply defaults to command-line style choices and check them, without loading anything."""
+        import open_clip
+
         config_path, config_json = "", ""
         if model_config:
             stem = register_model_config(model_config)
@@ -153,6 +162,8 @@ class ModelSpec:
 
     def ensure_registered(self) -> None:
         """Make a custom architecture known to open_clip (from its file, or the copy kept in the index)."""
+        import open_clip
+
         if not self.config_json or open_clip.get_model_config(self.name) is not None:
             return
         path = Path(self.config_path)
@@ -165,6 +176,8 @@ class ModelSpec:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    import torch
+
     device = (device or "auto").lower()
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -184,10 +197,9 @@ def _load_checkpoint(model: torch.nn.Module, spec: ModelSpec) -> None:
     """
     path = spec.pretrained
     if not Path(path).is_file():
-        raise ModelError(
-            f"The checkpoint {path} is no longer there: put the file back, or rebuild the index with the "
-            "weights you have now."
-        )
+        raise _checkpoint_gone(path)
+    import open_clip
+
     try:
         open_clip.load_checkpoint(model, path, strict=True)
     except (RuntimeError, KeyError, ValueError) as exc:
@@ -208,10 +220,93 @@ def _load_checkpoint(model: torch.nn.Module, spec: ModelSpec) -> None:
         ) from None
 
 
+def _checkpoint_gone(path: str) -> ModelError:
+    return ModelError(
+        f"The checkpoint {path} is no longer there: put the file back, or rebuild the index with the "
+        "weights you have now."
+    )
+
+
+def _weights_unavailable(spec: ModelSpec) -> ModelError:
+    return ModelError(
+        f"The weights of {spec.name} (pretrained '{spec.pretrained}') are not in the local cache and could not be "
+        "downloaded (no internet?): connect once so open_clip can fetch them, or use a local weights file "
+        "(on the Build page: 'Pretrained tag or local checkpoint'; on the command line: --pretrained "
+        "/path/to/weights.pt), or try the offline demo (Build page, or python -m core demo-model)."
+    )
+
+
+HUB_PROBE_S = 3.0  # how long the hub may take to accept a connection before it counts as unreachable
+
+
+def _weights_cached(cfg: dict[str, Any]) -> bool:
+    """Whether open_clip would find the weights of a pretrained tag (its config `cfg`) without a download:
+    in the Hugging Face cache (the safetensors copy it prefers, or the named file), or where it keeps the
+    files it downloads from a URL."""
+    if cfg.get("file"):
+        return Path(cfg["file"]).is_file()
+    if cfg.get("hf_hub"):
+        from huggingface_hub import try_to_load_from_cache
+        from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+        repo, filename = os.path.split(cfg["hf_hub"])
+        filename = filename or HF_WEIGHTS_NAME
+        names = [filename]
+        if filename == HF_WEIGHTS_NAME:
+            names.insert(0, HF_SAFE_WEIGHTS_NAME)
+        elif filename.endswith((".bin", ".pth")):
+            names.insert(0, filename[:-4] + ".safetensors")
+        if any(isinstance(try_to_load_from_cache(repo, name), str) for name in names):
+            return True
+    url = str(cfg.get("url", ""))
+    return bool(url) and (Path("~/.cache/clip").expanduser() / os.path.basename(url)).is_file()
+
+
+def _hub_reachable(timeout_s: float = HUB_PROBE_S) -> bool:
+    """Whether the Hugging Face hub accepts a connection now (behind a proxy: assumed, the download will
+    tell). Bounded in time, name resolution included, so that a machine without a network answers fast."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    address = urllib.parse.urlsplit(constants.ENDPOINT)
+    host, port = address.hostname or "", address.port or (80 if address.scheme == "http" else 443)
+    reached = threading.Event()
+
+    def probe() -> None:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout_s):
+            reached.set()
+
+    threading.Thread(target=probe, name="hub-probe", daemon=True).start()
+    return reached.wait(timeout_s)
+
+
+def check_weights_available(spec: ModelSpec) -> None:
+    """Refuse at once, in one sentence, a model whose weights cannot be had: a checkpoint file that is gone,
+    or a pretrained tag whose weights are neither in the local cache nor downloadable now (offline, or the
+    hub unreachable). Loads nothing; the network is asked only when the cache lacks the weights. Front doors
+    call it before the slow steps of a build, so that an offline first build is refused in seconds."""
+    if spec.pretrained in (RANDOM_WEIGHTS, ""):
+        return
+    if spec.is_checkpoint:
+        if not Path(spec.pretrained).is_file():
+            raise _checkpoint_gone(spec.pretrained)
+        return
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(spec.name, spec.pretrained)
+    if cfg and not _weights_cached(cfg) and not _hub_reachable():
+        raise _weights_unavailable(spec)
+
+
 class _FromOpenClip(logging.Filter):
     """Drops records logged by open_clip's own modules (it logs through the root logger)."""
 
     def __init__(self) -> None:
+        import open_clip
+
         super().__init__()
         self.folder = str(Path(open_clip.__file__).resolve().parent)
 
@@ -234,6 +329,8 @@ def _quiet_open_clip_logs() -> Any:
 
 
 def _create(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
+    import open_clip
+
     tag = spec.pretrained if not (spec.is_checkpoint or spec.pretrained == RANDOM_WEIGHTS) else None
     model_cfg = open_clip.get_model_config(spec.name) or {}
     tag_cfg = open_clip.get_pretrained_cfg(spec.name, tag) if tag else {}
@@ -245,12 +342,7 @@ def _create(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
             model = open_clip.create_model(spec.name, pretrained=tag, device=device, force_quick_gelu=quick_gelu)
     except RuntimeError as exc:
         if tag and "download" in str(exc).lower():
-            raise ModelError(
-                f"The weights of {spec.name} (pretrained '{tag}') are not in the local cache and could not be "
-                "downloaded (no internet?): connect once so open_clip can fetch them, or use a local weights file "
-                "(on the Build page: 'Pretrained tag or local checkpoint'; on the command line: --pretrained "
-                "/path/to/weights.pt), or try the offline demo (Build page, or python -m core demo-model)."
-            ) from None
+            raise _weights_unavailable(spec) from None
         raise
     if spec.is_checkpoint:
         _load_checkpoint(model, spec)  # into the tensors already on `device`: no second copy
@@ -279,6 +371,8 @@ class ClipModel:
     """
 
     def __init__(self, spec: ModelSpec, model: torch.nn.Module, device: torch.device, precision: str = "fp32") -> None:
+        import open_clip
+
         self.spec = spec
         self.device = device
         self.precision = precision
@@ -300,6 +394,8 @@ class ClipModel:
 
     @property
     def dtype(self) -> torch.dtype:
+        import torch
+
         return torch.float16 if self.precision == "fp16" else torch.float32
 
     def with_precision(self, precision: str) -> ClipModel:
@@ -314,6 +410,8 @@ class ClipModel:
         return ClipModel(self.spec, copy.deepcopy(self.model).half(), self.device, wanted)
 
     def _probe_dim(self) -> int:
+        import torch
+
         projection = getattr(self.model, "text_projection", None)
         if isinstance(projection, torch.nn.Linear):
             return projection.out_features
@@ -324,6 +422,8 @@ class ClipModel:
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
+            import open_clip
+
             self._tokenizer = open_clip.get_tokenizer(self.spec.name)
         return self._tokenizer
 
@@ -332,6 +432,8 @@ class ClipModel:
         # Cutting the token sequence to the longest prompt is exact only for a causal text tower
         # pooled at the end-of-text token, with zero padding (open_clip's CLIP + SimpleTokenizer).
         if self._trim is None:
+            import open_clip
+
             m = self.model
             self._trim = (
                 isinstance(m, open_clip.CLIP)
@@ -354,9 +456,13 @@ class ClipModel:
         """
         if self.geometry is None:
             return self.preprocess_rgb(rgb)
+        import torch
+
         return torch.from_numpy(np.ascontiguousarray(self.geometry.apply(rgb).transpose(2, 0, 1)))
 
     def _normalise(self, batch: torch.Tensor) -> torch.Tensor:
+        import torch
+
         if batch.dtype != torch.uint8 or self._mean is None or self._std is None:
             return batch
         # torchvision's to_tensor divides by 255 in float, Normalize subtracts and divides in place. A uint8
@@ -364,42 +470,64 @@ class ClipModel:
         mean, std = self._mean.to(batch.device), self._std.to(batch.device)
         return batch.div(255).sub_(mean).div_(std)
 
-    @torch.inference_mode()
     def encode_images(self, batch: torch.Tensor) -> np.ndarray:
         """A batch of prepared (uint8) or preprocessed (float) images → L2-normalised float32 (N × D).
 
         A pinned CPU batch is copied to the GPU asynchronously; normalisation runs on the model's device.
         """
-        inputs = self._normalise(batch.to(self.device, non_blocking=batch.is_pinned()))
-        features = self.model.encode_image(inputs.to(self.dtype))
-        return F.normalize(features.float(), dim=-1).cpu().numpy()
+        import torch
+        import torch.nn.functional as F
+
+        with torch.inference_mode():
+            inputs = self._normalise(batch.to(self.device, non_blocking=batch.is_pinned()))
+            features = self.model.encode_image(inputs.to(self.dtype))
+            return F.normalize(features.float(), dim=-1).cpu().numpy()
 
     def encode_rgb(self, frames: list[np.ndarray]) -> np.ndarray:
+        import torch
+
         return self.encode_images(torch.stack([self.prepare_rgb(f) for f in frames]))
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         return self.tokenizer(texts)
 
-    @torch.inference_mode()
+    def context_cut(self, texts: list[str]) -> int | None:
+        """The model's text context (in tokens) when one of `texts` fills it (so its end was cut off),
+        else None. The tokenizer pads a text that fits with zeros; one that does not ends at the last slot."""
+        tokens = self.tokenize(list(texts))
+        if not len(tokens) or not bool((tokens[:, -1] != 0).any()):
+            return None
+        return int(tokens.shape[1])
+
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Texts → L2-normalised float32 embeddings, in batches, each cut to its longest prompt."""
+        import torch
+        import torch.nn.functional as F
+
         out = []
-        for start in range(0, len(texts), TEXT_BATCH):
-            tokens = self.tokenize(list(texts[start : start + TEXT_BATCH])).to(self.device)
-            features = self._encode_trimmed(tokens) if self._trim_text else self.model.encode_text(tokens)
-            out.append(F.normalize(features.float(), dim=-1).cpu().numpy())
+        with torch.inference_mode():
+            for start in range(0, len(texts), TEXT_BATCH):
+                tokens = self.tokenize(list(texts[start : start + TEXT_BATCH])).to(self.device)
+                features = self._encode_trimmed(tokens) if self._trim_text else self.model.encode_text(tokens)
+                out.append(F.normalize(features.float(), dim=-1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
 
-    @torch.inference_mode()
     def encode_texts_full(self, texts: list[str]) -> np.ndarray:
         """open_clip's stock `encode_text` on the full context: the reference for `encode_texts`."""
-        tokens = self.tokenize(list(texts)).to(self.device)
-        return F.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu().numpy()
+        import torch
+        import torch.nn.functional as F
+
+        with torch.inference_mode():
+            tokens = self.tokenize(list(texts)).to(self.device)
+            return F.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu().numpy()
 
     def _encode_trimmed(self, tokens: torch.Tensor) -> torch.Tensor:
         # open_clip's CLIP.encode_text always runs the full 77-token context; this is its body (checked
         # against open_clip 3.3.0, and by tests against encode_texts_full) on the trimmed tokens, which
         # makes a query about 2.5x faster. text_global_pool is open_clip's own pooling function.
+        import torch
+        from open_clip.transformer import text_global_pool
+
         m = self.model
         length = max(1, int((tokens != 0).sum(dim=1).max()))
         tokens = tokens[:, :length]
@@ -416,6 +544,7 @@ class ClipModel:
 
 def _split_preprocess(transform: Any) -> tuple[Any, torch.Tensor | None, torch.Tensor | None]:
     """Split open_clip's eval transform into (PIL geometry, mean, std) when it ends in ToTensor, Normalize."""
+    import torch
     from torchvision import transforms as T
 
     steps = list(getattr(transform, "transforms", []))

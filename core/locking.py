@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 from core.errors import IndexLockedError
+from core.names import safe_name
 
 LOCK_FILENAME = ".build.lock"
 
@@ -58,6 +59,13 @@ class BuildLock:
         self.owner = owner
         self._fd: int | None = None
 
+    @classmethod
+    def for_store(cls, db: Path | str, output: Path | str, server: str | None = None, owner: str = "") -> BuildLock:
+        """The lock of a build into the embedded index folder `db`, or, with a Chroma server (`server`: its
+        address), the lock of this machine's builds on that server, kept in the `output` folder."""
+        folder = Path(db) if server is None else Path(output) / ".locks" / safe_name(server)
+        return cls(folder, owner=owner)
+
     def holder(self) -> dict:
         try:
             return json.loads(self.path.read_text(encoding="utf-8") or "{}")
@@ -69,13 +77,7 @@ class BuildLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         if not _try_lock(fd):
             os.close(fd)
-            who = self.holder()
-            since = who.get("since", "")
-            detail = f" (process {who.get('pid')} on {who.get('host')}, since {since})" if who else ""
-            raise IndexLockedError(
-                f"Another build is already running on {self.path.parent}{detail}: wait for it to finish "
-                "or use another index folder."
-            )
+            raise self._refusal()
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -87,6 +89,29 @@ class BuildLock:
         os.write(fd, json.dumps(info).encode("utf-8"))
         self._fd = fd
         return self
+
+    def _refusal(self) -> IndexLockedError:
+        who = self.holder()
+        since = who.get("since", "")
+        detail = f" (process {who.get('pid')} on {who.get('host')}, since {since})" if who else ""
+        return IndexLockedError(
+            f"Another build is already running on {self.path.parent}{detail}: wait for it to finish "
+            "or use another index folder."
+        )
+
+    def refuse_if_held(self) -> None:
+        """Raise `IndexLockedError` when a build holds this lock now, so that a second build is refused
+        before it loads anything; creates nothing (where there is no lock file, no build runs)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except OSError:  # no lock file (or no folder) yet: free; acquire() reports anything else
+            return
+        try:
+            if not _try_lock(fd):
+                raise self._refusal()
+            _unlock(fd)
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         if self._fd is not None:

@@ -24,6 +24,9 @@ MAX_IMAGE_PIXELS = 80_000_000  # a larger "image" is a decompression bomb, not a
 # Below this norm the parts cancel out (e.g. "a dog" minus "a dog"): no direction is left to search.
 _CANCELLED = 1e-6
 
+SHOWN_QUERY_CHARS = 100  # a header shows this much of a longer text, then its length
+CLIP_CONTEXT_TOKENS = 77  # the text context of OpenAI's CLIP and most open_clip models
+
 KINDS = ("text", "image", "frame")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")  # what the app's uploader accepts
 
@@ -39,10 +42,26 @@ class QueryPart:
 
     def describe(self) -> str:
         if self.kind == "text":
-            return f'"{self.value}"'
+            return f'"{shorten_query(self.value)}"'
         if self.kind == "image":
             return f"[image {Path(self.value).name}]"
         return f"[frame {self.value} #{self.frame_index}]"
+
+
+def shorten_query(text: str, limit: int = SHOWN_QUERY_CHARS) -> str:
+    """A query's text as a header shows it: whole when short, else its start, an ellipsis and its length
+    (a pasted page is not echoed in full)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit].rstrip()}… ({len(text):,} characters)"
+
+
+def long_text_notice(context_tokens: int = CLIP_CONTEXT_TOKENS) -> str:
+    """The one sentence a front door shows, once, when a text of the query was longer than the model reads."""
+    return (
+        f"CLIP reads only the first {context_tokens} tokens of a text (a few dozen words): the rest of the "
+        "query was not used."
+    )
 
 
 def normalise_query(text: str | None) -> str:

@@ -10,7 +10,7 @@ score them exactly, instead of Chroma's approximate nearest neighbours.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,10 +19,17 @@ from core.cutoff import Cutoff, combined_cutoff
 from core.embed import ClipModel
 from core.errors import QueryError
 from core.index import FrameIndex, IndexContents
+from core.limits import MAX_K
 from core.moments import DEFAULT_MARGIN, Moment, find_moments
-from core.query import QueryPart, check_parts, compose_vector, describe, embed_parts, normalise_query
-
-MAX_K = 1000
+from core.query import (
+    QueryPart,
+    check_parts,
+    compose_vector,
+    describe,
+    embed_parts,
+    long_text_notice,
+    normalise_query,
+)
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,7 @@ class SearchResult:
     moments: list[Moment] | None = None
     cutoff: Cutoff | None = None
     scores: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)  # sentences to show once beside the results
 
 
 @dataclass(frozen=True)
@@ -159,6 +167,9 @@ def run_query(
         return records[0]
 
     vectors = embed_parts(parts, model.encode_texts, model.encode_rgb, lambda vid, i: frame_vector(stored(), vid, i))
+    texts = [p.value for p in parts if p.kind == "text"]
+    cut = model.context_cut(texts) if texts else None
+    notes = [long_text_notice(cut)] if cut else []
     vector = compose_vector(list(vectors), [p.sign for p in parts])
     scores = None
     if options.adaptive or options.moments or options.distribution:
@@ -174,6 +185,6 @@ def run_query(
             for moment in moments:
                 best.setdefault(moment.video_id, moment)
             moments = list(best.values())
-        return SearchResult(describe(parts), [], vector, moments[:k], cutoff, scores)
+        return SearchResult(describe(parts), [], vector, moments[:k], cutoff, scores, notes)
     hits = [h for h in nearest(index, vector, k, options.one_per_video, options.label) if h.similarity >= floor]
-    return SearchResult(describe(parts), hits, vector, None, cutoff, scores)
+    return SearchResult(describe(parts), hits, vector, None, cutoff, scores, notes)

@@ -36,6 +36,9 @@ class TextModel:
             return np.zeros((0, self.embed_dim), np.float32)
         return np.stack([unit_vector(t, self.embed_dim) for t in texts])
 
+    def context_cut(self, texts: Iterable[str]) -> int | None:
+        return None  # it reads every text whole
+
     def encode_images(self, *_: Any, **__: Any) -> np.ndarray:
         raise AssertionError("frames must never be re-encoded here")
 

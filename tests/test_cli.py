@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from core.app import BuildRequest, Explorer, IndexLockedError, ModelSpec, ProcessCache
 from core.cli import main
-from tests.helpers import EVALUATE_KEYS, make_broken_files, run_cli
+from core.locking import BuildLock
+from tests.helpers import EVALUATE_KEYS, ROOT, free_port, make_broken_files, run_cli
 from tests.tiny_model import CONFIG
 
 HIT_KEYS = {"video_id", "label", "frame_path", "timestamp_s", "similarity"}
@@ -88,7 +95,7 @@ def test_model_mismatch_is_refused(cli_index: dict) -> None:
     ("args", "message"),
     [
         (["search", "   ", "--db", "{db}"], "The query is empty"),
-        (["search", "fire", "--k", "0", "--db", "{db}"], "at least 1"),
+        (["search", "fire", "--k", "0", "--db", "{db}"], "--k must be a whole number from 1 to 1000, not 0"),
         (["search", "fire", "--db", "{missing}"], "There is no index at"),
         (["evaluate", "--db", "{missing}"], "There is no index at"),
         (["build", "--videos", "{missing}", "--db", "{db}"], "does not exist"),
@@ -107,12 +114,104 @@ def test_user_errors_are_one_line(
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
-def test_offline_default_model_is_one_line(tmp_path: Path, video_root: Path) -> None:
-    result = run_cli(
-        "build", "--videos", str(video_root), "--db", str(tmp_path / "db"), "--output", str(tmp_path / "o")
-    )
+def _import_lines(stderr: str) -> tuple[set[str], list[str]]:
+    """The modules ``-X importtime`` reports, and the other lines of stderr (what the user sees)."""
+    modules = {m.group(1) for m in re.finditer(r"^import time:.*\|\s*([\w.]+)\s*$", stderr, re.MULTILINE)}
+    return modules, [line for line in stderr.splitlines() if not line.startswith("import time:")]
+
+
+def _model_library(modules: set[str]) -> set[str]:
+    return {m for m in modules if m.split(".")[0] in ("torch", "open_clip")}
+
+
+@pytest.mark.parametrize("offline", ["HF_HUB_OFFLINE", "no route to the hub"])
+def test_offline_default_model_is_one_line(tmp_path: Path, video_root: Path, offline: str) -> None:
+    """The weights are looked for in the (empty) cache and the hub asked once, before the videos are read
+    or a store is made: one line, not the hub client's retries (a closed port stands for no internet)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HOME": str(tmp_path / "hf")}
+    if offline == "HF_HUB_OFFLINE":
+        env["HF_HUB_OFFLINE"] = "1"
+    else:
+        env.pop("HF_HUB_OFFLINE", None)
+        env["HF_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"
+    db, out = tmp_path / "db", tmp_path / "o"
+    result = subprocess.run(
+        [sys.executable, "-m", "core", "build", "--videos", str(video_root), "--db", str(db), "--output", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
     assert result.returncode == 2
-    assert "ViT-B-32-quickgelu (pretrained 'openai')" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: The weights of ViT-B-32-quickgelu")
+    assert "(pretrained 'openai')" in result.stderr and not db.exists() and not out.exists()
+
+
+def test_a_second_build_is_refused_before_the_model_library_is_imported(tmp_path: Path, video_root: Path) -> None:
+    """The lock is held here; the build sees it first: one line, and neither torch nor open_clip imported."""
+    db = tmp_path / "db"
+    with BuildLock(db, owner="the test"):
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "core", "build", "--videos", str(video_root), "--db", str(db),
+             "--output", str(tmp_path / "o"), "--model-config", str(CONFIG), "--pretrained", "none"],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    modules, said = _import_lines(result.stderr)
+    assert result.returncode == 2 and len(said) == 1, said
+    assert said[0].startswith(f"error: Another build is already running on {db}")
+    assert "core.app" in modules and not _model_library(modules)
+
+
+def test_the_app_refuses_a_locked_build_before_loading_the_model(
+    tmp_path: Path, video_root: Path, tiny_spec: ModelSpec
+) -> None:
+    loaded: list[ModelSpec] = []
+
+    def loader(spec: ModelSpec, device: str) -> Any:
+        loaded.append(spec)
+        raise AssertionError("the model must not load while another build holds the index")
+
+    explorer = Explorer(output=tmp_path / "o", cache=ProcessCache(model_loader=loader))
+    request = BuildRequest(videos=str(video_root), db=str(tmp_path / "db"), output=str(tmp_path / "o"), spec=tiny_spec)
+    with BuildLock(tmp_path / "db"), pytest.raises(IndexLockedError, match="Another build is already running"):
+        explorer.build(request)
+    assert loaded == [] and not (tmp_path / "db" / "chroma.sqlite3").exists()
+
+
+def test_info_imports_no_model_library(cli_index: dict) -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "core", "info", "--db", str(cli_index["db"])],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    modules, said = _import_lines(result.stderr)
+    assert result.returncode == 0 and said == [], said
+    assert "uniform:2" in result.stdout and "chromadb" in modules and not _model_library(modules)
+
+
+def test_demo_model_shows_its_progress(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["demo-model", "--out", str(tmp_path / "demo"), "--classes", "2", "--steps", "3"]) == 0
+    captured = capsys.readouterr()
+    assert "Training the demo model" in captured.err and "3/3" in captured.err
+    assert (tmp_path / "demo" / "tiny_clip.pt").is_file() and "--pretrained" in captured.out
+
+
+def test_evaluate_accepts_output_like_search_and_report(cli_index: dict, tmp_path: Path) -> None:
+    """--output is where evaluate's files go (its runs, with a Chroma server); next to an embedded index the
+    runs stay in the index folder, where `runs` finds them whatever --output says."""
+    db, out = str(cli_index["db"]), str(tmp_path / "out")
+    assert main(["evaluate", "--db", db, "--output", out, "--pooling", "max", "--json", str(tmp_path / "m.json")]) == 0
+    runs = json.loads((tmp_path / "m.json").read_text())
+    assert main(["runs", "--db", db, "--output", out, "--json", str(tmp_path / "runs.json")]) == 0
+    saved = json.loads((tmp_path / "runs.json").read_text())
+    assert runs["settings"]["pooling"] == "max" and any(row["pooling"] == "max" for row in saved)
+
+
+def test_a_long_query_is_shown_short_with_one_notice(cli_index: dict, capsys: pytest.CaptureFixture) -> None:
+    text = "someone juggling fire " * 230  # 5,060 characters
+    assert main(["search", text, "--db", str(cli_index["db"]), "--k", "2"]) == 0
+    out = capsys.readouterr().out
+    query = next(line for line in out.splitlines() if line.startswith("Query:"))
+    assert len(query) < 200 and "(5,059 characters)" in query and text[:40] in query
+    assert out.count("reads only the first 32 tokens") == 1  # the tiny model's text context
+    assert main(["search", "someone juggling fire", "--db", str(cli_index["db"]), "--k", "2"]) == 0
+    assert "reads only the first" not in capsys.readouterr().out
 
 
 def test_folder_of_broken_files_only(tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture) -> None:

@@ -30,10 +30,9 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from core.embed import ClipModel
 from core.engines.prepare import PreparedVideo, init_worker, ping, prepare_video
@@ -44,6 +43,9 @@ from core.index import FrameIndex
 from core.runtime import decode_threads_for, prepare_threads_for, torch_threads_for
 from core.sources import SkippedItem, VideoRecord
 from core.thumbnails import remove_stale_temporaries
+
+if TYPE_CHECKING:
+    import torch
 
 UPSERT_BATCH = 512  # frames per Chroma upsert at least: large batches, far fewer round trips
 FLUSH_SECONDS = 2.0  # ... but never hold finished videos longer than this
@@ -201,6 +203,8 @@ class VideoInProgress:
 
     @classmethod
     def start(cls, record: VideoRecord, prepared: PreparedVideo, model: ClipModel) -> VideoInProgress:
+        import torch  # here, not at the top: importing the application layer does not load torch
+
         if prepared.pixels is not None:
             inputs = torch.from_numpy(prepared.pixels)
         else:  # a model whose transform does not split: its whole preprocessing, here
@@ -234,6 +238,8 @@ class BatchEncoder:
     """Encodes batches of model inputs; on a GPU through one pinned buffer, copied asynchronously."""
 
     def __init__(self, model: ClipModel, batch_size: int) -> None:
+        import torch
+
         self.model = model
         self.batch_size = batch_size
         self._buffer: torch.Tensor | None = None
@@ -242,6 +248,8 @@ class BatchEncoder:
             self._buffer = torch.empty((batch_size, 3, height, width), dtype=torch.uint8).pin_memory()
 
     def encode(self, parts: list[torch.Tensor]) -> np.ndarray:
+        import torch
+
         count = sum(len(p) for p in parts)
         if self._buffer is not None and parts[0].dtype == torch.uint8:
             # encode_images returns CPU results, so the previous copy from this buffer is complete.
@@ -266,6 +274,8 @@ class ThreadGovernor:
     STARVED, FED = 0.5, 0.2  # shares of time spent waiting for frames: leave the cores / take them back
 
     def __init__(self, device: torch.device, workers: int) -> None:
+        import torch
+
         self.original = torch.get_num_threads()
         self.few = torch_threads_for(workers)
         self.adaptive = device.type != "cuda" and self.few < self.original
@@ -276,6 +286,8 @@ class ThreadGovernor:
 
     def _set(self, count: int) -> None:
         if count != self.current:
+            import torch
+
             torch.set_num_threads(count)
             self.current = count
 

@@ -497,7 +497,6 @@ def run_ray_build(
     from core.engines.local import IndexWriter
     from core.index import PendingIndex, connect
     from core.locking import BuildLock
-    from core.names import safe_name
     from core.sources import scan_source
 
     check_ray_request(request)
@@ -508,8 +507,8 @@ def run_ray_build(
     server = request.server
     output_dir = Path(request.output).expanduser().resolve()
     # The same lock as a local build: the index folder, or per Chroma server in the output folder.
-    lock_dir = Path(request.db) if server is None else output_dir / ".locks" / safe_name(server.describe())
-    with BuildLock(lock_dir, owner=lock_owner):
+    lock = BuildLock.for_store(request.db, output_dir, server.describe() if server else None, owner=lock_owner)
+    with lock:
         # This process encodes nothing: a CPU copy of the model is enough (and a bad spec fails here, early).
         clip = model or load_model(request.spec, "cpu", "fp32")
         # The collection is made with the first frames written, as in a local build: none is left empty.
