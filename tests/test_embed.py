@@ -10,7 +10,7 @@ import open_clip
 import pytest
 import torch
 
-from core.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED, RANDOM_WEIGHTS, ModelSpec, load_model
+from core.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED, RANDOM_WEIGHTS, ModelSpec, check_weights_available, load_model
 from core.errors import ModelError
 from tests.tiny_model import CONFIG
 
@@ -181,3 +181,21 @@ def test_a_checkpoint_is_read_once_and_an_empty_one_is_one_sentence(
     torch.save({}, empty)
     with pytest.raises(ModelError, match="holds no model weights"):
         load_model(replace(tiny_spec, pretrained=str(empty)), "cpu")
+
+
+def test_weights_in_the_local_cache_pass_the_check_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check looks where open_clip will: the Hugging Face cache (the test session's is empty, and the hub
+    is off limits); with the default model's safetensors there, it passes without asking the hub."""
+    from huggingface_hub import constants
+
+    spec = ModelSpec.resolve()
+    with pytest.raises(ModelError, match=r"^The weights of ViT-B-32-quickgelu \(pretrained 'openai'\)"):
+        check_weights_available(spec)
+    snapshot = tmp_path / "models--timm--vit_base_patch32_clip_224.openai" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "open_clip_model.safetensors").write_bytes(b"weights")
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    check_weights_available(spec)
+    check_weights_available(ModelSpec.resolve(DEFAULT_MODEL, RANDOM_WEIGHTS))  # nothing to fetch
