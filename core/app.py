@@ -18,6 +18,8 @@ the dashboard shares one between its sessions and its background builds.
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -28,6 +30,7 @@ from typing import Any
 import chromadb
 
 from core.build import BuildProgress, BuildSummary, check_engine, run_build
+from core.bundle import BundleSummary, export_bundle, import_bundle, open_bundle
 from core.clock import now_iso
 from core.demo_model import DEMO_MODEL_NAME, make_demo_model
 from core.download import Candidate, DownloadProgress, DownloadSummary, download_subset, plan_from
@@ -77,6 +80,8 @@ from core.sweep import SWEEP_KEYS, SweepRow, SweepStore, parse_strategies, sweep
 from core.uploads import save_upload
 
 ModelLoader = Callable[[ModelSpec, str], ClipModel]
+# What an Explorer may offer beyond reading: pages ask `Explorer.offers` rather than checking a mode.
+WRITES = ("build", "upload", "download", "save_run")
 _CONTENTS_CACHED = 2  # index contents kept in memory (each holds every embedding of a collection)
 
 
@@ -129,6 +134,10 @@ class Explorer:
         self.device = device
         self.roots = [Path(r).expanduser().resolve() for r in roots] if roots is not None else None
         self.cache = cache or ProcessCache()
+
+    def offers(self, feature: str) -> bool:
+        """Whether this Explorer does `feature` (one of `WRITES`); a read-only one does none of them."""
+        return feature in WRITES
 
     # -- paths ---------------------------------------------------------------------------------
     def confine(self, path: str | Path, what: str) -> Path:
@@ -345,6 +354,32 @@ class Explorer:
         if a is None or b is None:
             raise UserError(f"Unknown run id among {run_a}, {run_b}: see python -m core runs --db {ref.db}.")
         return compare_per_class(a, b)
+
+    # -- bundles -------------------------------------------------------------------------------
+    def export(self, ref: IndexRef, out: str | Path, include_model: bool = False) -> BundleSummary:
+        """Write the collection `ref` names (the newest when none) as a bundle, with its runs and sweeps."""
+        index = self.open(ref)
+        runs = [run for run in self.runs(ref) if run.index == index.name]
+        sweeps = [row for row in self.sweeps(ref) if row.collection == index.name]
+        return export_bundle(index, self.confine(out, "The bundle"), runs, sweeps, include_model)
+
+    def import_bundle(
+        self, source: str | Path, ref: IndexRef, pretrained: str | None = None, into: str | Path | None = None
+    ) -> BundleSummary:
+        """Re-create a bundle's collection in the store `ref` names (as `ref.collection` when given), its
+        thumbnails and model files in the output folder. A zip is unpacked into `into` (else a temporary
+        folder, removed afterwards)."""
+        path = self.confine(source, "The bundle")
+        scratch = None if into is not None or not path.is_file() else Path(tempfile.mkdtemp(prefix="clip-bundle-"))
+        try:
+            bundle = open_bundle(path, into or scratch)
+            client = self.client(ref.store(), create=True)
+            assert client is not None  # made on demand
+            output = self.confine(self.output, "The output folder")
+            return import_bundle(bundle, client, output, self.run_store(ref), ref.collection, pretrained)
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
 
     # -- search --------------------------------------------------------------------------------
     def search(self, ref: IndexRef, query: SearchQuery, spec: ModelSpec | None = None) -> list[SearchHit]:
@@ -626,9 +661,11 @@ __all__ = [
     "REFERENCE_RUN",
     "SWEEP_KEYS",
     "VIDEO_EXTENSIONS",
+    "WRITES",
     "BuildProgress",
     "BuildRequest",
     "BuildSummary",
+    "BundleSummary",
     "Candidate",
     "ChromaServer",
     "ClipModel",
