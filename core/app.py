@@ -17,6 +17,7 @@ the dashboard shares one between its sessions and its background builds.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import shutil
 import tempfile
@@ -30,7 +31,7 @@ from typing import Any
 import chromadb
 
 from core.build import BuildProgress, BuildSummary, check_engine, run_build
-from core.bundle import BundleSummary, export_bundle, import_bundle, open_bundle
+from core.bundle import BundleSummary, export_bundle, fetch_bundle, import_bundle, open_bundle
 from core.clock import now_iso
 from core.demo_model import DEMO_MODEL_NAME, make_demo_model
 from core.download import Candidate, DownloadProgress, DownloadSummary, download_subset, plan_from
@@ -134,6 +135,8 @@ class Explorer:
         self.device = device
         self.roots = [Path(r).expanduser().resolve() for r in roots] if roots is not None else None
         self.cache = cache or ProcessCache()
+
+    shared_bundle = ""  # the name of the bundle a read-only Explorer shows ("" for none)
 
     def offers(self, feature: str) -> bool:
         """Whether this Explorer does `feature` (one of `WRITES`); a read-only one does none of them."""
@@ -582,6 +585,73 @@ def no_usable_video(videos: str | Path, found: SourceScan | BuildSummary) -> str
     return f"There is no usable video in {videos}{detail}: add videos there, or point to another folder."
 
 
+# -- share mode: the same app over a bundle, read-only -------------------------------------------
+class SharedExplorer(Explorer):
+    """An Explorer over a bundle unpacked into a private temporary folder (`home`): it answers searches
+    and evaluations and refuses every write in one sentence. `ref` is the bundle's collection."""
+
+    def __init__(self, bundle_name: str, home: Path, device: str = "auto", cache: ProcessCache | None = None) -> None:
+        super().__init__(output=home / "output", device=device, roots=[home], cache=cache)
+        self.home, self.shared_bundle = home, bundle_name
+        self.ref = IndexRef(db=str(home / "db"))
+
+    def offers(self, feature: str) -> bool:
+        return False
+
+    def _refuse(self, what: str) -> UserError:
+        return UserError(
+            f"This app shows the shared bundle {self.shared_bundle} read-only, so it cannot {what}: run the "
+            "explorer on your own machine to do that."
+        )
+
+    def build(self, *args: Any, **kwargs: Any) -> BuildSummary:
+        raise self._refuse("build an index")
+
+    def sweep(self, *args: Any, **kwargs: Any) -> tuple[list[SweepRow], list[str]]:
+        raise self._refuse("build an index")
+
+    def save_upload(self, *args: Any, **kwargs: Any) -> Path:
+        raise self._refuse("keep uploaded videos")
+
+    def grid(self, ref: IndexRef, settings: Sequence[EvalSettings], save: bool = True) -> list[Evaluation]:
+        if save:
+            raise self._refuse("save runs")
+        return super().grid(ref, settings, save=False)
+
+    def record(self, ref: IndexRef, evaluation: Evaluation) -> bool:
+        raise self._refuse("save runs")
+
+
+def open_shared(
+    source: str,
+    device: str = "auto",
+    cache: ProcessCache | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    pretrained: str | None = None,
+) -> SharedExplorer:
+    """A read-only Explorer over the bundle at `source` (a folder, a .zip, or an http(s) URL of a .zip,
+    downloaded with `progress(bytes, total)`). Everything it writes goes into a new private temporary
+    folder, removed when the process ends; nothing is written anywhere else."""
+    home = Path(tempfile.mkdtemp(prefix="clip-explorer-share-"))
+    atexit.register(shutil.rmtree, home, True)
+    try:
+        if source.lower().startswith(("http://", "https://")):
+            archive = fetch_bundle(source, home, progress)
+            bundle = open_bundle(archive, home / "bundle", source)
+            archive.unlink()
+        else:
+            path = Path(source).expanduser()
+            bundle = open_bundle(path, home / "bundle" if path.is_file() else None, source)
+        shared = SharedExplorer(Path(source.rstrip("/")).name or bundle.collection, home, device, cache)
+        client = shared.client(shared.ref, create=True)
+        assert client is not None  # made on demand
+        import_bundle(bundle, client, shared.output, shared.run_store(shared.ref), pretrained=pretrained)
+    except BaseException:
+        shutil.rmtree(home, ignore_errors=True)
+        raise
+    return shared
+
+
 # -- the Kinetics subset, downloads and sample clips (no index involved) -------------------------
 def subset_classes(items: Sequence[str], csv_path: str | Path) -> list[str]:
     """Class names from 'reference' (the study's 50), 'all' (every class of the CSV), files with one
@@ -692,6 +762,7 @@ __all__ = [
     "SearchHit",
     "SearchQuery",
     "SearchResult",
+    "SharedExplorer",
     "SourceScan",
     "SweepRow",
     "UserError",
@@ -709,6 +780,7 @@ __all__ = [
     "metrics_rows",
     "no_usable_video",
     "normalise_query",
+    "open_shared",
     "per_class_csv",
     "per_video_csv",
     "plan_from",

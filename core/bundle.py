@@ -344,7 +344,12 @@ def fetch_bundle(url: str, into: Path | str, progress: Callable[[int, int], None
                 if progress is not None:
                     progress(done, total)
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc.__class__.__name__
+        cause = getattr(exc, "reason", None) or exc  # URLError wraps the socket's error
+        reason = (
+            f"HTTP {exc.code}"
+            if isinstance(exc, urllib.error.HTTPError)
+            else getattr(cause, "strerror", None) or str(cause) or exc.__class__.__name__
+        )
         raise BundleError(
             f"The bundle at {url} could not be downloaded ({reason}): check the address and that it is reachable."
         ) from None

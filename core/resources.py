@@ -8,6 +8,8 @@ version, so they refresh as a build adds videos.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import streamlit as st
 
 from core.app import (
@@ -18,7 +20,9 @@ from core.app import (
     IndexRef,
     ProbeResult,
     ProcessCache,
+    SharedExplorer,
     image_data_uri,
+    open_shared,
 )
 from core.jobs import BuildManager, DownloadManager
 
@@ -32,6 +36,14 @@ def get_process_cache() -> ProcessCache:
 def get_explorer(output: str, device: str, roots: tuple[str, ...]) -> Explorer:
     """The application layer for these choices; every Explorer shares the process's models and clients."""
     return Explorer(output=output, device=device, roots=roots, cache=get_process_cache())
+
+
+@st.cache_resource(show_spinner="Opening the shared bundle…")
+def get_shared_explorer(
+    source: str, device: str, pretrained: str, _progress: Callable[[int, int], None] | None = None
+) -> SharedExplorer:
+    """The read-only application layer over a bundle: opened (a URL downloaded) once per server process."""
+    return open_shared(source, device, get_process_cache(), _progress, pretrained or None)
 
 
 @st.cache_resource
