@@ -11,8 +11,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.app import EvalSettings, Explorer, IndexRef, SearchQuery, UserError, open_shared
-from tests.helpers import ROOT, free_port
+from tests.helpers import ROOT, free_port, wait_for_streamlit
 
 APP = str(ROOT / "streamlit_app.py")
 QUERY = "a video of a person juggling fire."
@@ -159,7 +157,7 @@ def test_deployed_as_on_community_cloud_from_a_fresh_clone(served: str, tmp_path
     server = subprocess.Popen(command, cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, tmp_path / "streamlit.log")
+        wait_for_streamlit(url, tmp_path / "streamlit.log")
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
@@ -187,14 +185,3 @@ def test_deployed_as_on_community_cloud_from_a_fresh_clone(served: str, tmp_path
         ["git", "status", "--porcelain", "--ignored"], cwd=clone, capture_output=True, text=True, check=True
     )
     assert status.stdout == ""  # nothing written in the clone, not even ignored files
-
-
-def _wait_healthy(url: str, log: Path) -> None:
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"streamlit did not start: {log.read_text()[-2000:]}")
