@@ -8,8 +8,6 @@ version, so they refresh as a build adds videos.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import streamlit as st
 
 from core.app import (
@@ -39,11 +37,20 @@ def get_explorer(output: str, device: str, roots: tuple[str, ...]) -> Explorer:
 
 
 @st.cache_resource(show_spinner="Opening the shared bundle…")
-def get_shared_explorer(
-    source: str, device: str, pretrained: str, _progress: Callable[[int, int], None] | None = None
-) -> SharedExplorer:
-    """The read-only application layer over a bundle: opened (a URL downloaded) once per server process."""
-    return open_shared(source, device, get_process_cache(), _progress, pretrained or None)
+def get_shared_explorer(source: str, device: str, pretrained: str) -> SharedExplorer:
+    """The read-only application layer over a bundle: opened (a URL downloaded, with a progress bar) once per
+    server process."""
+    # Made here, not passed in: Streamlit replays what a cached function drew, which it can only do for
+    # elements the function made itself.
+    bar = st.empty()
+
+    def progress(done: int, total: int) -> None:
+        size = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+        bar.progress(min(1.0, done / total) if total else 0.0, text=f"Downloading the bundle: {size}")
+
+    shared = open_shared(source, device, get_process_cache(), progress, pretrained or None)
+    bar.empty()
+    return shared
 
 
 @st.cache_resource

@@ -90,19 +90,11 @@ def open_share() -> None:
     source = st.session_state.get("bundle")
     if not source:
         return
-    bar = st.empty()
-
-    def progress(done: int, total: int) -> None:
-        size = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
-        bar.progress(min(1.0, done / total) if total else 0.0, text=f"Downloading the bundle: {size}")
-
     try:
-        shared = get_shared_explorer(source, st.session_state.device, st.session_state.pretrained, progress)
+        shared = get_shared_explorer(source, st.session_state.device, st.session_state.pretrained)
     except UserError as exc:
-        bar.empty()
         st.error(str(exc))
         st.stop()
-    bar.empty()
     st.session_state.update(db=shared.ref.db, output=shared.output, roots=[str(shared.home)], server=None)
 
 
