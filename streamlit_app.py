@@ -1,9 +1,11 @@
 """CLIP video-frame explorer: the dashboard.
 
     streamlit run streamlit_app.py -- [--db chroma_db] [--output output] [--device auto] [--allow-root DIR ...]
+    streamlit run streamlit_app.py -- --bundle PATH_OR_URL      (share mode: a bundle, read-only)
 
 The index and output folders can also come from CLIP_EXPLORER_DB / CLIP_EXPLORER_OUTPUT, and be
-changed in the sidebar. Pages are thin: they read widgets, call core/, and render.
+changed in the sidebar. The bundle can also come from CLIP_EXPLORER_BUNDLE or the secret `bundle`
+(Streamlit Community Cloud). Pages are thin: they read widgets, call core/, and render.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 import streamlit as st
 
@@ -30,26 +33,42 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--chroma-host", help="use this Chroma server instead of the --db folder")
     parser.add_argument("--chroma-port", type=int, default=None, help="its port (default: 8000)")
+    parser.add_argument("--bundle", default=os.environ.get("CLIP_EXPLORER_BUNDLE") or secret("bundle"),
+                        help="show this bundle read-only: a folder, a .zip or an http(s) URL of a .zip")  # fmt: skip
+    parser.add_argument("--pretrained", help="the checkpoint a bundle records without holding it")
     args, _unknown = parser.parse_known_args(argv)
     return args
 
 
+def secret(key: str) -> str:
+    """A value of the app's secrets (.streamlit/secrets.toml, or Community Cloud's settings); '' without one."""
+    try:
+        return str(st.secrets.get(key) or "")
+    except FileNotFoundError:  # no secrets file at all
+        return ""
+
+
 # Navigation first: until it runs, Streamlit would list the raw files of pages/, and the imports
-# below (torch, open_clip, chromadb) take seconds on a cold start.
+# below (torch, open_clip, chromadb) take seconds on a cold start. A shared bundle is read-only: no Build page.
+options = parse_args(sys.argv[1:])
+# Pages by absolute path: deploy/streamlit_app.py runs this file, and Streamlit resolves relative page
+# paths against the entrypoint's folder.
+PAGES = Path(__file__).resolve().parent / "pages"
 page = st.navigation(
     [
-        st.Page("pages/search.py", title="Search", icon=":material/search:", default=True),
-        st.Page("pages/metrics.py", title="Metrics", icon=":material/monitoring:"),
-        st.Page("pages/runs.py", title="Runs", icon=":material/compare_arrows:"),
-        st.Page("pages/build.py", title="Build index", icon=":material/construction:"),
+        st.Page(PAGES / "search.py", title="Search", icon=":material/search:", default=True),
+        st.Page(PAGES / "metrics.py", title="Metrics", icon=":material/monitoring:"),
+        st.Page(PAGES / "runs.py", title="Runs", icon=":material/compare_arrows:"),
+        *([] if options.bundle else [st.Page(PAGES / "build.py", title="Build index", icon=":material/construction:")]),
     ]
 )
 
 from core.app import configure_runtime  # noqa: E402
-from pages.common import init_state, new_run, sidebar  # noqa: E402
+from pages.common import init_state, new_run, open_share, sidebar  # noqa: E402
 
 configure_runtime()
-init_state(parse_args(sys.argv[1:]))
+init_state(options)
+open_share()
 new_run()
 sidebar()
 page.run()

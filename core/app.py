@@ -17,7 +17,10 @@ the dashboard shares one between its sessions and its background builds.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import shutil
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.build import BuildProgress, BuildSummary, check_engine, run_build
+from core.bundle import BundleSummary, export_bundle, fetch_bundle, import_bundle, open_bundle
 from core.clock import now_iso
 from core.demo_model import DEMO_MODEL_NAME, make_demo_model
 from core.demo_model import STEPS as DEMO_STEPS
@@ -80,6 +84,8 @@ if TYPE_CHECKING:
     import chromadb
 
 ModelLoader = Callable[[ModelSpec, str], ClipModel]
+# What an Explorer may offer beyond reading: pages ask `Explorer.offers` rather than checking a mode.
+WRITES = ("build", "upload", "download", "save_run")
 _CONTENTS_CACHED = 2  # index contents kept in memory (each holds every embedding of a collection)
 
 
@@ -132,6 +138,12 @@ class Explorer:
         self.device = device
         self.roots = [Path(r).expanduser().resolve() for r in roots] if roots is not None else None
         self.cache = cache or ProcessCache()
+
+    shared_bundle = ""  # the name of the bundle a read-only Explorer shows ("" for none)
+
+    def offers(self, feature: str) -> bool:
+        """Whether this Explorer does `feature` (one of `WRITES`); a read-only one does none of them."""
+        return feature in WRITES
 
     # -- paths ---------------------------------------------------------------------------------
     def confine(self, path: str | Path, what: str) -> Path:
@@ -358,6 +370,32 @@ class Explorer:
             raise UserError(f"Unknown run id among {run_a}, {run_b}: see python -m core runs --db {ref.db}.")
         return compare_per_class(a, b)
 
+    # -- bundles -------------------------------------------------------------------------------
+    def export(self, ref: IndexRef, out: str | Path, include_model: bool = False) -> BundleSummary:
+        """Write the collection `ref` names (the newest when none) as a bundle, with its runs and sweeps."""
+        index = self.open(ref)
+        runs = [run for run in self.runs(ref) if run.index == index.name]
+        sweeps = [row for row in self.sweeps(ref) if row.collection == index.name]
+        return export_bundle(index, self.confine(out, "The bundle"), runs, sweeps, include_model)
+
+    def import_bundle(
+        self, source: str | Path, ref: IndexRef, pretrained: str | None = None, into: str | Path | None = None
+    ) -> BundleSummary:
+        """Re-create a bundle's collection in the store `ref` names (as `ref.collection` when given), its
+        thumbnails and model files in the output folder. A zip is unpacked into `into` (else a temporary
+        folder, removed afterwards)."""
+        path = self.confine(source, "The bundle")
+        scratch = None if into is not None or not path.is_file() else Path(tempfile.mkdtemp(prefix="clip-bundle-"))
+        try:
+            bundle = open_bundle(path, into or scratch)
+            client = self.client(ref.store(), create=True)
+            assert client is not None  # made on demand
+            output = self.confine(self.output, "The output folder")
+            return import_bundle(bundle, client, output, self.run_store(ref), ref.collection, pretrained)
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+
     # -- search --------------------------------------------------------------------------------
     def search(self, ref: IndexRef, query: SearchQuery, spec: ModelSpec | None = None) -> list[SearchHit]:
         """The frames most similar to the query, best first."""
@@ -559,6 +597,73 @@ def no_usable_video(videos: str | Path, found: SourceScan | BuildSummary) -> str
     return f"There is no usable video in {videos}{detail}: add videos there, or point to another folder."
 
 
+# -- share mode: the same app over a bundle, read-only -------------------------------------------
+class SharedExplorer(Explorer):
+    """An Explorer over a bundle unpacked into a private temporary folder (`home`): it answers searches
+    and evaluations and refuses every write in one sentence. `ref` is the bundle's collection."""
+
+    def __init__(self, bundle_name: str, home: Path, device: str = "auto", cache: ProcessCache | None = None) -> None:
+        super().__init__(output=home / "output", device=device, roots=[home], cache=cache)
+        self.home, self.shared_bundle = home, bundle_name
+        self.ref = IndexRef(db=str(home / "db"))
+
+    def offers(self, feature: str) -> bool:
+        return False
+
+    def _refuse(self, what: str) -> UserError:
+        return UserError(
+            f"This app shows the shared bundle {self.shared_bundle} read-only, so it cannot {what}: run the "
+            "explorer on your own machine to do that."
+        )
+
+    def build(self, *args: Any, **kwargs: Any) -> BuildSummary:
+        raise self._refuse("build an index")
+
+    def sweep(self, *args: Any, **kwargs: Any) -> tuple[list[SweepRow], list[str]]:
+        raise self._refuse("build an index")
+
+    def save_upload(self, *args: Any, **kwargs: Any) -> Path:
+        raise self._refuse("keep uploaded videos")
+
+    def grid(self, ref: IndexRef, settings: Sequence[EvalSettings], save: bool = True) -> list[Evaluation]:
+        if save:
+            raise self._refuse("save runs")
+        return super().grid(ref, settings, save=False)
+
+    def record(self, ref: IndexRef, evaluation: Evaluation) -> bool:
+        raise self._refuse("save runs")
+
+
+def open_shared(
+    source: str,
+    device: str = "auto",
+    cache: ProcessCache | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    pretrained: str | None = None,
+) -> SharedExplorer:
+    """A read-only Explorer over the bundle at `source` (a folder, a .zip, or an http(s) URL of a .zip,
+    downloaded with `progress(bytes, total)`). Everything it writes goes into a new private temporary
+    folder, removed when the process ends; nothing is written anywhere else."""
+    home = Path(tempfile.mkdtemp(prefix="clip-explorer-share-"))
+    atexit.register(shutil.rmtree, home, True)
+    try:
+        if source.lower().startswith(("http://", "https://")):
+            archive = fetch_bundle(source, home, progress)
+            bundle = open_bundle(archive, home / "bundle", source)
+            archive.unlink()
+        else:
+            path = Path(source).expanduser()
+            bundle = open_bundle(path, home / "bundle" if path.is_file() else None, source)
+        shared = SharedExplorer(Path(source.rstrip("/")).name or bundle.collection, home, device, cache)
+        client = shared.client(shared.ref, create=True)
+        assert client is not None  # made on demand
+        import_bundle(bundle, client, shared.output, shared.run_store(shared.ref), pretrained=pretrained)
+    except BaseException:
+        shutil.rmtree(home, ignore_errors=True)
+        raise
+    return shared
+
+
 # -- the Kinetics subset, downloads and sample clips (no index involved) -------------------------
 def subset_classes(items: Sequence[str], csv_path: str | Path) -> list[str]:
     """Class names from 'reference' (the study's 50), 'all' (every class of the CSV), files with one
@@ -642,9 +747,11 @@ __all__ = [
     "REFERENCE_RUN",
     "SWEEP_KEYS",
     "VIDEO_EXTENSIONS",
+    "WRITES",
     "BuildProgress",
     "BuildRequest",
     "BuildSummary",
+    "BundleSummary",
     "Candidate",
     "ChromaServer",
     "ClipModel",
@@ -671,6 +778,7 @@ __all__ = [
     "SearchHit",
     "SearchQuery",
     "SearchResult",
+    "SharedExplorer",
     "SourceScan",
     "SweepRow",
     "UserError",
@@ -689,6 +797,7 @@ __all__ = [
     "metrics_rows",
     "no_usable_video",
     "normalise_query",
+    "open_shared",
     "per_class_csv",
     "per_video_csv",
     "plan_from",

@@ -304,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--json", help="write the runs (or the comparison) as JSON to this file ('-' for stdout)")
 
     _add_sweep_parser(sub)
+    _add_bundle_parsers(sub)
 
     info = sub.add_parser("info", help="list the collections of an index folder")
     info.add_argument("--db", default=DEFAULT_DB, help=f"ChromaDB folder (default: {DEFAULT_DB}/)")
@@ -338,6 +339,33 @@ def _add_sweep_parser(sub: Any) -> None:
     sweep.add_argument("--json", help="write the rows as JSON to this file ('-' for stdout)")
     sweep.add_argument("--csv", help="write the rows as CSV to this file ('-' for stdout)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_bundle_parsers(sub: Any) -> None:
+    export = sub.add_parser(
+        "export", help="write one collection, its thumbnails, runs and sweeps as a portable bundle (folder or .zip)"
+    )
+    export.add_argument("--out", required=True, help="the bundle to write: PATH.zip for one zip file, else a folder")
+    _add_index_flags(export)
+    export.add_argument("--output", default=DEFAULT_OUTPUT, help="output folder (where runs live with a Chroma server)")
+    export.add_argument(
+        "--include-model", action="store_true",
+        help="also put the model's checkpoint file and custom config in the bundle, so that it is self-contained",
+    )  # fmt: skip
+    export.add_argument("--json", help="write the export summary as JSON to this file ('-' for stdout)")
+
+    load = sub.add_parser("import", help="re-create a bundle's collection in an index (same ids and embeddings)")
+    load.add_argument("path", help="a bundle folder or .zip made by export")
+    load.add_argument("--db", default=DEFAULT_DB, help=f"ChromaDB folder (default: {DEFAULT_DB}/)")
+    load.add_argument("--collection", help="the collection's name here (default: the name it had)")
+    _add_server_flags(load)
+    load.add_argument(
+        "--output", default=DEFAULT_OUTPUT, help=f"folder for thumbnails and model files (default: {DEFAULT_OUTPUT}/)"
+    )
+    load.add_argument(
+        "--pretrained", help="the checkpoint file, when the bundle records it without holding it (checked by sha256)"
+    )
+    load.add_argument("--json", help="write the import summary as JSON to this file ('-' for stdout)")
 
 
 def write_json(target: str, data: Any) -> None:
@@ -840,6 +868,37 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    say = partial(print, file=_report_stream(args))
+    summary = _explorer(args).export(_ref(args), args.out, include_model=args.include_model)
+    model = summary.model
+    weights = (
+        f"; model {model.checkpoint} {'included' if model.included else 'recorded by sha256 (not included)'}"
+        if model.checkpoint
+        else ""
+    )
+    say(
+        f"Wrote {summary.path}: {summary.collection}, {summary.records} records, {summary.thumbnails} thumbnails, "
+        f"{summary.runs} runs, {summary.sweeps} sweep rows{weights}."
+    )
+    if args.json:
+        write_json(args.json, summary.to_json())
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    summary = _explorer(args).import_bundle(args.path, _ref(args), pretrained=args.pretrained)
+    print(
+        f"Imported {summary.records} records ({summary.added} new), {summary.runs} runs and {summary.sweeps} sweep "
+        f"rows from {summary.path} as:",
+        file=sys.stderr,
+    )
+    print(summary.collection, file=sys.stderr if args.json == "-" else sys.stdout)
+    if args.json:
+        write_json(args.json, summary.to_json())
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     say = partial(print, file=_report_stream(args))
     ref = _ref(args)
@@ -884,6 +943,8 @@ COMMANDS = {
     "runs": cmd_runs,
     "sweep": cmd_sweep,
     "info": cmd_info,
+    "export": cmd_export,
+    "import": cmd_import,
 }
 
 

@@ -16,7 +16,6 @@ next. The ffmpeg used is the one the ``imageio-ffmpeg`` package ships.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ from typing import Any
 from core.clock import now_iso
 from core.errors import SourceError
 from core.files import atomic_path, remove_temporaries, write_text_atomic
+from core.files import sha256_file as sha256
 from core.frames import FrameStrategy, VideoReadError, probe_video, read_video_frames
 from core.media import browser_playability, ffmpeg_exe, h264_command
 from core.names import safe_name
@@ -187,14 +187,6 @@ def plan_from(
             raise SourceError(f"Not in the subset file: {', '.join(unknown)}.")
         subset = {**subset, "classes": list(classes)}
     return candidates_from_subset(subset), int(per_class or subset.get("per_class", 5))
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _tool_dir() -> str:

@@ -76,3 +76,12 @@ def remove_temporaries(folder: Path | str, recursive: bool = True) -> int:
     for tmp in found:
         tmp.unlink(missing_ok=True)
     return len(found)
+
+
+def sha256_file(path: Path | str) -> str:
+    """The hex sha256 of a file's bytes, read in blocks (downloads and bundles check files with it)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -9,8 +9,9 @@ strategy, so `evaluate`, `search` and the app use the right model without being 
 another one. It also records `schema_version`, the layout of records and metadata that this module
 writes; a collection of another schema is listed but refused on open, with a sentence.
 
-Chroma's cosine distance is turned into a similarity (1 − distance, the dot product of the
-normalised vectors, in [−1, 1]) here and nowhere else.
+Chroma finds the nearest frames; their similarity (the cosine, in [−1, 1]) is computed here from the
+vectors Chroma gives back, not taken from its float32 distances, which depend on how Chroma stored each
+vector: an index exported and imported elsewhere (core.bundle) then scores every frame exactly as before.
 """
 
 from __future__ import annotations
@@ -185,9 +186,13 @@ def version_key(count: int, built_at: str) -> str:
     return f"{count}|{built_at}"
 
 
-def similarity_from_distance(distance: float | np.ndarray) -> float | np.ndarray:
-    """Chroma's cosine distance → cosine similarity, unclamped."""
-    return 1.0 - distance
+def cosine_similarities(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """The cosine of each row of `vectors` with `query`, unclamped (float64, so the same inputs give the same
+    figures wherever they are computed)."""
+    rows = np.asarray(vectors, dtype=np.float64).reshape(len(vectors), -1)
+    q = np.asarray(query, dtype=np.float64).reshape(-1)
+    norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(q)
+    return np.divide(rows @ q, norms, out=np.zeros(len(rows)), where=norms > 0)
 
 
 def collection_name(spec: ModelSpec, frames: str) -> str:
@@ -419,16 +424,16 @@ class FrameIndex:
         saved on every search)."""
         if int(k) <= 0:
             return []
+        query = np.asarray(embedding, dtype=np.float32).reshape(1, -1)
         result = self.collection.query(
-            query_embeddings=np.asarray(embedding, dtype=np.float32).reshape(1, -1),
-            n_results=int(k),
-            where=where,
-            include=["metadatas", "distances"],
+            query_embeddings=query, n_results=int(k), where=where, include=["metadatas", "embeddings"]
         )
-        return [
-            (rid, float(similarity_from_distance(dist)), meta or {})
-            for rid, dist, meta in zip(result["ids"][0], result["distances"][0], result["metadatas"][0], strict=True)
-        ]
+        ids, metas = result["ids"][0], result["metadatas"][0]
+        if not ids:
+            return []
+        scores = cosine_similarities(np.asarray(result["embeddings"][0], dtype=np.float32), query)
+        order = sorted(range(len(ids)), key=lambda i: -scores[i])  # stable: Chroma's order among equals
+        return [(ids[i], float(scores[i]), metas[i] or {}) for i in order]
 
     @_reaching_server
     def labels(self) -> list[str]:

@@ -18,7 +18,9 @@ from core.app import (
     IndexRef,
     ProbeResult,
     ProcessCache,
+    SharedExplorer,
     image_data_uri,
+    open_shared,
 )
 from core.jobs import BuildManager, DownloadManager
 
@@ -32,6 +34,23 @@ def get_process_cache() -> ProcessCache:
 def get_explorer(output: str, device: str, roots: tuple[str, ...]) -> Explorer:
     """The application layer for these choices; every Explorer shares the process's models and clients."""
     return Explorer(output=output, device=device, roots=roots, cache=get_process_cache())
+
+
+@st.cache_resource(show_spinner="Opening the shared bundle…")
+def get_shared_explorer(source: str, device: str, pretrained: str) -> SharedExplorer:
+    """The read-only application layer over a bundle: opened (a URL downloaded, with a progress bar) once per
+    server process."""
+    # Made here, not passed in: Streamlit replays what a cached function drew, which it can only do for
+    # elements the function made itself.
+    bar = st.empty()
+
+    def progress(done: int, total: int) -> None:
+        size = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+        bar.progress(min(1.0, done / total) if total else 0.0, text=f"Downloading the bundle: {size}")
+
+    shared = open_shared(source, device, get_process_cache(), progress, pretrained or None)
+    bar.empty()
+    return shared
 
 
 @st.cache_resource

@@ -14,9 +14,9 @@ import streamlit as st
 
 from core.app import ChromaServer, ClipModel, Explorer, IndexInfo, IndexRef, ListedIndex, UserError
 from core.jobs import Job
-from core.resources import get_build_manager, get_explorer
+from core.resources import get_build_manager, get_explorer, get_shared_explorer
 
-BUILD_PAGE = "pages/build.py"
+BUILD_PAGE = Path(__file__).resolve().parent / "build.py"  # absolute: the entrypoint may live elsewhere
 _MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_{}[]()#+-.!|<>~$"})
 
 
@@ -64,6 +64,8 @@ def init_state(args: argparse.Namespace) -> None:
         "annotations": "",
         "collection": None,
         "history": [],
+        "bundle": args.bundle or "",
+        "pretrained": args.pretrained or "",
     }
     for key, value in defaults.items():
         st.session_state.setdefault(key, value)
@@ -75,8 +77,25 @@ def allowed_roots() -> list[Path]:
 
 
 def explorer() -> Explorer:
-    """The application layer with this session's choices (output folder, device, allowed roots)."""
+    """The application layer with this session's choices (output folder, device, allowed roots); over a
+    shared bundle, the read-only one."""
+    if st.session_state.get("bundle"):
+        return get_shared_explorer(st.session_state.bundle, st.session_state.device, st.session_state.pretrained)
     return get_explorer(st.session_state.output, st.session_state.device, tuple(st.session_state.roots))
+
+
+def open_share() -> None:
+    """In share mode, open the bundle (a URL is downloaded once per process, with a progress bar) and point
+    the session at its private folder; a bundle that cannot be opened is one message, and the run stops."""
+    source = st.session_state.get("bundle")
+    if not source:
+        return
+    try:
+        shared = get_shared_explorer(source, st.session_state.device, st.session_state.pretrained)
+    except UserError as exc:
+        st.error(str(exc))
+        st.stop()
+    st.session_state.update(db=shared.ref.db, output=shared.output, roots=[str(shared.home)], server=None)
 
 
 def check_path(text: str, what: str) -> Path:
@@ -202,12 +221,16 @@ def server_settings() -> None:
 def sidebar() -> None:
     with st.sidebar:
         st.markdown("### :material/movie: CLIP video-frame explorer")
-        bound_text_input(
-            "Index folder (ChromaDB)", "db", help="Start the app with -- --db DIR to change the default.",
-            confine="The index folder",
-        )  # fmt: skip
-        bound_text_input("Output folder (thumbnails, reports)", "output", confine="The output folder")
-        server_settings()
+        app = explorer()
+        if app.shared_bundle:
+            st.info(f"Showing the shared bundle **{md(app.shared_bundle)}**, read-only.", icon=":material/share:")
+        else:
+            bound_text_input(
+                "Index folder (ChromaDB)", "db", help="Start the app with -- --db DIR to change the default.",
+                confine="The index folder",
+            )  # fmt: skip
+            bound_text_input("Output folder (thumbnails, reports)", "output", confine="The output folder")
+            server_settings()
         found = list_indexes()
         if not found:
             st.caption("No index in this folder yet.")
@@ -263,7 +286,8 @@ def current_index() -> ListedIndex | None:
     listed = found.get(st.session_state.collection) if found else None
     if listed is None:
         st.info(f"There is no index in **{md(store_label())}** yet. Build one from a folder of videos first.")
-        st.page_link(BUILD_PAGE, label="Go to Build index", icon=":material/construction:")
+        if explorer().offers("build"):
+            st.page_link(BUILD_PAGE, label="Go to Build index", icon=":material/construction:")
     elif listed.problem:
         st.warning(listed.problem)
         return None

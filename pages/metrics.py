@@ -140,7 +140,9 @@ st.caption(
     f"{rep.n_videos} {unit} · {rep.n_classes} classes · precision@1 95% CI {low:.3f}–{high:.3f} · "
     f"chance precision@1 = {1 / max(1, rep.n_classes):.3f}"
 )
-if st.button("Save as a run", help="Keep these settings and figures on the Runs page (saved once per index version)"):
+if explorer().offers("save_run") and st.button(
+    "Save as a run", help="Keep these settings and figures on the Runs page (saved once per index version)"
+):
     added = explorer().record(listed.ref, evaluation)
     st.toast("Saved as a run: see the Runs page." if added else "This run was already saved.")
 

@@ -29,7 +29,7 @@ st.caption(
 app = explorer()
 listed = current_index()
 
-if listed is not None:
+if listed is not None and app.offers("save_run"):
     index = listed.info
     with st.container(border=True):
         st.markdown(

@@ -84,11 +84,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for_streamlit(url: str, log: Path, seconds: float = 120) -> None:
+    """Return once ``streamlit run`` answers its health check at `url`; fail with the end of its `log`."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"streamlit did not start: {log.read_text()[-2000:]}")
+
+
 class ChromaProcess:
     """A real Chroma server (``chroma run``) on 127.0.0.1: started, stopped and started again by a test."""
 
     def __init__(self, path: Path, port: int) -> None:
-        self.path, self.port, self.proc = path, port, None
+        self.path, self.port = path, port
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         log = (self.path.parent / "chroma.log").open("a")

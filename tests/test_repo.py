@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,12 +40,14 @@ def _pins(name: str) -> dict[str, str]:
     return pins
 
 
-def test_cloud_requirements_match_except_the_cpu_torch_build() -> None:
-    local, cloud = _pins("requirements.txt"), _pins("requirements-cloud.txt")
+@pytest.mark.parametrize("cpu_file", ["requirements-cloud.txt", "deploy/requirements.txt"])
+def test_cloud_requirements_match_except_the_cpu_torch_build(cpu_file: str) -> None:
+    local, cloud = _pins("requirements.txt"), _pins(cpu_file)
     assert set(local) == set(cloud)
     for package, version in local.items():
         expected = f"{version}+cpu" if package in ("torch", "torchvision") else version
         assert cloud[package] == expected, package
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in (ROOT / cpu_file).read_text().splitlines()
 
 
 # The front doors translate and render; everything else goes through the application layer. core.limits is
@@ -64,7 +68,8 @@ def _core_imports(path: Path) -> set[str]:
 
 
 def test_front_doors_use_only_the_application_layer() -> None:
-    doors = [ROOT / "streamlit_app.py", ROOT / "core" / "cli.py", *sorted((ROOT / "pages").glob("*.py"))]
+    doors = [ROOT / "streamlit_app.py", ROOT / "deploy" / "streamlit_app.py", ROOT / "core" / "cli.py",
+             *sorted((ROOT / "pages").glob("*.py"))]  # fmt: skip
     for path in doors:
         extra = _core_imports(path) - FRONT_DOOR_ALLOWED
         assert not extra, f"{path.relative_to(ROOT)} reaches past the application layer: {sorted(extra)}"
