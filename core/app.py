@@ -33,7 +33,15 @@ from core.demo_model import DEMO_MODEL_NAME, make_demo_model
 from core.download import Candidate, DownloadProgress, DownloadSummary, download_subset, plan_from
 from core.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED, ClipModel, ModelSpec, load_model
 from core.errors import IndexLockedError, IndexUnavailableError, QueryError, SourceError, UserError
-from core.evaluation import CLASS_SETS, POOLINGS, Evaluation, evaluate_grid, pooled_embeddings
+from core.evaluation import (
+    CLASS_SETS,
+    POOLINGS,
+    Evaluation,
+    check_prompt_cost,
+    class_names_for,
+    evaluate_grid,
+    pooled_embeddings,
+)
 from core.failures import FailureAnalysis, MotionFlag, VideoMargin, analyse_failures, confused_samples
 from core.files import write_bytes_atomic, write_text_atomic
 from core.frames import DEFAULT_SCENES, MAX_FPS, MAX_FPS_FRAMES, MAX_SCENES, MAX_UNIFORM_FRAMES, FrameStrategy
@@ -305,10 +313,14 @@ class Explorer:
         groups: dict[tuple[tuple[str, ...], str, str], list[EvalSettings]] = {}
         for item in settings:
             groups.setdefault((item.prompts, item.label_mode, item.classes), []).append(item)
+        present = sorted({str(x) for x in contents.labels})
+        prompt_sets = {key: resolve_prompts(list(key[0])) for key in groups}
+        for (_prompts, _label_mode, classes), prompt_set in prompt_sets.items():  # every setting, before any work
+            check_prompt_cost(len(prompt_set.templates), len(class_names_for(classes, present)[0]))
         for (prompts, label_mode, classes), members in groups.items():
             poolings = list(dict.fromkeys(m.pooling for m in members))
             evaluations = evaluate_grid(
-                contents, model, [resolve_prompts(list(prompts))], poolings, classes, label_mode
+                contents, model, [prompt_sets[(prompts, label_mode, classes)]], poolings, classes, label_mode
             )
             for member in members:
                 evaluation = evaluations[poolings.index(member.pooling)]
