@@ -28,7 +28,7 @@ from typing import Any
 import chromadb
 
 from core.build import BuildProgress, BuildSummary, check_engine, run_build
-from core.clock import now_iso
+from core.clock import format_duration, now_iso
 from core.demo_model import DEMO_MODEL_NAME, make_demo_model
 from core.download import Candidate, DownloadProgress, DownloadSummary, download_subset, plan_from
 from core.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED, ClipModel, ModelSpec, load_model
@@ -44,11 +44,20 @@ from core.evaluation import (
 )
 from core.failures import FailureAnalysis, MotionFlag, VideoMargin, analyse_failures, confused_samples
 from core.files import write_bytes_atomic, write_text_atomic
-from core.frames import DEFAULT_SCENES, MAX_FPS, MAX_FPS_FRAMES, MAX_SCENES, MAX_UNIFORM_FRAMES, FrameStrategy
+from core.frames import (
+    DEFAULT_SCENES,
+    MAX_FPS,
+    MAX_FPS_FRAMES,
+    MAX_SCENES,
+    MAX_UNIFORM_FRAMES,
+    FrameStrategy,
+    probe_source,
+)
 from core.index import ChromaServer, FrameIndex, IndexContents, IndexInfo, connect, list_indexes, open_index
 from core.loadtest import LoadReport, run_search_load
 from core.media import browser_playability, cached_playable_copy, playable_copy
 from core.moments import DEFAULT_MARGIN, Moment
+from core.names import plural, safe_name
 from core.paths import DEFAULT_CSV, DEFAULT_SUBSET, confine
 from core.plots import confusion_counts_heatmap, runs_chart, score_histogram, similarity_histogram, sweep_chart
 from core.probe import ProbeResult, linear_probe
@@ -237,10 +246,12 @@ class Explorer:
 
     # -- build ---------------------------------------------------------------------------------
     def check_source(self, videos: str | Path, annotations: str | Path | None = None) -> SourceScan:
-        """What a build of this source would take and skip (nothing is written)."""
+        """What a build of this source would take and skip (nothing is written): each video file is
+        probed (its header and first frame), so that an image or random bytes named .mp4 is skipped here
+        with its reason rather than counted as a video."""
         folder = self.confine(videos, "The videos folder")
         notes = self.confine(annotations, "The annotations file") if annotations else None
-        return scan_source(folder, notes, allowed_roots=self.roots)
+        return probe_source(scan_source(folder, notes, allowed_roots=self.roots))
 
     def save_upload(self, name: str, data: bytes, videos: str | Path, label: str) -> Path:
         """Store an uploaded video as ``videos/<label>/<name>`` once it proves decodable."""
@@ -374,11 +385,14 @@ class Explorer:
         return run_query(model, index, parts, options, lambda: self.contents(named))
 
     def save_query_image(self, data: bytes, name: str) -> Path:
-        """An uploaded query image, kept as ``<output>/queries/<sha1>.<ext>`` (checked as an image first)."""
+        """An uploaded query image, kept as ``<output>/queries/<sha1>/<its name>`` (checked as an image
+        first): one copy per content, under the name the person knows, which the search header shows."""
         read_query_image(data, name)
-        suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in IMAGE_SUFFIXES else ".img"
-        folder = self.confine(self.output, "The output folder") / "queries"
-        path = folder / f"{hashlib.sha1(data).hexdigest()}{suffix}"
+        base = Path(name.replace("\\", "/")).name  # a browser may send a Windows path
+        suffix = Path(base).suffix.lower() if Path(base).suffix.lower() in IMAGE_SUFFIXES else ".img"
+        stem = safe_name(Path(base).stem, readable=True) or "image"
+        folder = self.confine(self.output, "The output folder") / "queries" / hashlib.sha1(data).hexdigest()
+        path = folder / f"{stem}{suffix}"
         if not path.exists():
             write_bytes_atomic(path, data)
         return path
@@ -530,7 +544,11 @@ class Explorer:
         runs = [store.get(run_id) for run_id in run_ids]
         missing = [run_id for run_id, run in zip(run_ids, runs, strict=True) if run is None]
         if missing or len(run_ids) < 2:
-            what = f"Unknown run id(s) {', '.join(missing)}" if missing else "Give at least two run ids"
+            what = (
+                f"{plural(len(missing), 'unknown run id')}: {', '.join(missing)}"
+                if missing
+                else "Give at least two run ids"
+            )
             raise UserError(f"{what}: see python -m core runs --db {ref.db}.")
         return compare_runs_side_by_side([run for run in runs if run is not None])
 
@@ -679,6 +697,7 @@ __all__ = [
     "confusion_counts_heatmap",
     "demo_model",
     "download",
+    "format_duration",
     "image_data_uri",
     "metrics_csv",
     "metrics_rows",
@@ -687,6 +706,7 @@ __all__ = [
     "per_class_csv",
     "per_video_csv",
     "plan_from",
+    "plural",
     "results_html",
     "runs_chart",
     "safe_report_name",
