@@ -139,3 +139,17 @@ def test_url_the_cost_cap_holds_in_the_application_layer(built_index: dict, tiny
         explorer.evaluate(IndexRef(db=str(built_index["db"])), settings)
     _url_one_sentence(str(caught.value))
     assert "60 templates × 700 classes" in str(caught.value)
+
+
+def test_url_a_nul_byte_in_an_uploads_name_or_label_is_harmless(tmp_path: Path) -> None:
+    from core.app import Explorer
+    from core.samples import write_clip
+
+    clip = write_clip(tmp_path / "src" / "clip.mp4", (20, 200, 20), n_frames=6, size=(64, 48), fps=10)
+    explorer = Explorer(output=tmp_path / "out", roots=[tmp_path])
+    saved = explorer.save_upload("C:\\clips\\my\x00clip.mp4", clip.read_bytes(), tmp_path / "videos", "jug\x00gling")
+    assert saved.is_file() and "\x00" not in str(saved) and saved.parent.parent == (tmp_path / "videos").resolve()
+    with pytest.raises(UserError) as caught:
+        explorer.save_upload("clip.mp4", clip.read_bytes(), f"{tmp_path}/videos\x00", "juggling")
+    _url_one_sentence(str(caught.value))
+    assert "NUL byte" in str(caught.value)
