@@ -647,7 +647,7 @@ def cmd_subset(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from core.app import DEFAULT_SUBSET, DownloadProgress, download, plan_from
+    from core.app import DEFAULT_SUBSET, DownloadProgress, download, format_duration, plan_from
 
     subset_file = args.subset or (None if args.csv else str(DEFAULT_SUBSET))
     candidates, per_class = plan_from(subset_file, args.csv, args.classes, args.per_class)
@@ -655,7 +655,8 @@ def cmd_download(args: argparse.Namespace) -> int:
     bar = _ProgressBar(args.quiet, "clip", "Downloading")
 
     def progress(p: DownloadProgress) -> None:
-        bar.show(p.clips_done, p.clips_wanted, failed=p.failures, running=p.in_flight)
+        bar.show(p.clips_done, p.clips_wanted, failed=p.failures, running=p.in_flight,
+                 elapsed=format_duration(p.elapsed_s))  # fmt: skip
 
     summary = download(
         candidates, args.out, per_class, jobs=args.jobs, retries=args.retries, progress=progress,

@@ -117,7 +117,10 @@ def probe_stream(path: Path | str) -> VideoStream | None:
 def has_no_video_stream(path: Path | str) -> bool:
     """Whether FFmpeg reads the file as a container whose streams include no video (an audio-only MP4),
     rather than not at all (random bytes, a damaged file)."""
-    header = _header_of(path)
+    try:
+        header = _header_of(path)
+    except OSError:  # the file went away, or ffmpeg cannot run: nothing more to say than "cannot be opened"
+        return False
     return bool(_ANY_STREAM.search(header)) and parse_video_stream(header) is None
 
 

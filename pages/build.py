@@ -123,8 +123,8 @@ def offline_demo() -> None:
         set_bound("form_config", spec.config_path)
         set_bound("form_strategy", "middle")
         st.session_state.demo_note = (
-            f"{len(paths)} sample clips of {len(labels)} classes in {videos}, and the demo model {spec.name} are "
-            "ready and filled in below: press **Start the build**."
+            f"{plural(len(paths), 'sample clip')} of {plural(len(labels), 'class', 'classes')} in {videos}, "
+            f"and the demo model {spec.name} are ready and filled in below: press **Start the build**."
         )
     if st.session_state.get("demo_note"):
         st.success(st.session_state.demo_note)

@@ -238,7 +238,7 @@ def sidebar() -> None:
                 st.warning(problem)
             st.markdown(
                 f"**Model** {info.spec.describe()}  \n"
-                f"**Frames** {info.frames} · **{info.count:,}** frames indexed  \n"
+                f"**Frames** {info.frames} · **{plural(info.count, 'frame')}** indexed  \n"
                 f"**Built** {info.built_at or 'not finished yet'}"
             )
         job = build_job()

@@ -51,7 +51,7 @@ def test_sidebar_shows_the_index_and_its_model(built_index: dict) -> None:
     at = make_app(built_index["db"], built_index["output"]).run()
     assert not at.exception
     info = " ".join(m.value for m in at.sidebar.markdown)
-    assert "TinyCLIP-test (tiny_clip.pt)" in info and "**36** frames" in info and "uniform:3" in info
+    assert "TinyCLIP-test (tiny_clip.pt)" in info and "**36 frames** indexed" in info and "uniform:3" in info
     assert at.sidebar.selectbox[0].value.startswith("frames-TinyCLIP-test-uniform3")
 
 
