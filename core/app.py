@@ -30,21 +30,38 @@ from typing import TYPE_CHECKING, Any
 
 from core.build import BuildProgress, BuildSummary, check_engine, run_build
 from core.bundle import BundleSummary, export_bundle, fetch_bundle, import_bundle, open_bundle
-from core.clock import now_iso
+from core.clock import format_duration, now_iso
 from core.demo_model import DEMO_MODEL_NAME, make_demo_model
 from core.demo_model import STEPS as DEMO_STEPS
 from core.download import Candidate, DownloadProgress, DownloadSummary, download_subset, plan_from
 from core.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED, ClipModel, ModelSpec, check_weights_available, load_model
 from core.errors import IndexLockedError, IndexUnavailableError, QueryError, SourceError, UserError
-from core.evaluation import CLASS_SETS, POOLINGS, Evaluation, evaluate_grid, pooled_embeddings
+from core.evaluation import (
+    CLASS_SETS,
+    POOLINGS,
+    Evaluation,
+    check_prompt_cost,
+    class_names_for,
+    evaluate_grid,
+    pooled_embeddings,
+)
 from core.failures import FailureAnalysis, MotionFlag, VideoMargin, analyse_failures, confused_samples
 from core.files import write_bytes_atomic, write_text_atomic
-from core.frames import DEFAULT_SCENES, MAX_FPS, MAX_FPS_FRAMES, MAX_SCENES, MAX_UNIFORM_FRAMES, FrameStrategy
+from core.frames import (
+    DEFAULT_SCENES,
+    MAX_FPS,
+    MAX_FPS_FRAMES,
+    MAX_SCENES,
+    MAX_UNIFORM_FRAMES,
+    FrameStrategy,
+    probe_source,
+)
 from core.index import ChromaServer, FrameIndex, IndexContents, IndexInfo, connect, list_indexes, open_index
 from core.loadtest import LoadReport, run_search_load
 from core.locking import BuildLock
 from core.media import browser_playability, cached_playable_copy, playable_copy
 from core.moments import DEFAULT_MARGIN, Moment
+from core.names import plural, safe_name
 from core.paths import DEFAULT_CSV, DEFAULT_SUBSET, confine
 from core.plots import confusion_counts_heatmap, runs_chart, score_histogram, similarity_histogram, sweep_chart
 from core.probe import ProbeResult, linear_probe
@@ -244,10 +261,12 @@ class Explorer:
 
     # -- build ---------------------------------------------------------------------------------
     def check_source(self, videos: str | Path, annotations: str | Path | None = None) -> SourceScan:
-        """What a build of this source would take and skip (nothing is written)."""
+        """What a build of this source would take and skip (nothing is written): each video file is
+        probed (its header and first frame), so that an image or random bytes named .mp4 is skipped here
+        with its reason rather than counted as a video."""
         folder = self.confine(videos, "The videos folder")
         notes = self.confine(annotations, "The annotations file") if annotations else None
-        return scan_source(folder, notes, allowed_roots=self.roots)
+        return probe_source(scan_source(folder, notes, allowed_roots=self.roots))
 
     def save_upload(self, name: str, data: bytes, videos: str | Path, label: str) -> Path:
         """Store an uploaded video as ``videos/<label>/<name>`` once it proves decodable."""
@@ -329,10 +348,14 @@ class Explorer:
         groups: dict[tuple[tuple[str, ...], str, str], list[EvalSettings]] = {}
         for item in settings:
             groups.setdefault((item.prompts, item.label_mode, item.classes), []).append(item)
+        present = sorted({str(x) for x in contents.labels})
+        prompt_sets = {key: resolve_prompts(list(key[0])) for key in groups}
+        for (_prompts, _label_mode, classes), prompt_set in prompt_sets.items():  # every setting, before any work
+            check_prompt_cost(len(prompt_set.templates), len(class_names_for(classes, present)[0]))
         for (prompts, label_mode, classes), members in groups.items():
             poolings = list(dict.fromkeys(m.pooling for m in members))
             evaluations = evaluate_grid(
-                contents, model, [resolve_prompts(list(prompts))], poolings, classes, label_mode
+                contents, model, [prompt_sets[(prompts, label_mode, classes)]], poolings, classes, label_mode
             )
             for member in members:
                 evaluation = evaluations[poolings.index(member.pooling)]
@@ -412,11 +435,14 @@ class Explorer:
         return run_query(model, index, parts, options, lambda: self.contents(named))
 
     def save_query_image(self, data: bytes, name: str) -> Path:
-        """An uploaded query image, kept as ``<output>/queries/<sha1>.<ext>`` (checked as an image first)."""
+        """An uploaded query image, kept as ``<output>/queries/<sha1>/<its name>`` (checked as an image
+        first): one copy per content, under the name the person knows, which the search header shows."""
         read_query_image(data, name)
-        suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in IMAGE_SUFFIXES else ".img"
-        folder = self.confine(self.output, "The output folder") / "queries"
-        path = folder / f"{hashlib.sha1(data).hexdigest()}{suffix}"
+        base = Path(name.replace("\\", "/")).name  # a browser may send a Windows path
+        suffix = Path(base).suffix.lower() if Path(base).suffix.lower() in IMAGE_SUFFIXES else ".img"
+        stem = safe_name(Path(base).stem, readable=True) or "image"
+        folder = self.confine(self.output, "The output folder") / "queries" / hashlib.sha1(data).hexdigest()
+        path = folder / f"{stem}{suffix}"
         if not path.exists():
             write_bytes_atomic(path, data)
         return path
@@ -568,7 +594,11 @@ class Explorer:
         runs = [store.get(run_id) for run_id in run_ids]
         missing = [run_id for run_id, run in zip(run_ids, runs, strict=True) if run is None]
         if missing or len(run_ids) < 2:
-            what = f"Unknown run id(s) {', '.join(missing)}" if missing else "Give at least two run ids"
+            what = (
+                f"{plural(len(missing), 'unknown run id')}: {', '.join(missing)}"
+                if missing
+                else "Give at least two run ids"
+            )
             raise UserError(f"{what}: see python -m core runs --db {ref.db}.")
         return compare_runs_side_by_side([run for run in runs if run is not None])
 
@@ -792,6 +822,7 @@ __all__ = [
     "confusion_counts_heatmap",
     "demo_model",
     "download",
+    "format_duration",
     "image_data_uri",
     "metrics_csv",
     "metrics_rows",
@@ -801,6 +832,7 @@ __all__ = [
     "per_class_csv",
     "per_video_csv",
     "plan_from",
+    "plural",
     "results_html",
     "runs_chart",
     "safe_report_name",

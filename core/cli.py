@@ -418,7 +418,10 @@ class _ProgressBar:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit=self.unit, desc=self.desc, file=sys.stderr, dynamic_ncols=True)
+            # Without tqdm's own clock: a build's elapsed time and ETA come in the postfix, in the format the
+            # app shows them (core.clock.format_duration).
+            self.bar = tqdm(total=total, unit=self.unit, desc=self.desc, file=sys.stderr, dynamic_ncols=True,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{postfix}]")  # fmt: skip
         self.bar.total, self.bar.n = total, done
         self.bar.set_postfix(refresh=False, **postfix)
         self.bar.refresh()
@@ -438,9 +441,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     say = partial(print, file=_report_stream(args))
 
     def progress(p: BuildProgress) -> None:
-        bar.show(
-            p.videos_done, p.videos_total, frames=p.frames_done, fps=f"{p.frames_per_s:.1f}", skipped=len(p.skipped)
-        )
+        bar.show(p.videos_done, p.videos_total, frames=p.frames_done, fps=f"{p.frames_per_s:.1f}",
+                 skipped=len(p.skipped), elapsed=p.elapsed(), ETA=p.eta())  # fmt: skip
 
     def stage(text: str) -> None:
         # On a terminal, say what the build is doing before the first video is done (loading or
@@ -556,12 +558,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _run_probe(args: argparse.Namespace, explorer: Any, ref: Any, result: Any, say: Any) -> Any:
     """The linear probe for the first setting evaluated, printed beside its zero-shot figures."""
-    from core.app import EvalSettings
+    from core.app import EvalSettings, plural
 
     settings = EvalSettings.from_json(result.settings["request"])
     probe = explorer.probe(ref, settings)
     say("")
-    say(f"Linear probe ({probe.pooling} pooling, {probe.k}-fold over {probe.n_videos} videos, C by inner CV):")
+    say(
+        f"Linear probe ({probe.pooling} pooling, {probe.k}-fold over {plural(probe.n_videos, 'video')}, C by inner CV):"
+    )
     data = probe.to_json()
     for name in ("top1", "top5", "balanced_accuracy"):
         say(f"  {name + ':':<19} {data[name]:.3f} ± {data[name + '_std']:.3f} over folds")
@@ -613,6 +617,8 @@ def _search_query(args: argparse.Namespace, text: str, k: int) -> Any:
 
 
 def _print_result(say: Any, result: Any) -> None:
+    from core.app import plural
+
     say(f"Query:   {result.query}")
     for note in result.notes:
         say(f"Note:    {note}")
@@ -622,9 +628,8 @@ def _print_result(say: Any, result: Any) -> None:
         if not result.moments:
             say("No moment matched (the index or the label filter is empty, or nothing passed the cut-off).")
         for rank, m in enumerate(result.moments, start=1):
-            where = (
-                f"{m.video_id}  {m.start_s:.2f}–{m.end_s:.2f}s  best t={m.best_timestamp_s:.2f}s ({m.frames} frames)"
-            )
+            frames = plural(m.frames, "frame")
+            where = f"{m.video_id}  {m.start_s:.2f}–{m.end_s:.2f}s  best t={m.best_timestamp_s:.2f}s ({frames})"
             say(f"{rank:3d}. {m.score:+.4f}  {m.label:<30.30}  {where}")
         return
     if not result.hits:
@@ -721,20 +726,23 @@ def _prompt_command(line: str, k: int, html: bool) -> tuple[int, bool]:
 
 
 def cmd_subset(args: argparse.Namespace) -> int:
-    from core.app import DEFAULT_CSV, DEFAULT_SUBSET, subset_classes, write_class_subset
+    from core.app import DEFAULT_CSV, DEFAULT_SUBSET, plural, subset_classes, write_class_subset
 
     csv_path = args.csv or str(DEFAULT_CSV)
     classes = subset_classes(args.classes, csv_path)
     path, subset = write_class_subset(csv_path, classes, args.per_class, args.candidates, args.out or DEFAULT_SUBSET)
     short = [c for c, clips in subset["candidates"].items() if len(clips) < args.candidates]
-    print(f"Wrote {path}: {len(classes)} classes, up to {args.candidates} candidate clips each.")
+    print(
+        f"Wrote {path}: {plural(len(classes), 'class', 'classes')}, "
+        f"up to {plural(args.candidates, 'candidate clip')} each."
+    )
     if short:
         print(f"note: fewer candidates than asked for: {', '.join(short)}", file=sys.stderr)
     return 0
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from core.app import DEFAULT_SUBSET, DownloadProgress, download, plan_from
+    from core.app import DEFAULT_SUBSET, DownloadProgress, download, format_duration, plan_from
 
     subset_file = args.subset or (None if args.csv else str(DEFAULT_SUBSET))
     candidates, per_class = plan_from(subset_file, args.csv, args.classes, args.per_class)
@@ -742,7 +750,8 @@ def cmd_download(args: argparse.Namespace) -> int:
     bar = _ProgressBar(args.quiet, "clip", "Downloading")
 
     def progress(p: DownloadProgress) -> None:
-        bar.show(p.clips_done, p.clips_wanted, failed=p.failures, running=p.in_flight)
+        bar.show(p.clips_done, p.clips_wanted, failed=p.failures, running=p.in_flight,
+                 elapsed=format_duration(p.elapsed_s))  # fmt: skip
 
     summary = download(
         candidates, args.out, per_class, jobs=args.jobs, retries=args.retries, progress=progress,
@@ -759,22 +768,25 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_sample_videos(args: argparse.Namespace) -> int:
-    from core.app import sample_videos
+    from core.app import plural, sample_videos
 
     paths, labels = sample_videos(args.out, args.classes, args.per_class, args.frames)
-    print(f"Wrote {len(paths)} clips of {len(labels)} classes under {args.out}/ (one folder per label).")
+    print(
+        f"Wrote {plural(len(paths), 'clip')} of {plural(len(labels), 'class', 'classes')} under {args.out}/ "
+        "(one folder per label)."
+    )
     return 0
 
 
 def cmd_demo_model(args: argparse.Namespace) -> int:
-    from core.app import DEMO_STEPS, demo_model
+    from core.app import DEMO_STEPS, demo_model, plural
 
     bar = _ProgressBar(args.quiet, "step", "Training the demo model")
     try:
         spec = demo_model(args.out, args.classes, steps=args.steps or DEMO_STEPS, progress=bar.show)
     finally:
         bar.close()
-    print(f"Trained the demo model for {args.classes} sample classes: {spec.pretrained}")
+    print(f"Trained the demo model for {plural(args.classes, 'sample class', 'sample classes')}: {spec.pretrained}")
     print("Its scores mean something on the sample clips only (it matches colours to labels).")
     print(f"Use it with: --model-config {spec.config_path} --pretrained {spec.pretrained}")
     return 0
@@ -837,7 +849,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     bar = _ProgressBar(args.quiet, "video", "Indexing")
 
     def progress(p: BuildProgress) -> None:
-        bar.show(p.videos_done, p.videos_total, frames=p.frames_done, fps=f"{p.frames_per_s:.1f}")
+        bar.show(p.videos_done, p.videos_total, frames=p.frames_done, fps=f"{p.frames_per_s:.1f}",
+                 elapsed=p.elapsed(), ETA=p.eta())  # fmt: skip
 
     request = BuildRequest(videos=args.videos, db=args.db, output=args.output, spec=spec, device=args.device)
     explorer = _explorer(args)

@@ -19,6 +19,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from core.names import plural
+
 MIN_Z = 3.5
 FAMILY_ALPHA = 0.05
 MAD_TO_SIGMA = 1.4826  # the MAD of a normal distribution is 0.6745 σ
@@ -45,7 +47,7 @@ def adaptive_cutoff(scores: np.ndarray) -> Cutoff:
     """The adaptive cut-off over `scores`, the query's similarity to every frame of the index."""
     scores = np.asarray(scores, dtype=np.float64)
     if scores.size < MIN_FRAMES:
-        return Cutoff(None, f"adaptive cut-off not applied: the index holds only {scores.size} frame(s)")
+        return Cutoff(None, f"adaptive cut-off not applied: the index holds only {plural(scores.size, 'frame')}")
     median = float(np.median(scores))
     sigma = MAD_TO_SIGMA * float(np.median(np.abs(scores - median)))
     z = z_threshold(scores.size)
@@ -55,7 +57,7 @@ def adaptive_cutoff(scores: np.ndarray) -> Cutoff:
         value = median + z * sigma
     rule = (
         f"adaptive: similarity ≥ {value:.4f} (median {median:.4f} + {z:.2f} × robust σ {sigma:.4f} "
-        f"over {scores.size:,} frames)"
+        f"over {plural(scores.size, 'frame')})"
     )
     return Cutoff(value, rule, median, sigma, z)
 

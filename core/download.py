@@ -35,7 +35,7 @@ from core.files import atomic_path, remove_temporaries, write_text_atomic
 from core.files import sha256_file as sha256
 from core.frames import FrameStrategy, VideoReadError, probe_video, read_video_frames
 from core.media import browser_playability, ffmpeg_exe, h264_command
-from core.names import safe_name
+from core.names import plural, safe_name
 from core.sources import ANNOTATIONS_FILENAME, VideoRecord, kinetics_clip_stem
 from core.subset import load_subset, make_subset
 
@@ -138,10 +138,11 @@ class DownloadSummary:
 
     def line(self) -> str:
         wanted = self.per_class * len(self.obtained)
-        short = f"; {len(self.short_classes)} class(es) short" if self.short_classes else ""
+        short = f"; {plural(len(self.short_classes), 'class', 'classes')} short" if self.short_classes else ""
         state = "Cancelled: " if self.cancelled else ""
         return (
-            f"{state}{self.total} of {wanted} clips in {self.out_dir} ({len(self.failures)} unavailable or failed"
+            f"{state}{self.total:,} of {plural(wanted, 'clip')} in {self.out_dir} "
+            f"({len(self.failures):,} unavailable or failed"
             f"{short}) in {self.seconds:.0f} s"
         )
 

@@ -167,6 +167,19 @@ class Evaluation:
 
 
 CLASS_SETS = ("present", "all")
+# What one evaluation may encode: templates × candidate classes. It admits the CLIP authors' 28 Kinetics
+# templates on all 700 classes (plus some labels of the index's own); more would keep a shared server busy
+# for minutes.
+MAX_PROMPT_TEXTS = 28 * 750
+
+
+def check_prompt_cost(templates: int, classes: int) -> None:
+    """Refuse, before any text is encoded, an evaluation of more than `MAX_PROMPT_TEXTS` prompt texts."""
+    if templates * classes > MAX_PROMPT_TEXTS:
+        raise UserError(
+            f"{templates} templates × {classes} classes make {templates * classes:,} prompts to encode, more than "
+            f"the {MAX_PROMPT_TEXTS:,} one evaluation may: use fewer templates, or the classes present."
+        )
 
 
 def class_names_for(classes: str | Sequence[str], present: Sequence[str]) -> tuple[list[str], str]:

@@ -32,14 +32,17 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from core.errors import UserError
-from core.sources import VideoRecord
+from core.media import has_no_video_stream
+from core.names import plural
+from core.sources import SkippedItem, SourceScan, VideoRecord
 
 MAX_UNIFORM_FRAMES = 32
 MAX_FPS = 30.0
@@ -57,6 +60,11 @@ SEEK_MIN_GAP = 48
 DEFAULT_MAX_SIDE = 1280
 # A count beyond this is a container bug, not a clip; the frames are then counted by decoding.
 _IMPLAUSIBLE_FRAME_COUNT = 10_000_000
+NO_VIDEO_STREAM = "has no video stream (an audio-only file?)"
+# The quick check of a source before a build: each FFmpeg step of a file (open, first frame) gets this
+# long, and a few files are looked at side by side.
+PROBE_TIMEOUT_MS = 5_000
+PROBE_WORKERS = 4
 
 
 OnFrame = Callable[[np.ndarray], None]  # sees each RGB frame as it is decoded
@@ -205,12 +213,49 @@ def _check_file(path: Path) -> None:
 # OpenCV's thread pool are process settings: core.runtime.configure_runtime sets them.
 
 
-def _open(path: Path, threads: int = 1) -> cv2.VideoCapture:
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, max(0, int(threads))])
+def _open(path: Path, threads: int = 1, timeout_ms: int = 0) -> cv2.VideoCapture:
+    params = [cv2.CAP_PROP_N_THREADS, max(0, int(threads))]
+    if timeout_ms:  # FFmpeg gives up opening, and each read, after this long
+        params += [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         cap.release()
+        if has_no_video_stream(path):  # asked only on failure: it runs ffmpeg once
+            raise VideoReadError(NO_VIDEO_STREAM)
         raise VideoReadError("cannot be opened as a video (not a video file, damaged, or an unsupported codec)")
     return cap
+
+
+def unusable_reason(path: Path | str, timeout_ms: int = PROBE_TIMEOUT_MS) -> str:
+    """Why the file cannot be indexed, in a few words, or '' when it can: a quick look (its first bytes,
+    FFmpeg's open of the container, one frame decoded), each FFmpeg step bounded by `timeout_ms`."""
+    path = Path(path)
+    try:
+        _check_file(path)
+        cap = _open(path, 1, timeout_ms)
+    except VideoReadError as exc:
+        return exc.reason
+    try:
+        if not cap.grab():
+            return "no decodable frames (damaged file or unsupported codec)"
+    except cv2.error:
+        return "OpenCV could not decode its first frame"
+    finally:
+        cap.release()
+    return ""
+
+
+def probe_source(scan: SourceScan, workers: int = PROBE_WORKERS) -> SourceScan:
+    """`scan` with the videos that `unusable_reason` refuses moved to its skipped items, with the reason.
+
+    FFmpeg releases the GIL while it opens and decodes, so `workers` threads probe side by side."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        reasons = list(pool.map(lambda record: unusable_reason(record.path), scan.videos))
+    kept = [record for record, reason in zip(scan.videos, reasons, strict=True) if not reason]
+    refused = [
+        SkippedItem(str(record.path), reason) for record, reason in zip(scan.videos, reasons, strict=True) if reason
+    ]
+    return replace(scan, videos=kept, skipped=[*scan.skipped, *refused])
 
 
 def _count_decodable(path: Path, threads: int) -> int:
@@ -383,7 +428,7 @@ def _read_by_count(
         finally:
             cap.release()
         if read is None:
-            raise VideoReadError(f"decoding failed mid-file (after counting {n_frames} frames)")
+            raise VideoReadError(f"decoding failed mid-file (after counting {plural(n_frames, 'frame')})")
     return read, n_frames, fps, width, height, notes
 
 
@@ -391,9 +436,9 @@ def _count_notes(reported: int, decoded: int) -> list[str]:
     """What a full decode learnt about the container's frame count, when worth saying (every strategy's
     one rule): a small difference (a frame or two, common in real files) is not."""
     if not reported:
-        return [f"frame count missing from the container; {decoded} frames decoded"]
+        return [f"frame count missing from the container; {plural(decoded, 'frame')} decoded"]
     if abs(reported - decoded) > max(2, reported // 20):
-        return [f"container reports {reported} frames but {decoded} are decodable"]
+        return [f"container reports {plural(reported, 'frame')} but {decoded:,} are decodable"]
     return []
 
 
@@ -475,7 +520,8 @@ def _read_by_time(path: Path, strategy: FrameStrategy, max_side: int, threads: i
         raise VideoReadError("no decodable frames (damaged file or unsupported codec)")
     notes = _count_notes(reported, n_frames)
     if repaired:
-        notes.append(f"{repaired} frame timestamps missing or out of order; the nominal frame rate placed them")
+        missing = plural(repaired, "frame timestamp")
+        notes.append(f"{missing} missing or out of order; the nominal frame rate placed them")
     chosen = planned
     if len(planned) > strategy.count:
         chosen = [planned[i] for i in _spread(range(len(planned)), strategy.count)]
@@ -507,7 +553,7 @@ def _read_chosen(
     finally:
         cap.release()
     if len(out) < len(wanted):
-        raise VideoReadError(f"decoding failed mid-file (a second read stopped after {index} frames)")
+        raise VideoReadError(f"decoding failed mid-file (a second read stopped after {plural(index, 'frame')})")
     return out
 
 
@@ -560,4 +606,4 @@ def _read_scenes(
             cap.release()
         if read is not None:
             return read, decoded, fps, width, height, _count_notes(reported, decoded)
-    raise VideoReadError(f"decoding failed mid-file (after detecting shots over {decoded} frames)")
+    raise VideoReadError(f"decoding failed mid-file (after detecting shots over {plural(decoded, 'frame')})")

@@ -33,6 +33,7 @@ from chromadb.config import Settings
 from core.clock import now_iso
 from core.embed import ModelSpec
 from core.errors import IndexUnavailableError
+from core.names import plural
 
 if TYPE_CHECKING:  # the type of `configuration["hnsw"]`; chromadb does not export it at the top
     from chromadb.api.collection_configuration import CreateHNSWConfiguration
@@ -222,7 +223,7 @@ class IndexInfo:
 
     def describe(self) -> str:
         when = self.built_at or self.created_at
-        return f"{self.spec.describe()}, frames {self.frames}, {self.count} frames, built {when}"
+        return f"{self.spec.describe()}, frames {self.frames}, {plural(self.count, 'frame')}, built {when}"
 
 
 @dataclass

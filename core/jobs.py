@@ -46,6 +46,14 @@ class Job:
     def cancel(self) -> None:
         self.cancel_event.set()
 
+    def eta(self) -> str:
+        """What an ETA field shows: the time left while the job runs (in the one duration format), and
+        once it has ended, how it ended ("done", "cancelled", "failed"), never "done" for a cancelled job."""
+        if not self.active:
+            return self.state
+        eta = getattr(self.progress, "eta", None)
+        return eta() if callable(eta) else "–"
+
     def report(self, snapshot: Any) -> None:
         self.progress = snapshot
 

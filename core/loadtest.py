@@ -17,6 +17,7 @@ import numpy as np
 
 from core.embed import ClipModel
 from core.index import FrameIndex
+from core.names import plural
 from core.search import search
 
 DEFAULT_QUERIES = (
@@ -45,9 +46,10 @@ class LoadReport:
 
     def line(self) -> str:
         return (
-            f"{self.requests} searches on {self.threads} threads in {self.seconds:.1f} s: "
+            f"{plural(self.requests, 'search', 'searches')} on {plural(self.threads, 'thread')} "
+            f"in {self.seconds:.1f} s: "
             f"{self.throughput_per_s:.1f}/s, p50 {self.p50_ms:.1f} ms, p95 {self.p95_ms:.1f} ms, "
-            f"max {self.max_ms:.1f} ms, {self.errors} error(s)"
+            f"max {self.max_ms:.1f} ms, {plural(self.errors, 'error')}"
         )
 
     def to_json(self) -> dict:

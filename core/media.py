@@ -111,13 +111,31 @@ def parse_video_stream(ffmpeg_header: str) -> VideoStream | None:
 
 def probe_stream(path: Path | str) -> VideoStream | None:
     """Codec, profile and pixel format of the file's first video stream (None if it has none)."""
+    return parse_video_stream(_header_of(path))
+
+
+def has_no_video_stream(path: Path | str) -> bool:
+    """Whether FFmpeg reads the file as a container whose streams include no video (an audio-only MP4),
+    rather than not at all (random bytes, a damaged file)."""
+    try:
+        header = _header_of(path)
+    except OSError:  # the file went away, or ffmpeg cannot run: nothing more to say than "cannot be opened"
+        return False
+    return bool(_ANY_STREAM.search(header)) and parse_video_stream(header) is None
+
+
+_ANY_STREAM = re.compile(r"Stream #\d+:\d+")
+
+
+def _header_of(path: Path | str) -> str:
     path = Path(path)
     stat = path.stat()
-    return _probe(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return _header(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=256)
-def _probe(path: str, size: int, mtime_ns: int) -> VideoStream | None:
+def _header(path: str, size: int, mtime_ns: int) -> str:
+    """What ``ffmpeg -i FILE`` says about the file's streams ('' when it says nothing in time)."""
     # Keyed by size and modification time as well: a file replaced under the same name is probed again.
     del size, mtime_ns
     try:
@@ -129,8 +147,8 @@ def _probe(path: str, size: int, mtime_ns: int) -> VideoStream | None:
             timeout=PROBE_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired:
-        return None
-    return parse_video_stream(result.stderr)  # exit status 1 ("no output file") is expected
+        return ""
+    return result.stderr  # exit status 1 ("no output file") is expected
 
 
 def browser_playability(path: Path | str) -> Playability:

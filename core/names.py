@@ -1,6 +1,7 @@
-"""The one rule for turning text (a video id, a query, a label, an uploaded file's name) into a file name.
+"""Names: the one rule for turning text (a video id, a query, a label, an uploaded file's name) into a file
+name, and the one way to name a count of things in a sentence (`plural`).
 
-The result is always a single path component: no separator, never ``.`` or ``..``, no leading dot
+A file name is always a single path component: no separator, never ``.`` or ``..``, no leading dot
 (hidden) or trailing dot or space (Windows), bounded in length.
 """
 
@@ -36,3 +37,10 @@ def safe_name(text: str, *, readable: bool = False, max_len: int = 60) -> str:
     digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:DIGEST_CHARS]
     slug = _DOTS.sub(".", _UNSAFE_SLUG.sub("_", text)).strip("._-")[:max_len].strip("._-")
     return f"{slug}-{digest}" if slug else digest
+
+
+def plural(count: int, noun: str, plural_form: str = "") -> str:
+    """A count with its noun for people to read: "1 label", "2 labels", "1,204 frames", "3 classes".
+
+    `plural_form` is for nouns that do not just take an s ("class" → "classes")."""
+    return f"{count:,} {noun if count == 1 else plural_form or noun + 's'}"

@@ -41,8 +41,11 @@ def confine(path: Path | str, roots: Sequence[Path | str] | None, what: str) -> 
     """`path` made absolute with its links resolved, refused unless it lies inside one of `roots`.
 
     Links are resolved before the check, so a link inside a root that points outside is refused too.
-    `what` names the path in the message ("The videos folder"). With `roots` None nothing is refused.
+    `what` names the path in the message ("The videos folder"). With `roots` None nothing is refused but a
+    NUL byte, which no path can hold (the operating system's calls raise ValueError on it).
     """
+    if "\x00" in str(path):
+        raise UserError(f"{what} {str(path)!r} holds a NUL byte (\\x00), which no path may contain: type it again.")
     given = Path(str(path).strip() or ".").expanduser()
     resolved = given.resolve()
     allowed = resolve_roots(roots)

@@ -10,6 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from core.metrics import MetricsReport
+from core.names import plural
 
 CORRECT_COLOUR = "#2a9d5c"
 INCORRECT_COLOUR = "#d1495b"
@@ -156,16 +157,17 @@ def score_histogram(scores: np.ndarray, cutoff: float | None, kept: int, bins: i
             go.Bar(
                 x=centres, y=counts, width=float(edges[1] - edges[0]),
                 marker_color=[CORRECT_COLOUR if a else "#8d99ae" for a in above], name="frames",
-                hovertemplate="cosine %{x:.3f}<br>%{y:,} frame(s)<extra></extra>",
+                customdata=[plural(int(c), "frame") for c in counts],
+                hovertemplate="cosine %{x:.3f}<br>%{customdata}<extra></extra>",
             )
         )  # fmt: skip
     if cutoff is not None:
         fig.add_vline(x=cutoff, line_color=INCORRECT_COLOUR, line_dash="dash")
         # The cut-off is named in the title: an annotation at the line is cut off at the plot's edge.
     title = (
-        f"{scores.size:,} frames; cut-off {cutoff:.4f}, {kept} kept"
+        f"{plural(scores.size, 'frame')}; cut-off {cutoff:.4f}, {kept:,} kept"
         if cutoff is not None
-        else (f"{scores.size:,} frames; no cut-off")
+        else (f"{plural(scores.size, 'frame')}; no cut-off")
     )
     fig.update_layout(
         title={"text": title, "font": {"size": 13}},
@@ -206,10 +208,10 @@ def confusion_counts_heatmap(classes: list[str], counts: np.ndarray) -> go.Figur
         go.Scatter(
             x=[classes[p] for _, p in cells],
             y=[classes[t] for t, _ in cells],
-            customdata=[[classes[t], classes[p], int(counts[t, p])] for t, p in cells],
+            customdata=[[classes[t], classes[p], plural(int(counts[t, p]), "video")] for t, p in cells],
             mode="markers",
             marker={"symbol": "square", "size": 24, "opacity": 0},
-            hovertemplate="true %{customdata[0]}<br>predicted %{customdata[1]}<br>%{customdata[2]} video(s)"
+            hovertemplate="true %{customdata[0]}<br>predicted %{customdata[1]}<br>%{customdata[2]}"
             "<extra>click to list them</extra>",
             showlegend=False,
         )

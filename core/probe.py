@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import UserError
+from core.names import plural
 
 # Inverse regularisation strengths tried by the inner cross-validation. CLIP embeddings are unit
 # vectors, so useful values are large; the CLIP paper swept a similar logarithmic range.
@@ -200,7 +201,10 @@ def linear_probe(
     notes = []
     if excluded:
         shown = ", ".join(excluded[:5]) + (f" and {len(excluded) - 5} more" if len(excluded) > 5 else "")
-        notes.append(f"{len(excluded)} class(es) with fewer than {MIN_VIDEOS} videos left out of the probe: {shown}.")
+        notes.append(
+            f"{plural(len(excluded), 'class', 'classes')} with fewer than {MIN_VIDEOS} videos left out of the "
+            f"probe: {shown}."
+        )
     kept = [str(n) for n, c in zip(names, counts, strict=True) if c >= MIN_VIDEOS]
     if len(kept) < 2:
         raise ProbeError(

@@ -25,7 +25,7 @@ from core.failures import FailureAnalysis, confused_samples
 from core.files import atomic_path, write_text_atomic
 from core.metrics import MetricsReport
 from core.moments import Moment
-from core.names import safe_name
+from core.names import plural, safe_name
 from core.plots import CORRECT_COLOUR, INCORRECT_COLOUR, histogram_bins
 from core.search import SearchHit
 
@@ -109,9 +109,13 @@ def histogram_svg(report: MetricsReport, width: int = 640, height: int = 260, bi
         (report.mean_similarity_correct, CORRECT_COLOUR, "correct"),
     ):
         if math.isfinite(mean):
+            # The label goes on the side of its line with more room: right of a line in the plot's right half
+            # it would run past the picture's edge and be cut off.
+            right_half = x(mean) > pad + plot_w / 2
+            anchor = f'x="{x(mean) - 3:.1f}" text-anchor="end"' if right_half else f'x="{x(mean) + 3:.1f}"'
             parts.append(
                 f'<line x1="{x(mean):.1f}" x2="{x(mean):.1f}" y1="10" y2="{10 + plot_h}" stroke="{colour}" '
-                f'stroke-dasharray="4 3"/><text x="{x(mean) + 3:.1f}" y="{22 if label == "correct" else 36}" '
+                f'stroke-dasharray="4 3"/><text {anchor} y="{22 if label == "correct" else 36}" '
                 f'font-size="11" fill="{colour}">mean {label} {mean:.3f}</text>'
             )
     axis_y = 10 + plot_h
@@ -285,10 +289,10 @@ def search_html(
             f"<div class='card'>{_img(m.frame_path, m.video_id)}<div><b>{esc(m.label)}</b></div>"
             f"<div class='muted vid' title='{esc(m.video_id)}'>{esc(m.video_id)}</div>"
             f"<div class='muted'>{m.start_s:.2f}–{m.end_s:.2f}s · best t={m.best_timestamp_s:.2f}s · "
-            f"cosine {m.score:.4f} · {m.frames} frame(s)</div></div>"
+            f"cosine {m.score:.4f} · {plural(m.frames, 'frame')}</div></div>"
             for m in moments
         )
-        count = f"{len(moments)} moment(s)"
+        count = plural(len(moments), "moment")
     else:
         cards = "".join(
             f"<div class='card'>{_img(h.frame_path, h.video_id)}<div><b>{esc(h.label)}</b></div>"
@@ -296,7 +300,7 @@ def search_html(
             f"<div class='muted'>t={h.timestamp_s:.2f}s · cosine {h.similarity:.4f}</div></div>"
             for h in hits
         )
-        count = f"{len(hits)} result(s)"
+        count = plural(len(hits), "result")
     body = f"<p>Query: <b>{esc(query)}</b> — {count}</p><div class='grid'>{cards}</div>"
     return _page(title, body)
 

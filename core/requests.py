@@ -13,14 +13,20 @@ from typing import Any
 
 from core.embed import ModelSpec
 from core.errors import UserError
-from core.evaluation import CLASS_SETS, POOLINGS
+from core.evaluation import CLASS_SETS, POOLINGS, check_prompt_cost
 from core.index import ChromaServer
 from core.moments import DEFAULT_MARGIN
-from core.prompts import LABEL_MODES
+from core.paths import kinetics_classes
+from core.prompts import LABEL_MODES, resolve_prompts
 from core.query import QueryPart
 from core.search import QueryOptions
 
 DEFAULT_PROMPTS: tuple[str, ...] = ("english",)
+EVAL_SETTINGS_KEYS = ("prompts", "pooling", "label_mode", "classes")
+# Bounds of the evaluation settings' JSON form (deep links and runs): a link is text anyone can write.
+MAX_LINK_CHARS = 32_768
+MAX_TEMPLATES = 100
+MAX_TEMPLATE_CHARS = 500
 
 
 def _server_to_json(server: ChromaServer | None) -> dict[str, Any] | None:
@@ -96,13 +102,19 @@ class EvalSettings:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EvalSettings:
+        """The JSON form back, checked against the schema: each value of the right type."""
         prompts = data.get("prompts") or DEFAULT_PROMPTS
-        return cls(
-            prompts=tuple(str(p) for p in ([prompts] if isinstance(prompts, str) else prompts)),
-            pooling=str(data.get("pooling", "mean")),
-            label_mode=str(data.get("label_mode", "keep")),
-            classes=str(data.get("classes", "present")),
-        )
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if not isinstance(prompts, list | tuple) or not all(isinstance(p, str) for p in prompts):
+            raise UserError("The evaluation settings' prompts must be a text or a list of texts, not anything else.")
+        fields = {}
+        for key, default in (("pooling", "mean"), ("label_mode", "keep"), ("classes", "present")):
+            value = data.get(key, default)
+            if not isinstance(value, str):
+                raise UserError(f"The evaluation settings' {key} must be a text, not {type(value).__name__}.")
+            fields[key] = value
+        return cls(prompts=tuple(prompts), **fields)
 
     def dumps(self) -> str:
         """The compact JSON form (the app's deep links carry it as ?settings=...)."""
@@ -110,14 +122,37 @@ class EvalSettings:
 
     @classmethod
     def loads(cls, text: str) -> EvalSettings:
-        """The JSON form back; text that is not one (a hand-edited link) gives one sentence."""
+        """The JSON form back from a link, which anyone can write: anything but a valid, affordable
+        setting (too long, not JSON, nested, unknown keys or types, more prompt texts than one request
+        may encode) is one sentence."""
+        if len(text) > MAX_LINK_CHARS:
+            raise UserError(
+                f"The link's evaluation settings are {len(text):,} characters long, more than the "
+                f"{MAX_LINK_CHARS:,} allowed: open the page without them."
+            )
         try:
             data = json.loads(text)
+        except RecursionError:  # json's parser recurses once per bracket
+            raise UserError("The link's evaluation settings nest too deeply: open the page without them.") from None
         except ValueError:
             raise UserError("The link's evaluation settings are not valid JSON: open the page without them.") from None
         if not isinstance(data, dict):
             raise UserError("The link's evaluation settings are not an object: open the page without them.")
-        return cls.from_json(data)
+        unknown = sorted(str(key) for key in data if key not in EVAL_SETTINGS_KEYS)
+        if unknown:
+            raise UserError(
+                f"The link's evaluation settings hold unknown keys ({', '.join(unknown)[:200]}): expected "
+                f"{', '.join(EVAL_SETTINGS_KEYS)}; open the page without them."
+            )
+        settings = cls.from_json(data)
+        if len(settings.prompts) > MAX_TEMPLATES or any(len(p) > MAX_TEMPLATE_CHARS for p in settings.prompts):
+            raise UserError(
+                f"The link's evaluation settings hold {len(settings.prompts)} prompts; at most {MAX_TEMPLATES} of "
+                f"at most {MAX_TEMPLATE_CHARS} characters each are allowed: open the page without them."
+            )
+        if settings.classes == "all":  # the cost is known before the index is read: say it now
+            check_prompt_cost(len(resolve_prompts(list(settings.prompts)).templates), len(kinetics_classes()))
+        return settings
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import SourceError
+from core.names import plural
 from core.paths import confine, is_within, resolve_roots
 
 # What FFmpeg (inside OpenCV) reads; at least as wide as Ray Data's `read_videos` default. A file with
@@ -175,7 +176,7 @@ def scan_folders(root: Path | str, allowed_roots: Sequence[Path] | None = None) 
         taken[video_id] = path
         videos.append(VideoRecord(video_id=video_id, label=label, path=path.absolute(), meta={}))
     if not videos and all(s.reason == NOT_A_VIDEO for s in skipped):
-        others = f" ({len(skipped)} other file(s) skipped: {NOT_A_VIDEO})" if skipped else ""
+        others = f" ({plural(len(skipped), 'other file')} skipped: {NOT_A_VIDEO})" if skipped else ""
         raise SourceError(
             f"No videos found in {root}{others}: put them in one folder per label, e.g. "
             f"{root}/playing_guitar/clip.mp4 ({', '.join(e.lstrip('.') for e in VIDEO_EXTENSIONS)})."
@@ -259,7 +260,8 @@ def read_kinetics_csv(csv_path: Path | str) -> list[dict[str, str]]:
             missing = [c for c in KINETICS_REQUIRED_COLUMNS if c not in columns]
             if missing:
                 raise SourceError(
-                    f"The CSV {csv_path} lacks the column(s) {', '.join(missing)}: expected the official "
+                    f"The CSV {csv_path} lacks {plural(len(missing), 'column')} ({', '.join(missing)}): "
+                    "expected the official "
                     "Kinetics header label,youtube_id,time_start,time_end,split."
                 )
             return [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +22,7 @@ from core.app import (
     UserError,
     demo_model,
     plan_from,
+    plural,
     sample_videos,
 )
 from core.jobs import DownloadRequest, Job
@@ -123,8 +123,8 @@ def offline_demo() -> None:
         set_bound("form_config", spec.config_path)
         set_bound("form_strategy", "middle")
         st.session_state.demo_note = (
-            f"{len(paths)} sample clips of {len(labels)} classes in {videos}, and the demo model {spec.name} are "
-            "ready and filled in below: press **Start the build**."
+            f"{plural(len(paths), 'sample clip')} of {plural(len(labels), 'class', 'classes')} in {videos}, "
+            f"and the demo model {spec.name} are ready and filled in below: press **Start the build**."
         )
     if st.session_state.get("demo_note"):
         st.success(st.session_state.demo_note)
@@ -186,8 +186,8 @@ with st.container(border=True):
             st.error(str(exc))
         else:
             found = (
-                f"{len(scan.videos)} videos of {len(scan.labels)} labels ({scan.layout.replace('_', ' ')} layout); "
-                f"{len(scan.skipped)} item(s) skipped."
+                f"{plural(len(scan.videos), 'video')} of {plural(len(scan.labels), 'label')} "
+                f"({scan.layout.replace('_', ' ')} layout); {plural(len(scan.skipped), 'item')} skipped."
             )
             if scan.videos:
                 st.success(found)
@@ -335,12 +335,6 @@ if st.button("Start the build", type="primary", disabled=running):
         st.error(start_error)
 
 
-def eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    return time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds >= 60 else f"{seconds:.0f} s"
-
-
 def show(job: Job) -> None:
     p = job.progress
     st.subheader("Progress")
@@ -357,8 +351,8 @@ def show(job: Job) -> None:
         m1, m2, m3, m4 = st.columns(4)
         m1.metric("Videos done", f"{p.videos_done} / {p.videos_total}")
         m2.metric("Frames/s", f"{p.frames_per_s:.1f}")
-        m3.metric("Elapsed", eta(p.elapsed_s))
-        m4.metric("ETA", eta(p.eta_s) if job.active else "done")
+        m3.metric("Elapsed", p.elapsed())
+        m4.metric("ETA", job.eta())
         if p.skipped:
             st.caption(f"Skipped files ({len(p.skipped)})")
             st.dataframe(

@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from core.app import ChromaServer, ClipModel, Explorer, IndexInfo, IndexRef, ListedIndex, UserError
+from core.app import ChromaServer, ClipModel, Explorer, IndexInfo, IndexRef, ListedIndex, UserError, plural
 from core.jobs import Job
 from core.resources import get_build_manager, get_explorer, get_shared_explorer
 
@@ -140,7 +140,7 @@ def new_run() -> None:
 
 
 def _describe(info: IndexInfo) -> str:
-    return f"{info.spec.describe()} · {info.frames} · {info.count:,} frames"
+    return f"{info.spec.describe()} · {info.frames} · {plural(info.count, 'frame')}"
 
 
 def _copy(widget_key: str, state_key: str) -> None:
@@ -261,7 +261,7 @@ def sidebar() -> None:
                 st.warning(problem)
             st.markdown(
                 f"**Model** {info.spec.describe()}  \n"
-                f"**Frames** {info.frames} · **{info.count:,}** frames indexed  \n"
+                f"**Frames** {info.frames} · **{plural(info.count, 'frame')}** indexed  \n"
                 f"**Built** {info.built_at or 'not finished yet'}"
             )
         job = build_job()

@@ -22,6 +22,7 @@ from core.app import (
     metrics_rows,
     per_class_csv,
     per_video_csv,
+    plural,
     results_html,
     similarity_histogram,
 )
@@ -86,7 +87,7 @@ with st.container(border=True):
     with left:
         st.selectbox("Prompt set", [*PROMPT_SETS, CUSTOM], key="preset", on_change=load_preset)
         st.text_area(
-            "Prompt template(s), one per line, with {label} (several lines are averaged: a prompt ensemble)",
+            "Prompt templates, one per line, with {label} (several lines are averaged: a prompt ensemble)",
             key="templates",
             on_change=name_templates,
             height=110,
@@ -137,7 +138,8 @@ for column, (label, value) in zip(
     column.metric(label, value)
 low, high = rep.interval(1)
 st.caption(
-    f"{rep.n_videos} {unit} · {rep.n_classes} classes · precision@1 95% CI {low:.3f}–{high:.3f} · "
+    f"{plural(rep.n_videos, unit[:-1])} · {plural(rep.n_classes, 'class', 'classes')} · "
+    f"precision@1 95% CI {low:.3f}–{high:.3f} · "
     f"chance precision@1 = {1 / max(1, rep.n_classes):.3f}"
 )
 if explorer().offers("save_run") and st.button(
@@ -179,7 +181,7 @@ st.subheader(f"Per {unit[:-1]}: the best text match")
 only_misses = st.toggle("Only the misses", value=False)
 rows = [r for r in evaluation.sample_rows(top=3) if not (only_misses and r["correct"])]
 if len(rows) > MAX_TABLE_ROWS:
-    st.caption(f"Showing the first {MAX_TABLE_ROWS} of {len(rows)} rows (download the CSV for all).")
+    st.caption(f"Showing the first {MAX_TABLE_ROWS:,} of {plural(len(rows), 'row')} (download the CSV for all).")
 rendered = evaluation.prompts.templates[0]
 
 
@@ -297,13 +299,15 @@ if st.session_state.get("probe_for") == (listed.ref, index.version, settings):
         figures = probe.to_json()
         two_places = st.column_config.NumberColumn(format="%.2f")
         c1, c2, c3, c4 = st.columns(4)
-        c1.metric("probe top-1", f"{probe.top1:.3f}", help=f"± {figures['top1_std']:.3f} over {probe.k} folds")
+        c1.metric(
+            "probe top-1", f"{probe.top1:.3f}", help=f"± {figures['top1_std']:.3f} over {plural(probe.k, 'fold')}"
+        )
         c2.metric("probe top-5", f"{probe.top5:.3f}")
         c3.metric("balanced accuracy", f"{probe.balanced_accuracy:.3f}")
         c4.metric("zero-shot top-1, same folds", f"{probe.zero_shot_top1:.3f}")
         st.caption(
-            f"{probe.k}-fold over {probe.n_videos} videos; top-1 spread over folds ± {figures['top1_std']:.3f}. "
-            + " ".join(probe.notes)
+            f"{probe.k}-fold over {plural(probe.n_videos, 'video')}; "
+            f"top-1 spread over folds ± {figures['top1_std']:.3f}. " + " ".join(probe.notes)
         )
         st.dataframe(
             pd.DataFrame(

@@ -13,6 +13,7 @@ from core.app import (
     REFERENCE_RUN,
     EvalSettings,
     UserError,
+    plural,
     runs_chart,
     sweep_chart,
 )
@@ -49,7 +50,7 @@ if listed is not None and app.offers("save_run"):
                 st.warning(str(exc))
             else:
                 added = len(app.runs(listed.ref)) - before
-                st.success(f"{len(results)} evaluations, {added} new run(s) saved.")
+                st.success(f"{plural(len(results), 'evaluation')}, {plural(added, 'new run')} saved.")
 
 runs = app.runs(store_ref())
 rows = [{**REFERENCE_RUN, "name": "reference study"}]
@@ -123,7 +124,10 @@ if first and second:
         app.compare_runs(store_ref(), first, second), columns=["class", "precision@1 A", "precision@1 B", "B − A"]
     )
     gains, losses = int((diff["B − A"] > 0).sum()), int((diff["B − A"] < 0).sum())
-    st.caption(f"{gains} class(es) gain, {losses} lose, {len(diff) - gains - losses} unchanged or not comparable.")
+    st.caption(
+        f"{plural(gains, 'class', 'classes')} gain, {losses:,} lose, {len(diff) - gains - losses:,} unchanged or "
+        "not comparable."
+    )
     st.dataframe(diff, hide_index=True, width="stretch", column_config={"B − A": number})
 
 st.subheader("Models side by side")

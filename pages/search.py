@@ -16,6 +16,7 @@ from core.app import (
     SearchResult,
     UserError,
     browser_playability,
+    plural,
     safe_report_name,
     score_histogram,
     search_html,
@@ -180,7 +181,7 @@ if not items:
 
 top, download = st.columns([4, 1], vertical_alignment="bottom")
 top.caption(
-    f"{len(items)} {kind}(s), most similar first (cosine similarity between the frame and the query)."
+    f"{plural(len(items), kind)}, most similar first (cosine similarity between the frame and the query)."
     + (" A moment runs from its first to its last matching frame." if result.moments is not None else "")
 )
 download.download_button(
@@ -228,7 +229,7 @@ for row_start in range(0, len(items), COLUMNS):
                 m = result.moments[n]
                 st.caption(
                     f"{m.start_s:.2f}–{m.end_s:.2f} s · best at {m.best_timestamp_s:.2f} s · cosine {m.score:.4f} "
-                    f"· {m.frames} frame(s)"
+                    f"· {plural(m.frames, 'frame')}"
                 )
                 start, frame_index = m.start_s, m.best_frame_index
                 play_label = "▶ Play the moment"

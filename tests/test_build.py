@@ -94,9 +94,15 @@ def test_progress_and_cancel(tmp_path: Path, video_root: Path, tiny_model) -> No
     assert summary.cancelled and 4 <= summary.videos_indexed < 12
     assert seen[0].videos_total == 12 and seen[-1].videos_indexed == summary.videos_indexed
     assert len(index.complete_videos()) == summary.videos_indexed == index.count()
-    finish = build_index(scan.videos, tiny_model, index, FrameStrategy.parse("middle"), tmp_path / "out")
+    resumed: list = []
+    finish = build_index(
+        scan.videos, tiny_model, index, FrameStrategy.parse("middle"), tmp_path / "out", progress=resumed.append
+    )
     assert not finish.cancelled and finish.videos_indexed == 12 - summary.videos_indexed
     assert index.count() == 12
+    # A resumed build counts the videos indexed before: it starts at "4 / 12" (say), not "0 / 8".
+    assert (resumed[0].videos_done, resumed[0].videos_total) == (summary.videos_indexed, 12)
+    assert (resumed[-1].videos_done, resumed[-1].videos_total) == (12, 12)
 
 
 def test_second_build_on_the_same_index_is_refused(tmp_path: Path, video_root: Path, tiny_model) -> None:
@@ -104,3 +110,21 @@ def test_second_build_on_the_same_index_is_refused(tmp_path: Path, video_root: P
         build_into(video_root, tmp_path / "db", tmp_path / "out", model=tiny_model)
     # The lock goes with its holder: the next build runs.
     assert build_into(video_root, tmp_path / "db", tmp_path / "out", model=tiny_model).videos_indexed == 12
+
+
+def test_one_eta_format_and_a_cancelled_job_never_says_done() -> None:
+    from core.clock import format_duration
+    from core.engines.records import BuildProgress
+    from core.jobs import Job
+
+    assert [format_duration(s) for s in (None, 0.4, 45, 65, 3599, 3720)] == [
+        "–", "0 s", "45 s", "1 min 05 s", "59 min 59 s", "1 h 02 min"
+    ]  # fmt: skip
+    p = BuildProgress(videos_done=35, videos_total=38, videos_indexed=0, frames_done=0, elapsed_s=125.0,
+                      frames_per_s=0.0, eta_s=65.0, skipped=[])  # fmt: skip
+    assert (p.eta(), p.elapsed()) == ("1 min 05 s", "2 min 05 s")
+    job = Job(key="k", kind="build", request=None, state="running", progress=p)
+    assert job.eta() == "1 min 05 s"
+    for state in ("cancelled", "failed", "done"):
+        job.state = state
+        assert job.eta() == state

@@ -54,6 +54,9 @@ def test_build_prints_a_summary(cli_index: dict) -> None:
     assert line.endswith(" frames/s")
     summary = json.loads((cli_index["work"] / "build.json").read_text())
     assert summary["videos_indexed"] == 12 and summary["frames"] == 24
+    # The progress bar's time left is in the app's format (core.clock.format_duration), not tqdm's own clock.
+    stderr = cli_index["build"].stderr
+    assert re.search(r"ETA=(–|\d+ s|\d+ min \d\d s)", stderr) and not re.search(r"\d\d:\d\d<", stderr), stderr
 
 
 def test_evaluate_json_contract(cli_index: dict) -> None:

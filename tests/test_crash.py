@@ -17,6 +17,7 @@ import pytest
 
 from core.files import TEMPORARY_GLOB
 from core.index import connect, open_index
+from core.names import plural
 from core.samples import write_clip
 from core.thumbnails import FRAMES_DIRNAME
 from tests.helpers import ROOT, build_into
@@ -148,5 +149,5 @@ def test_ctrl_c_leaves_a_consistent_index(tmp_path: Path, many_videos: Path, tin
     again = _start(command)
     stdout, stderr = again.communicate(timeout=300)
     assert again.returncode == 0, stderr
-    assert f"indexed {N_VIDEOS - len(complete)} videos ({len(complete)} already indexed)" in stdout
+    assert f"indexed {plural(N_VIDEOS - len(complete), 'video')} ({len(complete)} already indexed)" in stdout
     assert len(open_index(connect(db)).complete_videos()) == N_VIDEOS

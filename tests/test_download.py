@@ -264,5 +264,5 @@ def test_download_from_the_build_page(tmp_path: Path, server: ClipServer) -> Non
     assert job.state == "done" and job.summary.total == 1
     assert (tmp_path / "videos" / "golf_chipping" / "page0000001_000000_000004.mp4").is_file()
     at.run()
-    assert any("1 of 1 clips" in s.value for s in at.success)
+    assert any("1 of 1 clip in" in s.value for s in at.success)
     assert at.session_state["videos"] == str((tmp_path / "videos").resolve())  # ready for the build

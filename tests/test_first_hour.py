@@ -227,3 +227,46 @@ def test_an_index_of_a_newer_schema_is_explained_not_used(built_index: dict, tmp
     assert any("newer version of this tool" in w.value for w in at.sidebar.warning)
     assert any("newer version of this tool" in w.value for w in at.main.warning)
     assert not at.form_submit_button  # no search form is offered on an index it cannot read
+
+
+def test_check_the_source_probes_the_files_it_counts(tmp_path: Path, video_root: Path) -> None:
+    """A JPEG renamed .mp4 and random bytes beside one real clip: 1 video, the other two named with reasons,
+    on the Build page as in the application layer."""
+    import shutil
+
+    from PIL import Image
+
+    folder = tmp_path / "videos" / "juggling_fire"
+    folder.mkdir(parents=True)
+    shutil.copy(video_root / "juggling_fire" / "clip0.mp4", folder / "real.mp4")
+    Image.new("RGB", (32, 32), (200, 0, 0)).save(folder / "photo.mp4", format="JPEG")
+    (folder / "noise.mp4").write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    scan = Explorer(output=tmp_path / "out").check_source(tmp_path / "videos")
+    assert [v.path.name for v in scan.videos] == ["real.mp4"]
+    reasons = {Path(s.item).name: s.reason for s in scan.skipped}
+    assert reasons["photo.mp4"] == "this is a JPEG image, not a video"
+    assert reasons["noise.mp4"].startswith("cannot be opened as a video")
+    at = run_page(make_app(tmp_path / "db", tmp_path / "out", roots=[tmp_path]), "pages/build.py")
+    at.text_input(key="videos_input").input(str(tmp_path / "videos"))
+    next(b for b in at.button if b.label == "Check the source").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [s.value for s in at.success] == ["1 video of 1 label (folders layout); 2 items skipped."]
+    skipped = at.dataframe[0].value
+    assert sorted(Path(item).name for item in skipped["item"]) == ["noise.mp4", "photo.mp4"]
+
+
+def test_an_uploaded_query_image_keeps_its_name_in_the_search_header(built_index: dict, tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (30, 60, 200)).save(buffer, format="PNG")
+    explorer = Explorer(output=tmp_path / "out")
+    saved = explorer.save_query_image(buffer.getvalue(), "my holiday photo.png")
+    assert saved.name == "my holiday photo.png" and saved.is_file()
+    assert explorer.save_query_image(buffer.getvalue(), "my holiday photo.png") == saved  # one copy per content
+    result = explorer.find(IndexRef(db=str(built_index["db"])), SearchQuery("", k=2, image=str(saved)))
+    assert "my holiday photo.png" in result.query and len(result.hits) == 2
+    odd = explorer.save_query_image(buffer.getvalue(), "C:\\Users\\me\\nul\x00byte.png")  # no ValueError
+    assert odd.name == "nul_byte.png"

@@ -166,3 +166,45 @@ def test_planned_frames_of_real_clips_equal_a_sequential_read() -> None:
             assert np.array_equal(frame.rgb, reference[frame.frame_index]), (path.name, frame.frame_index)
         checked += 1
     assert checked >= 35  # 35 of the 38 files open
+
+
+def _audio_only_mp4(path: Path) -> Path:
+    """An MP4 holding one AAC audio stream and no video (a sine tone, made by imageio-ffmpeg's ffmpeg)."""
+    import subprocess
+
+    from core.media import ffmpeg_exe
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    command = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=duration=1",
+               "-c:a", "aac", str(path)]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+    return path
+
+
+def test_an_audio_only_mp4_has_no_video_stream(tmp_path: Path) -> None:
+    from core.frames import unusable_reason
+
+    audio = _audio_only_mp4(tmp_path / "tone.mp4")
+    with pytest.raises(VideoReadError) as caught:
+        read_video_frames(VideoRecord("tone", "x", audio), FrameStrategy.parse("middle"))
+    assert caught.value.reason.startswith("has no video stream")
+    assert unusable_reason(audio).startswith("has no video stream")
+    random_bytes = tmp_path / "noise.mp4"
+    random_bytes.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    assert unusable_reason(random_bytes).startswith("cannot be opened as a video")  # not "no video stream"
+
+
+def test_the_quick_probe_takes_real_videos_and_names_what_it_refuses(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from core.frames import unusable_reason
+
+    clip = write_clip(tmp_path / "clip.mp4", (20, 200, 20), n_frames=6, size=(64, 48), fps=10)
+    jpeg = tmp_path / "photo.mp4"
+    Image.new("RGB", (32, 32), (200, 0, 0)).save(jpeg, format="JPEG")
+    broken = make_broken_files(tmp_path / "broken")
+    assert unusable_reason(clip) == ""
+    assert unusable_reason(jpeg) == "this is a JPEG image, not a video"
+    assert unusable_reason(broken["empty"]) == "empty file (0 bytes)"
+    assert unusable_reason(broken["text"]).startswith("cannot be opened as a video")
+    assert unusable_reason(tmp_path / "gone.mp4") == "file not found"

@@ -47,3 +47,11 @@ def test_readable_names_keep_what_a_person_wrote() -> None:
     assert safe_name("???", readable=True) == safe_name("..", readable=True) == ""
     long = safe_name("𠀀" * 100, readable=True, max_len=122)  # a letter of four bytes
     assert long == "𠀀" * 30  # cut by bytes, not characters, and no letter broken
+
+
+def test_a_count_names_its_noun_in_the_singular_for_one() -> None:
+    from core.names import plural
+
+    assert plural(1, "label") == "1 label" and plural(2, "label") == "2 labels" and plural(0, "frame") == "0 frames"
+    assert plural(1, "class", "classes") == "1 class" and plural(3, "class", "classes") == "3 classes"
+    assert plural(1204, "frame") == "1,204 frames"

@@ -78,3 +78,23 @@ def test_thumbnails_keep_their_shape_and_long_ids_their_tooltip(built_index: dic
     assert "width:auto;height:auto" in rules["img.thumb"]  # the box follows the picture's own ratio
     assert "text-overflow:ellipsis" in rules[".card .vid"] and "min-width:0" in rules[".card"]
     assert f"class='muted vid' title='{long_id}'>{long_id}</div>" in page
+
+
+def test_the_svg_histograms_mean_labels_stay_inside_the_picture() -> None:
+    """A mean near the right edge (correct pairs score highest) had its label run past the edge, cut off."""
+    from core.metrics import compute_metrics
+    from core.reports import histogram_svg
+
+    # Two videos, two classes: the correct similarities are the highest values, so their mean sits at the right.
+    similarity = np.array([[0.9, 0.1], [0.05, 0.88]])
+    report = compute_metrics(similarity, np.array([0, 1]), ["a", "b"])
+    svg = histogram_svg(report, width=640)
+    width = 640
+    for match in re.finditer(r"<text ([^>]*)>(mean [^<]*)</text>", svg):
+        attrs, text = match.groups()
+        x = float(re.search(r'x="([\d.]+)"', attrs).group(1))
+        size = float(re.search(r'font-size="([\d.]+)"', attrs).group(1))
+        extent = 0.6 * size * len(text)  # a generous average glyph width
+        start, end = (x - extent, x) if 'text-anchor="end"' in attrs else (x, x + extent)
+        assert start >= 0 and end <= width, (text, start, end)
+    assert "mean correct" in svg and "mean incorrect" in svg

@@ -407,4 +407,4 @@ def test_run_query_on_an_empty_index() -> None:
         assert result.scores.shape == (0,) and result.scores.dtype == np.float32
         assert result.moments == ([] if options.moments else None)
         assert result.cutoff is not None and result.cutoff.value is None
-        assert ("not applied: the index holds only 0 frame(s)" in result.cutoff.rule) == options.adaptive
+        assert ("not applied: the index holds only 0 frames" in result.cutoff.rule) == options.adaptive

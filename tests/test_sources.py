@@ -44,7 +44,7 @@ def test_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
         scan_source(tmp_path)
     (tmp_path / "tackling").mkdir()
     (tmp_path / "tackling" / "photo.jpg").write_bytes(b"\xff\xd8\xff")
-    with pytest.raises(SourceError, match=r"No videos found .*1 other file\(s\) skipped: not a video file type.*flv"):
+    with pytest.raises(SourceError, match=r"No videos found .*1 other file skipped: not a video file type.*flv"):
         scan_source(tmp_path)
     with pytest.raises(SourceError, match="does not exist"):
         scan_source(tmp_path / "missing")

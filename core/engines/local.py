@@ -457,9 +457,9 @@ def build_index(
         elapsed = time.perf_counter() - started
         rate = done / elapsed if elapsed > 0 else 0.0
         progress(
-            BuildProgress(
-                videos_done=done,
-                videos_total=len(todo),
+            BuildProgress(  # a resumed build counts the videos indexed before: "35 / 38", not "0 / 3"
+                videos_done=len(videos) - len(todo) + done,
+                videos_total=len(videos),
                 videos_indexed=writer.videos_written,
                 frames_done=frames_done,
                 elapsed_s=elapsed,

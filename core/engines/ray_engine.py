@@ -608,9 +608,9 @@ class _RayBuild:
         elapsed = time.perf_counter() - self.started
         rate = self.done / elapsed if elapsed > 0 else 0.0
         self.progress(
-            BuildProgress(
-                videos_done=self.done,
-                videos_total=len(self.todo),
+            BuildProgress(  # a resumed build counts the videos indexed before: "35 / 38", not "0 / 3"
+                videos_done=len(self.videos) - len(self.todo) + self.done,
+                videos_total=len(self.videos),
                 videos_indexed=self.writer.videos_written,
                 frames_done=self.frames_done,
                 elapsed_s=elapsed,

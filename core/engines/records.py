@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from core.clock import format_duration
+from core.names import plural
 from core.sources import SkippedItem
 
 
@@ -21,6 +23,13 @@ class BuildProgress:
     eta_s: float | None
     skipped: list[SkippedItem]
     current: str = ""
+
+    def eta(self) -> str:
+        """The time left as every front door shows it ("–" before the first video is done)."""
+        return format_duration(self.eta_s)
+
+    def elapsed(self) -> str:
+        return format_duration(self.elapsed_s)
 
 
 @dataclass
@@ -51,10 +60,11 @@ class BuildSummary:
         state = "Cancelled: " if self.cancelled else ""
         # Counted here, listed by the front doors: a note can matter (fps:R capped at 600 frames a video).
         noted = len({note.item for note in self.notes})
-        notes = f", {noted} video{'s' if noted != 1 else ''} with notes" if noted else ""
+        notes = f", {plural(noted, 'video')} with notes" if noted else ""
         return (
-            f"{state}indexed {self.videos_indexed} videos ({self.videos_already_indexed} already indexed), "
-            f"{skipped}{notes}, {self.frames} frames in {self.seconds:.1f} s, {self.frames_per_s:.1f} frames/s"
+            f"{state}indexed {plural(self.videos_indexed, 'video')} ({self.videos_already_indexed:,} already indexed), "
+            f"{skipped}{notes}, {plural(self.frames, 'frame')} in {self.seconds:.1f} s, "
+            f"{self.frames_per_s:.1f} frames/s"
         )
 
     def to_json(self) -> dict[str, Any]:
