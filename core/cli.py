@@ -279,11 +279,11 @@ def _add_sweep_parser(sub: Any) -> None:
 
 def write_json(target: str, data: Any) -> None:
     """Write JSON to a file (temporary name, then rename) or to stdout for '-'."""
-    from core.app import write_text_atomic
+    from core.app import printable, write_text_atomic
 
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
     if target == "-":
-        sys.stdout.write(text + "\n")
+        sys.stdout.write(printable(text) + "\n")
         return
     write_text_atomic(target, text + "\n")
 

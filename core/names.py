@@ -1,7 +1,13 @@
-"""The one rule for turning text (a video id, a query, a label, an uploaded file's name) into a file name.
+"""The one rule for turning text (a video id, a query, a label, an uploaded file's name) into a file name,
+and the one rule for writing a file name as text.
 
-The result is always a single path component: no separator, never ``.`` or ``..``, no leading dot
+`safe_name`'s result is always a single path component: no separator, never ``.`` or ``..``, no leading dot
 (hidden) or trailing dot or space (Windows), bounded in length.
+
+`printable` is for the other direction: a name read from the file system may hold bytes that are not
+UTF-8 (Python keeps them as lone surrogates), which no UTF-8 writer, JSON reader or Chroma accepts. Such
+bytes are written as ``\\xNN`` wherever a name becomes text: ids, labels, metadata, JSON, HTML, CSV and the
+terminal.
 """
 
 from __future__ import annotations
@@ -36,3 +42,19 @@ def safe_name(text: str, *, readable: bool = False, max_len: int = 60) -> str:
     digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:DIGEST_CHARS]
     slug = _DOTS.sub(".", _UNSAFE_SLUG.sub("_", text)).strip("._-")[:max_len].strip("._-")
     return f"{slug}-{digest}" if slug else digest
+
+
+def printable(text: str) -> str:
+    """`text` as valid UTF-8 text: each byte of a file name that was not UTF-8 written as ``\\xNN``.
+
+    Text that is valid already comes back unchanged, so applying it twice changes nothing.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:  # the bytes Python kept as surrogates (os.fsdecode's surrogateescape), written as \xNN
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that did not come from a file name
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
