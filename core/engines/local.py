@@ -306,12 +306,12 @@ class _Finished:
     vectors: np.ndarray
 
 
-def writer_failure(error: BaseException) -> BaseException:
+def writer_failure(error: BaseException, what: str = "writing to the index failed") -> BaseException:
     """What the build raises when its index writer failed: the writer's own sentence when the user can fix the
     cause (a full disk, a damaged index), else a bug's exception chained to the writer's."""
     if isinstance(error, UserError):
         return error.with_traceback(None)
-    failure = RuntimeError("writing to the index failed")
+    failure = RuntimeError(what)
     failure.__cause__ = error
     return failure
 
@@ -341,7 +341,7 @@ class IndexWriter(threading.Thread):
             while self.error is None and self._queued and self._queued + len(metadatas) > self.max_queued:
                 self._cond.wait()
             if self.error is not None:
-                raise writer_failure(self.error)
+                raise writer_failure(self.error, "the index writer failed")
             self._items.append(_Finished(metadatas, vectors))
             self._queued += len(metadatas)
             self._cond.notify_all()
