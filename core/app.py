@@ -41,7 +41,7 @@ from core.index import ChromaServer, FrameIndex, IndexContents, IndexInfo, conne
 from core.loadtest import LoadReport, run_search_load
 from core.media import browser_playability, cached_playable_copy, playable_copy
 from core.moments import DEFAULT_MARGIN, Moment
-from core.names import printable
+from core.names import printable, printable_errors
 from core.paths import DEFAULT_CSV, DEFAULT_SUBSET, confine
 from core.plots import confusion_counts_heatmap, runs_chart, score_histogram, similarity_histogram, sweep_chart
 from core.probe import ProbeResult, linear_probe
@@ -677,6 +677,7 @@ __all__ = [
     "per_video_csv",
     "plan_from",
     "printable",
+    "printable_errors",
     "results_html",
     "runs_chart",
     "safe_report_name",

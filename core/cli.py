@@ -8,6 +8,7 @@ with 130 after saving what was finished; anything else is a bug and keeps its tr
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -818,9 +819,12 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from core.app import UserError, configure_runtime
+    from core.app import UserError, configure_runtime, printable_errors
 
     configure_runtime()
+    for stream in (sys.stdout, sys.stderr):  # names that are not UTF-8 are shown as everywhere else: \xNN
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors=printable_errors())
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:

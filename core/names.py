@@ -12,6 +12,8 @@ terminal.
 
 from __future__ import annotations
 
+import codecs
+import functools
 import hashlib
 import re
 
@@ -44,6 +46,29 @@ def safe_name(text: str, *, readable: bool = False, max_len: int = 60) -> str:
     return f"{slug}-{digest}" if slug else digest
 
 
+PRINTABLE_ERRORS = "clip-explorer-printable"
+
+
+def _as_escapes(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    # The bytes Python kept as surrogates U+DC80..U+DCFF (os.fsdecode's surrogateescape) are written as the
+    # byte they stand for; any other character the encoding lacks as its code point.
+    escaped = [
+        f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else f"\\u{ord(c):04x}"
+        for c in exc.object[exc.start : exc.end]
+    ]
+    return "".join(escaped), exc.end
+
+
+@functools.cache
+def printable_errors() -> str:
+    """The name of the codec error handler that writes what `printable` writes, for a stream's ``errors``
+    (the terminal's); registered with Python on first use."""
+    codecs.register_error(PRINTABLE_ERRORS, _as_escapes)
+    return PRINTABLE_ERRORS
+
+
 def printable(text: str) -> str:
     """`text` as valid UTF-8 text: each byte of a file name that was not UTF-8 written as ``\\xNN``.
 
@@ -53,8 +78,4 @@ def printable(text: str) -> str:
         text.encode("utf-8")
         return text
     except UnicodeEncodeError:
-        pass
-    try:  # the bytes Python kept as surrogates (os.fsdecode's surrogateescape), written as \xNN
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a lone surrogate that did not come from a file name
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+        return text.encode("utf-8", printable_errors()).decode("utf-8")

@@ -130,6 +130,9 @@ def test_undecodable_names_are_indexed_and_written_safely_everywhere(
     assert code == 0, err
     written = [p for p in out.rglob("*") if p.suffix in (".html", ".csv")]
     assert written and any(BAD_SHOWN in p.read_text(encoding="utf-8") for p in written)
+    odd_output = tmp_path / os.fsdecode(b"reports\xff")  # the terminal names a folder that is not UTF-8
+    code, stdout, err = cli(capsys, "report", "--db", db, "--output", odd_output)
+    assert code == 0 and f"Wrote {tmp_path}/reports\\xff/" in stdout, err
 
 
 # --- annotation files --------------------------------------------------------------------------------
