@@ -61,7 +61,7 @@ from core.loadtest import LoadReport, run_search_load
 from core.locking import BuildLock
 from core.media import browser_playability, cached_playable_copy, playable_copy
 from core.moments import DEFAULT_MARGIN, Moment
-from core.names import plural, safe_name
+from core.names import plural, printable, printable_errors, safe_name
 from core.paths import DEFAULT_CSV, DEFAULT_SUBSET, confine
 from core.plots import confusion_counts_heatmap, runs_chart, score_histogram, similarity_histogram, sweep_chart
 from core.probe import ProbeResult, linear_probe
@@ -833,6 +833,8 @@ __all__ = [
     "per_video_csv",
     "plan_from",
     "plural",
+    "printable",
+    "printable_errors",
     "results_html",
     "runs_chart",
     "safe_report_name",

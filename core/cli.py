@@ -8,6 +8,7 @@ with 130 after saving what was finished; anything else is a bug and keeps its tr
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -370,11 +371,11 @@ def _add_bundle_parsers(sub: Any) -> None:
 
 def write_json(target: str, data: Any) -> None:
     """Write JSON to a file (temporary name, then rename) or to stdout for '-'."""
-    from core.app import write_text_atomic
+    from core.app import printable, write_text_atomic
 
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
     if target == "-":
-        sys.stdout.write(text + "\n")
+        sys.stdout.write(printable(text) + "\n")
         return
     write_text_atomic(target, text + "\n")
 
@@ -966,9 +967,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0), or an argument error already said in one line (2)
         return exc.code if isinstance(exc.code, int) else 2
-    from core.app import UserError, configure_runtime
+    from core.app import UserError, configure_runtime, printable_errors
 
     configure_runtime()
+    for stream in (sys.stdout, sys.stderr):  # names that are not UTF-8 are shown as everywhere else: \xNN
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors=printable_errors())
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:

@@ -20,6 +20,24 @@ class IndexUnavailableError(UserError):
     """The index is missing, or was built with another model than the one requested."""
 
 
+class StoreError(IndexUnavailableError):
+    """The index folder cannot be used as it is: its files are damaged, or its disk is full."""
+
+    @classmethod
+    def damaged(cls, where: str, detail: str) -> StoreError:
+        return cls(
+            f"{where} is damaged ({detail}): restore it from a backup, or build again into a new folder "
+            "(its files were left as they are)."
+        )
+
+    @classmethod
+    def disk_full(cls, where: str) -> StoreError:
+        return cls(
+            f"The disk holding {where} is full (ENOSPC, no space left on device): the index is consistent, "
+            "since only whole videos are written; free some space, then run the same command again to resume."
+        )
+
+
 class IndexLockedError(UserError):
     """Another build already holds the index."""
 

@@ -14,6 +14,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from core.names import printable
+
 # Temporary files are hidden (a folder scan skips them) and carry this mark, so that a cleanup after a
 # killed process can find them with TEMPORARY_GLOB.
 TEMPORARY_MARK = ".tmp"
@@ -60,8 +62,11 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> Path:
 
 
 def write_text_atomic(path: Path | str, text: str) -> Path:
-    """Write `text` (UTF-8) to `path` through a temporary file in the same folder and an atomic rename."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
+    """Write `text` (UTF-8) to `path` through a temporary file in the same folder and an atomic rename.
+
+    Bytes of a file name that were not UTF-8 are written as ``\\xNN`` (`core.names.printable`).
+    """
+    return write_bytes_atomic(path, printable(text).encode("utf-8"))
 
 
 def remove_temporaries(folder: Path | str, recursive: bool = True) -> int:

@@ -29,9 +29,12 @@ the reason.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import re
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -213,11 +216,41 @@ def _check_file(path: Path) -> None:
 # OpenCV's thread pool are process settings: core.runtime.configure_runtime sets them.
 
 
-def _open(path: Path, threads: int = 1, timeout_ms: int = 0) -> cv2.VideoCapture:
+@contextlib.contextmanager
+def _name_opencv_takes(path: Path) -> Iterator[Path]:
+    """`path`, or a link to it in a private folder when its name is not UTF-8.
+
+    OpenCV passes file names to FFmpeg as UTF-8 and crashes on the bytes Python keeps as surrogates; the
+    link has a plain name. It is needed only while the file is opened: FFmpeg reads through its handle.
+    """
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        yield path
+        return
+    folder = tempfile.mkdtemp(prefix="clip-explorer-video-")
+    suffix = path.suffix if path.suffix.isascii() and path.suffix.isprintable() else ""
+    link = Path(folder) / f"video{suffix}"
+    try:
+        os.symlink(os.fsencode(path.absolute()), os.fsencode(link))
+        yield link
+    finally:
+        link.unlink(missing_ok=True)
+        os.rmdir(folder)
+
+
+def open_capture(path: Path | str, threads: int = 1, timeout_ms: int = 0) -> cv2.VideoCapture:
+    """The one place a video file is opened with OpenCV: an opened capture, or `VideoReadError`.
+
+    Any file name works, including one that is not UTF-8.
+    """
     params = [cv2.CAP_PROP_N_THREADS, max(0, int(threads))]
     if timeout_ms:  # FFmpeg gives up opening, and each read, after this long
         params += [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
+    with _name_opencv_takes(Path(path)) as name:
+        cap = cv2.VideoCapture(str(name), cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         cap.release()
         if has_no_video_stream(path):  # asked only on failure: it runs ffmpeg once
@@ -232,7 +265,7 @@ def unusable_reason(path: Path | str, timeout_ms: int = PROBE_TIMEOUT_MS) -> str
     path = Path(path)
     try:
         _check_file(path)
-        cap = _open(path, 1, timeout_ms)
+        cap = open_capture(path, 1, timeout_ms)
     except VideoReadError as exc:
         return exc.reason
     try:
@@ -259,7 +292,7 @@ def probe_source(scan: SourceScan, workers: int = PROBE_WORKERS) -> SourceScan:
 
 
 def _count_decodable(path: Path, threads: int) -> int:
-    cap = _open(path, threads)
+    cap = open_capture(path, threads)
     try:
         n = 0
         while cap.grab():
@@ -331,7 +364,7 @@ def probe_video(path: Path | str) -> tuple[int, float | None, int, int]:
     """(frame count reported by the container, fps or None, width, height)."""
     path = Path(path)
     _check_file(path)
-    cap = _open(path)
+    cap = open_capture(path)
     try:
         return _properties(cap)
     finally:
@@ -406,7 +439,7 @@ def _read_by_count(
 ) -> _Read:
     """`middle` and `uniform:K`: plan on the container's frame count, on the decodable count if that fails."""
     notes: list[str] = []
-    cap = _open(path, threads)
+    cap = open_capture(path, threads)
     try:
         reported, fps, width, height = _properties(cap)
         read = None
@@ -422,7 +455,7 @@ def _read_by_count(
         if n_frames == 0:
             raise VideoReadError("no decodable frames (damaged file or unsupported codec)")
         notes.extend(_count_notes(reported, n_frames))
-        cap = _open(path, threads)
+        cap = open_capture(path, threads)
         try:
             read = _read_planned(cap, strategy.indices(n_frames), fps, False, max_side, on_frame)
         finally:
@@ -485,7 +518,7 @@ def _retrieve(cap: cv2.VideoCapture, index: int, max_side: int) -> np.ndarray:
 
 def _read_by_time(path: Path, strategy: FrameStrategy, max_side: int, threads: int) -> _Read:
     """`fps:R`: one read in order, placing the frames by their own timestamps (see the module's docstring)."""
-    cap = _open(path, threads)
+    cap = open_capture(path, threads)
     try:
         reported, fps, width, height = _properties(cap)
         # Under the cap, which planned frames to keep depends on how many there are: guess it from the
@@ -543,7 +576,7 @@ def _read_chosen(
     """The frames at `chosen` indices (sorted), by one read in order, with the timestamps already known."""
     wanted = dict(chosen)
     out: list[tuple[int, float, np.ndarray]] = []
-    cap = _open(path, threads)
+    cap = open_capture(path, threads)
     try:
         index = 0
         while len(out) < len(wanted) and cap.grab():
@@ -563,7 +596,7 @@ def _detect_shots(path: Path, fps: float | None, threads: int) -> tuple[list[tup
     from scenedetect import ContentDetector, SceneManager
     from scenedetect.backends.opencv import VideoCaptureAdapter
 
-    cap = _open(path, threads)  # our capture: one FFmpeg thread in a worker, like every other read
+    cap = open_capture(path, threads)  # our capture: one FFmpeg thread in a worker, like every other read
     try:
         # The adapter counts frames in decoding order, as every index here does (the rate only names
         # times). No retry past a frame that fails to decode: every read here stops there, so the shots'
@@ -584,7 +617,7 @@ def _read_scenes(
     path: Path, strategy: FrameStrategy, max_side: int, threads: int, on_frame: OnFrame | None = None
 ) -> _Read:
     """`scenes:K`: the middle frame of each of the K longest shots, in time order."""
-    cap = _open(path, threads)
+    cap = open_capture(path, threads)
     try:
         reported, fps, width, height = _properties(cap)
     finally:
@@ -599,7 +632,7 @@ def _read_scenes(
     targets = [start + (end - start) // 2 for start, end in shots]
     # Seeking lands on the planned frame, as for `uniform`; where a seek misses, one read in order does.
     for allow_seek in (True, False):
-        cap = _open(path, threads)
+        cap = open_capture(path, threads)
         try:
             read = _read_planned(cap, targets, fps, allow_seek, max_side, on_frame)
         finally:

@@ -17,8 +17,10 @@ vector: an index exported and imported elsewhere (core.bundle) then scores every
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
+import shutil
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -29,10 +31,11 @@ from typing import TYPE_CHECKING, Any
 import chromadb
 import numpy as np
 from chromadb.config import Settings
+from chromadb.errors import ChromaError
 
 from core.clock import now_iso
 from core.embed import ModelSpec
-from core.errors import IndexUnavailableError
+from core.errors import IndexUnavailableError, StoreError
 from core.names import plural
 
 if TYPE_CHECKING:  # the type of `configuration["hnsw"]`; chromadb does not export it at the top
@@ -120,8 +123,50 @@ def _server_unavailable(exc: BaseException, where: str = "The Chroma server") ->
     )
 
 
-def _reaching_server(method: Any) -> Any:
-    """Turn a lost connection to a Chroma server into one sentence (the embedded store never raises these)."""
+# What Chroma's InternalError says when the store's files cannot be used: SQLite's own codes (11: malformed,
+# 26: not a database, 13: full) and the HNSW segment reader's complaints. Anything else stays a bug.
+_DISK_FULL = ("(code: 13)", "disk is full", "no space left", "os error 28")
+_DAMAGED = ("(code: 11)", "(code: 26)", "malformed", "not a database", "hnsw", "pickle", "segment reader")
+
+
+# Chroma's compactor hides a full disk behind "Failed to apply logs": with less free space than this under
+# the folder, an error of the store is read as the full disk it almost certainly is.
+NEARLY_FULL_BYTES = 16 * 2**20
+
+
+def _nearly_full(folder: Path | None) -> bool:
+    try:
+        return folder is not None and shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
+    except OSError:
+        return False
+
+
+def store_error(exc: BaseException, where: str, folder: Path | None = None) -> StoreError | None:
+    """The sentence for a Chroma error that a damaged or full store causes, or None when it is not one.
+
+    `where` names the store ("The index folder /x/db"); `folder` is that folder, for an embedded store.
+    """
+    if not isinstance(exc, ChromaError) and not (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
+        return None
+    text = str(exc).lower()
+    if isinstance(exc, OSError) or any(mark in text for mark in _DISK_FULL) or _nearly_full(folder):
+        return StoreError.disk_full(where[:1].lower() + where[1:])
+    if any(mark in text for mark in _DAMAGED):
+        return StoreError.damaged(where, str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else "")
+    return None
+
+
+def _where(client: Any) -> tuple[str, Path | None]:
+    """The store's name for a sentence, and its folder when it is embedded."""
+    settings = client.get_settings()
+    if settings.is_persistent:
+        return f"The index folder {settings.persist_directory}", Path(settings.persist_directory)
+    return f"The Chroma server's store at {settings.chroma_server_host}", None
+
+
+def _store_call(method: Any) -> Any:
+    """Turn what a store the user can damage or fill raises into one sentence: a lost connection to a Chroma
+    server, damaged index files, a full disk."""
 
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -131,6 +176,12 @@ def _reaching_server(method: Any) -> Any:
             return method(*args, **kwargs)
         except httpx.HTTPError as exc:
             raise _server_unavailable(exc) from None
+        except (ChromaError, OSError) as exc:
+            client = getattr(args[0], "client", args[0])
+            sentence = store_error(exc, *_where(client))
+            if sentence is None:
+                raise
+            raise sentence from None
 
     return wrapper
 
@@ -177,9 +228,15 @@ def connect(db: Path | str, server: ChromaServer | None = None) -> chromadb.Clie
     # Two threads opening a new folder at once would otherwise race: one could drop, as stale, the
     # system the other is still creating (before its chroma.sqlite3 exists).
     with _EMBEDDED_OPEN:
-        path.mkdir(parents=True, exist_ok=True)
-        _reset_stale_embedded(path)
-        return chromadb.PersistentClient(path=str(path), settings=settings)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            _reset_stale_embedded(path)
+            return chromadb.PersistentClient(path=str(path), settings=settings)
+        except (ChromaError, OSError) as exc:  # Chroma opens (and migrates) its database here
+            sentence = store_error(exc, f"The index folder {path}", path)
+            if sentence is None:
+                raise
+            raise sentence from None
 
 
 def version_key(count: int, built_at: str) -> str:
@@ -336,7 +393,7 @@ class FrameIndex:
             raise IndexUnavailableError(problem)
         return self
 
-    @_reaching_server
+    @_store_call
     def count(self) -> int:
         return int(self.collection.count())
 
@@ -344,13 +401,13 @@ class FrameIndex:
         """Changes whenever the collection's content may have changed (new records, a finished build)."""
         return version_key(self.count(), str(self.metadata.get("built_at", "")))
 
-    @_reaching_server
+    @_store_call
     def mark_built(self) -> None:
         meta = self.metadata
         meta["built_at"] = now_iso()
         self.collection.modify(metadata=meta)
 
-    @_reaching_server
+    @_store_call
     def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict[str, Any]]) -> None:
         limit = max(1, int(self.client.get_max_batch_size()))
         for start in range(0, len(ids), limit):
@@ -370,7 +427,7 @@ class FrameIndex:
             if len(page["ids"]) < _PAGE:
                 return
 
-    @_reaching_server
+    @_store_call
     def video_frame_counts(self) -> dict[str, tuple[int, int]]:
         """video_id → (frames present, frames expected)."""
         return frame_counts(meta for page in self._pages(include=["metadatas"]) for meta in page["metadatas"])
@@ -379,7 +436,7 @@ class FrameIndex:
         """Videos whose frames are all in (a build killed mid-video leaves some that are not)."""
         return complete_video_ids(self.video_frame_counts())
 
-    @_reaching_server
+    @_store_call
     def contents(self, complete_only: bool = True) -> IndexContents:
         """All records with their embeddings, sorted by (video_id, frame_index)."""
         ids: list[str] = []
@@ -415,7 +472,7 @@ class FrameIndex:
             extra=metas,
         )
 
-    @_reaching_server
+    @_store_call
     def query(
         self, embedding: np.ndarray, k: int, where: dict | None = None
     ) -> list[tuple[str, float, dict[str, Any]]]:
@@ -436,7 +493,7 @@ class FrameIndex:
         order = sorted(range(len(ids)), key=lambda i: -scores[i])  # stable: Chroma's order among equals
         return [(ids[i], float(scores[i]), metas[i] or {}) for i in order]
 
-    @_reaching_server
+    @_store_call
     def labels(self) -> list[str]:
         labels: set[str] = set()
         for page in self._pages(include=["metadatas"]):
@@ -444,7 +501,7 @@ class FrameIndex:
         return sorted(labels)
 
 
-@_reaching_server
+@_store_call
 def list_indexes(client: chromadb.ClientAPI) -> list[FrameIndex]:
     """Frame collections in the store, most recently built first.
 
@@ -502,7 +559,7 @@ def open_index(
     return candidates[0]
 
 
-@_reaching_server
+@_store_call
 def open_for_build(client: chromadb.ClientAPI, spec: ModelSpec, embed_dim: int, frames: str) -> FrameIndex:
     """The collection a build writes to, created on first use with its model and strategy recorded."""
     meta: dict[str, Any] = {

@@ -3,10 +3,16 @@
 The lock is an OS advisory lock on a file in the index folder: the kernel drops it when the
 holding process ends, however it ends (even SIGKILL), so a crashed build never leaves the index
 locked. The file also records who holds it, for the refusal message.
+
+It covers the whole embedded folder, every collection in it: a build of another model or frame strategy
+into the same folder waits its turn too, since Chroma supports one writing process per folder. With a
+Chroma server the build locks a folder of its own under the output folder instead (one build per server
+from this machine; builds from other machines are not seen).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -15,7 +21,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from core.errors import IndexLockedError
+from core.errors import IndexLockedError, StoreError
 from core.names import safe_name
 
 LOCK_FILENAME = ".build.lock"
@@ -84,9 +90,16 @@ class BuildLock:
             "since": time.strftime("%Y-%m-%d %H:%M:%S"),
             "owner": self.owner,
         }
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, json.dumps(info).encode("utf-8"))
+        try:
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, json.dumps(info).encode("utf-8"))
+        except OSError as exc:
+            _unlock(fd)
+            os.close(fd)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the build could write nothing there either
+                raise StoreError.disk_full(f"the index folder {self.path.parent}") from None
+            raise
         self._fd = fd
         return self
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 
 from core.files import atomic_path
+from core.frames import VideoReadError, open_capture
 
 PLAYABLE = {
     ".mp4": {"h264", "av1"},
@@ -72,10 +73,11 @@ class Playability:
 
 def video_codec(path: Path | str) -> str:
     """The video codec's four-character code as OpenCV reports it, lower-case ('' if unreadable)."""
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     try:
-        if not cap.isOpened():
-            return ""
+        cap = open_capture(path, threads=0)
+    except VideoReadError:
+        return ""
+    try:
         code = int(cap.get(cv2.CAP_PROP_FOURCC))
         return code.to_bytes(4, "little").decode("ascii", errors="replace").strip("\x00 ").lower()
     finally:

@@ -1,12 +1,20 @@
 """Names: the one rule for turning text (a video id, a query, a label, an uploaded file's name) into a file
-name, and the one way to name a count of things in a sentence (`plural`).
+name, the one rule for writing a file name as text (`printable`), and the one way to name a count of things in
+a sentence (`plural`).
 
-A file name is always a single path component: no separator, never ``.`` or ``..``, no leading dot
+`safe_name`'s result is always a single path component: no separator, never ``.`` or ``..``, no leading dot
 (hidden) or trailing dot or space (Windows), bounded in length.
+
+`printable` is for the other direction: a name read from the file system may hold bytes that are not
+UTF-8 (Python keeps them as lone surrogates), which no UTF-8 writer, JSON reader or Chroma accepts. Such
+bytes are written as ``\\xNN`` wherever a name becomes text: ids, labels, metadata, JSON, HTML, CSV and the
+terminal.
 """
 
 from __future__ import annotations
 
+import codecs
+import functools
 import hashlib
 import re
 
@@ -44,3 +52,38 @@ def plural(count: int, noun: str, plural_form: str = "") -> str:
 
     `plural_form` is for nouns that do not just take an s ("class" → "classes")."""
     return f"{count:,} {noun if count == 1 else plural_form or noun + 's'}"
+
+
+PRINTABLE_ERRORS = "clip-explorer-printable"
+
+
+def _as_escapes(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    # The bytes Python kept as surrogates U+DC80..U+DCFF (os.fsdecode's surrogateescape) are written as the
+    # byte they stand for; any other character the encoding lacks as its code point.
+    escaped = [
+        f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else f"\\u{ord(c):04x}"
+        for c in exc.object[exc.start : exc.end]
+    ]
+    return "".join(escaped), exc.end
+
+
+@functools.cache
+def printable_errors() -> str:
+    """The name of the codec error handler that writes what `printable` writes, for a stream's ``errors``
+    (the terminal's); registered with Python on first use."""
+    codecs.register_error(PRINTABLE_ERRORS, _as_escapes)
+    return PRINTABLE_ERRORS
+
+
+def printable(text: str) -> str:
+    """`text` as valid UTF-8 text: each byte of a file name that was not UTF-8 written as ``\\xNN``.
+
+    Text that is valid already comes back unchanged, so applying it twice changes nothing.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", printable_errors()).decode("utf-8")

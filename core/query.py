@@ -109,12 +109,17 @@ def read_query_image(source: str | Path | bytes, name: str = "") -> np.ndarray:
         stream = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
     except OSError as exc:
         raise QueryError(f"Cannot read the query image {label} ({exc.strerror or exc}): check the path.") from None
+    too_large = QueryError(
+        f"The query image {label} is too large (more than {MAX_IMAGE_PIXELS:,} pixels): use a smaller image."
+    )
     try:
         with stream, Image.open(stream) as image:
             if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise QueryError(f"The query image {label} is too large ({image.width}×{image.height}).")
+                raise too_large
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:  # Pillow's own refusal, at twice its limit: the same sentence
+        raise too_large from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise QueryError(
             f"The query image {label} is not an image file that can be read (use a JPEG, PNG or WebP)."
         ) from None

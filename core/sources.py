@@ -18,6 +18,7 @@ with a reason, and the scan goes on.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import SourceError
-from core.names import plural
+from core.names import plural, printable
 from core.paths import confine, is_within, resolve_roots
 
 # What FFmpeg (inside OpenCV) reads; at least as wide as Ray Data's `read_videos` default. A file with
@@ -39,6 +40,10 @@ VIDEO_EXTENSIONS = (
 ANNOTATION_EXTENSIONS = (".json", ".jsonl", ".csv")
 NOT_A_VIDEO = "not a video file type"
 ANNOTATIONS_FILENAME = "annotations.json"
+# The one rule for links, in the CLI and the app alike: a video file found by scanning a folder may be a
+# link, but its target must lie inside that folder. Videos kept elsewhere are listed by absolute path in an
+# annotations.json instead (the app then still confines them to its allowed folders).
+LINKS_OUTSIDE = "links outside the videos folder (list videos kept elsewhere in an annotations.json)"
 KINETICS_REQUIRED_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
 # Metadata values must be scalars: ChromaDB and JSON reports store them as they are.
 MetaValue = str | int | float | bool
@@ -53,6 +58,12 @@ class VideoRecord:
     path: Path
     meta: dict[str, MetaValue] = field(default_factory=dict, compare=False, hash=False)
 
+    def __post_init__(self) -> None:
+        # The id and label are text everywhere (record ids, Chroma, reports) while the path stays the file's
+        # own name, whatever its bytes.
+        object.__setattr__(self, "video_id", printable(self.video_id))
+        object.__setattr__(self, "label", printable(self.label))
+
 
 @dataclass(frozen=True)
 class SkippedItem:
@@ -60,6 +71,9 @@ class SkippedItem:
 
     item: str
     reason: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "item", printable(self.item))  # often a file name: shown and written as text
 
     def __str__(self) -> str:
         return f"{self.item}: {self.reason}"
@@ -147,7 +161,7 @@ def _walk_videos(root: Path) -> Iterable[Path]:
 def scan_folders(root: Path | str, allowed_roots: Sequence[Path] | None = None) -> SourceScan:
     """Layout 1: every video below ``root/<label>/``; the label is the first folder's name."""
     root = Path(root)
-    roots = resolve_roots(allowed_roots)
+    inside = [confine(root, allowed_roots, "The videos folder")]
     videos: list[VideoRecord] = []
     skipped: list[SkippedItem] = []
     taken: dict[str, Path] = {}
@@ -164,8 +178,8 @@ def scan_folders(root: Path | str, allowed_roots: Sequence[Path] | None = None) 
         if not label:
             skipped.append(SkippedItem(str(rel), "its label folder name is empty"))
             continue
-        if roots is not None and not is_within(path.resolve(), roots):
-            skipped.append(SkippedItem(str(rel), "links outside the folders this app may read"))
+        if not is_within(path.resolve(), inside):
+            skipped.append(SkippedItem(str(rel), LINKS_OUTSIDE))
             continue
         # The id is the path below the root without extension: unique across label folders, so
         # two folders holding "clip01.mp4" give two videos. Two files differing only by extension
@@ -193,6 +207,38 @@ def _scalar_meta(obj: dict, exclude: Sequence[str]) -> dict[str, MetaValue]:
     return meta
 
 
+def _line_at(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+# Deeper than this, a JSON document is no list of annotations: where it first gets there is the line named.
+_NESTING_SHOWN = 100
+
+
+def _deep_line(text: str) -> int:
+    """The line where `text`'s brackets first nest deeper than `_NESTING_SHOWN` (outside strings)."""
+    depth, line, in_string, escaped = 0, 1, False, False
+    for char in text:
+        if char == "\n":
+            line += 1
+        elif in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > _NESTING_SHOWN:
+                return line
+        elif char in "]}":
+            depth -= 1
+    return line
+
+
 def load_annotations_json(path: Path | str, allowed_roots: Sequence[Path] | None = None) -> SourceScan:
     """Layout 2: a JSON list of ``{video_id, path, label, ...}`` objects.
 
@@ -202,14 +248,28 @@ def load_annotations_json(path: Path | str, allowed_roots: Sequence[Path] | None
     path = Path(path)
     roots = resolve_roots(allowed_roots)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        content = path.read_bytes()
+    except OSError as exc:
+        raise SourceError(
+            f"The annotations file {path} cannot be read ({exc.strerror or exc.__class__.__name__})."
+        ) from None
+    try:
+        text = content.decode("utf-8")
+        data = json.loads(text)
+    except UnicodeDecodeError as exc:
+        raise SourceError(
+            f"The annotations file {path} is not UTF-8 text (line {_line_at(content, exc.start)}): save it as UTF-8."
+        ) from None
     except json.JSONDecodeError as exc:
         raise SourceError(
             f"The annotations file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}): "
             "fix it or regenerate it."
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SourceError(f"The annotations file {path} cannot be read ({exc.__class__.__name__}).") from None
+    except RecursionError:  # Python's parser recurses once per level of brackets
+        raise SourceError(
+            f"The annotations file {path} is nested too deeply to read (line {_deep_line(text)}): it must hold "
+            "a list of objects with video_id, path and label."
+        ) from None
     if isinstance(data, dict) and isinstance(data.get("videos"), list):
         data = data["videos"]
     if not isinstance(data, list):
@@ -251,22 +311,33 @@ def load_annotations_json(path: Path | str, allowed_roots: Sequence[Path] | None
 
 
 def read_kinetics_csv(csv_path: Path | str) -> list[dict[str, str]]:
-    """Rows of an official Kinetics CSV, checked for the required columns."""
+    """Rows of an official Kinetics CSV, checked for the required columns (fields beyond the header dropped)."""
     csv_path = Path(csv_path)
     try:
-        with csv_path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            columns = [c.strip() for c in (reader.fieldnames or [])]
-            missing = [c for c in KINETICS_REQUIRED_COLUMNS if c not in columns]
-            if missing:
-                raise SourceError(
-                    f"The CSV {csv_path} lacks {plural(len(missing), 'column')} ({', '.join(missing)}): "
-                    "expected the official "
-                    "Kinetics header label,youtube_id,time_start,time_end,split."
-                )
-            return [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise SourceError(f"The CSV {csv_path} cannot be read ({exc}).") from None
+        raw = csv_path.read_bytes()
+    except OSError as exc:
+        raise SourceError(f"The CSV {csv_path} cannot be read ({exc.strerror or exc.__class__.__name__}).") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SourceError(
+            f"The CSV {csv_path} is not UTF-8 text (line {_line_at(raw, exc.start)}): save it as UTF-8."
+        ) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in KINETICS_REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise SourceError(
+                f"The CSV {csv_path} lacks {plural(len(missing), 'column')} ({', '.join(missing)}): expected the "
+                "official Kinetics header label,youtube_id,time_start,time_end,split."
+            )
+        # A row longer than the header puts its extra fields under the key None: they are not used.
+        return [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    except csv.Error as exc:  # the reader counts the lines it finished: the one it failed on is the next
+        raise SourceError(
+            f"The CSV {csv_path} is not a valid CSV at line {reader.line_num + 1} ({exc}): fix that line."
+        ) from None
 
 
 def _index_clip_files(clips_dir: Path) -> dict[str, Path]:
@@ -283,7 +354,8 @@ def load_kinetics_csv(
 ) -> SourceScan:
     """Layout 3: the official CSV; clips are found anywhere below `clips_dir` by their file stem."""
     rows = read_kinetics_csv(csv_path)
-    roots = resolve_roots(allowed_roots)
+    name = Path(csv_path).name
+    inside = [confine(clips_dir, allowed_roots, "The videos folder")]
     clips = _index_clip_files(Path(clips_dir))
     videos: list[VideoRecord] = []
     skipped: list[SkippedItem] = []
@@ -291,24 +363,27 @@ def load_kinetics_csv(
     for line, row in enumerate(rows, start=2):
         try:
             start, end = int(float(row["time_start"])), int(float(row["time_end"]))
-        except ValueError:
-            skipped.append(SkippedItem(f"line {line}", "time_start/time_end are not numbers"))
+        except (ValueError, OverflowError):  # OverflowError: ±1e400 reads as an infinite float
+            skipped.append(SkippedItem(f"{name} line {line}", "time_start/time_end are not numbers of seconds"))
+            continue
+        if start < 0 or end < start:
+            skipped.append(SkippedItem(f"{name} line {line}", "time_start/time_end are not a time span in seconds"))
             continue
         youtube_id, label = row["youtube_id"], " ".join(row["label"].split())
         if not youtube_id or not label:
-            skipped.append(SkippedItem(f"line {line}", "empty youtube_id or label"))
+            skipped.append(SkippedItem(f"{name} line {line}", "empty youtube_id or label"))
             continue
         stem = kinetics_clip_stem(youtube_id, start, end)
         if stem in seen:
-            skipped.append(SkippedItem(f"line {line} ({stem})", "duplicate clip"))
+            skipped.append(SkippedItem(f"{name} line {line} ({stem})", "duplicate clip"))
             continue
         seen.add(stem)
         clip = clips.get(stem)
         if clip is None:
-            skipped.append(SkippedItem(f"line {line} ({stem})", f"clip not found in {clips_dir}"))
+            skipped.append(SkippedItem(f"{name} line {line} ({stem})", f"clip not found in {clips_dir}"))
             continue
-        if roots is not None and not is_within(clip.resolve(), roots):
-            skipped.append(SkippedItem(f"line {line} ({stem})", "links outside the folders this app may read"))
+        if not is_within(clip.resolve(), inside):
+            skipped.append(SkippedItem(f"{name} line {line} ({stem})", LINKS_OUTSIDE))
             continue
         meta: dict[str, MetaValue] = {"youtube_id": youtube_id, "time_start": start, "time_end": end}
         if row.get("split"):

@@ -22,7 +22,7 @@ from core.app import Explorer, ProcessCache
 from core.build import resolve_workers
 from core.engines import local
 from core.engines.local import CRASH_REASON, FramePool, IndexWriter, ThreadGovernor, build_index, videos_in_flight
-from core.errors import UserError
+from core.errors import StoreError, UserError
 from core.frames import FrameStrategy
 from core.index import connect, open_for_build, open_index
 from core.jobs import BuildManager
@@ -182,6 +182,17 @@ def test_a_failing_writer_wakes_the_encoder_with_its_error() -> None:
     assert isinstance(error.__cause__, OSError)
     with pytest.raises(RuntimeError, match="the index writer failed"):
         writer.put(*_video("e"))
+    writer.close()
+
+
+def test_a_writer_failing_on_a_full_disk_passes_its_sentence_on() -> None:
+    full = StoreError.disk_full("the index folder /x")
+    index = SlowIndex(error=full)
+    writer, extra, returned, errors = _writer_stuck_in_an_upsert(index)
+    index.release.set()
+    assert returned.wait(WAIT_S)
+    extra.join(WAIT_S)
+    assert errors == [full]  # the user's sentence, not a RuntimeError with a chained traceback
     writer.close()
 
 

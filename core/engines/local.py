@@ -37,6 +37,7 @@ import numpy as np
 from core.embed import ClipModel
 from core.engines.prepare import PreparedVideo, init_worker, ping, prepare_video
 from core.engines.records import BuildProgress, BuildSummary
+from core.errors import UserError
 from core.frames import FrameStrategy, VideoReadError
 from core.geometry import InputGeometry
 from core.index import FrameIndex
@@ -317,6 +318,16 @@ class _Finished:
     vectors: np.ndarray
 
 
+def writer_failure(error: BaseException, what: str = "writing to the index failed") -> BaseException:
+    """What the build raises when its index writer failed: the writer's own sentence when the user can fix the
+    cause (a full disk, a damaged index), else a bug's exception chained to the writer's."""
+    if isinstance(error, UserError):
+        return error.with_traceback(None)
+    failure = RuntimeError(what)
+    failure.__cause__ = error
+    return failure
+
+
 class IndexWriter(threading.Thread):
     """Upserts complete videos in large batches, off the encoding thread, from a bounded queue.
 
@@ -342,7 +353,7 @@ class IndexWriter(threading.Thread):
             while self.error is None and self._queued and self._queued + len(metadatas) > self.max_queued:
                 self._cond.wait()
             if self.error is not None:
-                raise RuntimeError("the index writer failed") from self.error
+                raise writer_failure(self.error, "the index writer failed")
             self._items.append(_Finished(metadatas, vectors))
             self._queued += len(metadatas)
             self._cond.notify_all()
@@ -513,7 +524,7 @@ def build_index(
         writer.close()
         threads.restore()
     if writer.error is not None:
-        raise RuntimeError("writing to the index failed") from writer.error
+        raise writer_failure(writer.error)
     if writer.frames_written:
         index.mark_built()
     summary = BuildSummary(

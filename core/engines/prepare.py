@@ -23,6 +23,7 @@ import numpy as np
 
 from core.frames import DEFAULT_MAX_SIDE, Frame, FrameStrategy, VideoFrames, VideoReadError, read_video_frames
 from core.geometry import InputGeometry
+from core.names import printable
 from core.runtime import configure_runtime
 from core.sources import VideoRecord
 from core.thumbnails import THUMBNAIL_MAX_SIDE, thumbnail_jpeg, thumbnail_path, write_thumbnail
@@ -60,8 +61,8 @@ def frame_metadata(record: VideoRecord, frame: Frame, frame_path: Path, vf: Vide
         "label": record.label,
         "frame_index": int(frame.frame_index),
         "timestamp_s": float(frame.timestamp_s),
-        "video_path": str(record.path),
-        "frame_path": str(frame_path),
+        "video_path": printable(str(record.path)),
+        "frame_path": printable(str(frame_path)),
         "frames_in_video": len(vf.frames),
         "video_frames": int(vf.n_frames),
         "fps": float(vf.fps or 0.0),

@@ -623,7 +623,9 @@ class _RayBuild:
 
     def summary(self) -> RayBuildSummary:
         if self.writer.error is not None:
-            raise RuntimeError("writing to the index failed") from self.writer.error
+            from core.engines.local import writer_failure
+
+            raise writer_failure(self.writer.error)
         if self.writer.frames_written:
             self.index.mark_built()
         nodes = sorted(self.assembler.nodes)
