@@ -259,6 +259,19 @@ def open_capture(path: Path | str, threads: int = 1, timeout_ms: int = 0) -> cv2
     return cap
 
 
+def video_codec(path: Path | str) -> str:
+    """The video codec's four-character code as OpenCV reports it, lower-case ('' if unreadable)."""
+    try:
+        cap = open_capture(path, threads=0)
+    except VideoReadError:
+        return ""
+    try:
+        code = int(cap.get(cv2.CAP_PROP_FOURCC))
+        return code.to_bytes(4, "little").decode("ascii", errors="replace").strip("\x00 ").lower()
+    finally:
+        cap.release()
+
+
 def unusable_reason(path: Path | str, timeout_ms: int = PROBE_TIMEOUT_MS) -> str:
     """Why the file cannot be indexed, in a few words, or '' when it can: a quick look (its first bytes,
     FFmpeg's open of the container, one frame decoded), each FFmpeg step bounded by `timeout_ms`."""

@@ -15,10 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-
 from core.files import atomic_path
-from core.frames import VideoReadError, open_capture
 
 PLAYABLE = {
     ".mp4": {"h264", "av1"},
@@ -69,19 +66,6 @@ class Playability:
     codec: str  # FFmpeg's codec name; '' when the file cannot be read as a video
     reason: str = ""
     profile: str = ""
-
-
-def video_codec(path: Path | str) -> str:
-    """The video codec's four-character code as OpenCV reports it, lower-case ('' if unreadable)."""
-    try:
-        cap = open_capture(path, threads=0)
-    except VideoReadError:
-        return ""
-    try:
-        code = int(cap.get(cv2.CAP_PROP_FOURCC))
-        return code.to_bytes(4, "little").decode("ascii", errors="replace").strip("\x00 ").lower()
-    finally:
-        cap.release()
 
 
 def ffmpeg_exe() -> str:

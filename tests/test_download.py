@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from core.download import LEGACY_MANIFEST, MANIFEST, Candidate, Manifest, classify, download_subset, read_manifest
-from core.frames import probe_video
-from core.media import ffmpeg_exe, video_codec
+from core.frames import probe_video, video_codec
+from core.media import ffmpeg_exe
 from core.samples import write_clip
 from core.sources import scan_source
 from tests.helpers import ROOT

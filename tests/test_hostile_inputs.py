@@ -28,11 +28,10 @@ import pytest
 from core.build import resolve_workers
 from core.cli import build_parser, main
 from core.errors import IndexLockedError, QueryError, UserError
-from core.frames import FrameStrategy, probe_video, read_video_frames
+from core.frames import FrameStrategy, probe_video, read_video_frames, video_codec
 from core.index import connect, open_for_build, open_index
 from core.limits import RANGES, WORKERS_PER_CORE
 from core.locking import BuildLock
-from core.media import video_codec
 from core.paths import confine
 from core.query import read_query_image
 from core.requests import EvalSettings

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from core.frames import video_codec
 from core.media import (
     browser_playability,
     cached_playable_copy,
     ffmpeg_exe,
     parse_video_stream,
     playable_copy,
-    video_codec,
 )
 from core.samples import write_clip
 from tests.helpers import SHARED_CLIPS
