@@ -177,8 +177,8 @@ ANNOTATION_FILES = [
     ("kinetics.csv", b"label,youtube_id,time_start,time_end\nx,abc,0,10,extra,fields\n", "kinetics.csv line 2 (abc_"),
     ("kinetics.csv", b"label,youtube_id,time_start,time_end\nx,a,0,1\nx\xff,b,0,1\n", "is not UTF-8 text (line 3)"),
     ("kinetics.csv", b'label,youtube_id,time_start,time_end\nx,a,0,1\nx,"' + b"y" * 200_000 + b'",0,1\n', "at line 3"),
-    ("kinetics.csv", b"", "lacks the column(s) label, youtube_id, time_start, time_end"),
-    ("kinetics.csv", b"label;youtube_id;time_start;time_end\n", "lacks the column(s)"),
+    ("kinetics.csv", b"", "lacks 4 columns (label, youtube_id, time_start, time_end)"),
+    ("kinetics.csv", b"label;youtube_id;time_start;time_end\n", "lacks 4 columns"),
 ]
 
 
