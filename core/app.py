@@ -51,11 +51,12 @@ from core.index import (
 from core.loadtest import LoadReport, run_search_load
 from core.media import browser_playability, cached_playable_copy, playable_copy
 from core.moments import DEFAULT_MARGIN, Moment
+from core.names import safe_name
 from core.paths import DEFAULT_CSV, DEFAULT_SUBSET, confine
 from core.plots import confusion_counts_heatmap, runs_chart, score_histogram, similarity_histogram, sweep_chart
 from core.probe import ProbeResult, linear_probe
 from core.prompts import DEFAULT_PROMPT, LABEL_MODES, PROMPT_SETS, resolve_prompts
-from core.query import IMAGE_SUFFIXES, read_query_image
+from core.query import IMAGE_FORMATS, IMAGE_SUFFIXES, query_display, read_query_image
 from core.reports import (
     image_data_uri,
     metrics_csv,
@@ -429,11 +430,13 @@ class Explorer:
         return run_query(model, index, parts, options, lambda: self.contents(named))
 
     def save_query_image(self, data: bytes, name: str) -> Path:
-        """An uploaded query image, kept as ``<output>/queries/<sha1>.<ext>`` (checked as an image first)."""
+        """An uploaded query image, kept as ``<output>/queries/<sha1>/<its name>`` (checked as an image
+        first): the folder tells contents apart, the name is what the search says it looked for."""
         read_query_image(data, name)
         suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in IMAGE_SUFFIXES else ".img"
-        folder = self.confine(self.output, "The output folder") / "queries"
-        path = folder / f"{hashlib.sha1(data).hexdigest()}{suffix}"
+        stem = safe_name(Path(name).stem, readable=True) or "image"
+        folder = self.confine(self.output, "The output folder") / "queries" / hashlib.sha1(data).hexdigest()
+        path = folder / f"{stem}{suffix}"
         if not path.exists():
             write_bytes_atomic(path, data)
         return path
@@ -686,6 +689,7 @@ __all__ = [
     "DEFAULT_SCENES",
     "DEFAULT_SUBSET",
     "DEMO_MODEL_NAME",
+    "IMAGE_FORMATS",
     "IMAGE_SUFFIXES",
     "LABEL_MODES",
     "MAX_FPS",
@@ -748,6 +752,7 @@ __all__ = [
     "per_class_csv",
     "per_video_csv",
     "plan_from",
+    "query_display",
     "results_html",
     "runs_chart",
     "safe_report_name",

@@ -9,10 +9,12 @@ model's own resize and crop), so an image query and the frames live in the same 
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -26,6 +28,9 @@ _CANCELLED = 1e-6
 
 KINDS = ("text", "image", "frame")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")  # what the app's uploader accepts
+IMAGE_FORMATS = ("JPEG", "PNG", "WebP", "BMP", "GIF")  # the same, as the messages name them
+CONTEXT_TOKENS = 77  # CLIP's text context: the tokenizer keeps the first 77 tokens (start and end included)
+SHOWN_QUERY_CHARS = 200  # how much of a long query a page or a terminal echoes
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,35 @@ def normalise_query(text: str | None) -> str:
     if not query:
         raise QueryError("The query is empty: type a few words describing an action, e.g. 'juggling fire'.")
     return query[:MAX_QUERY_CHARS]
+
+
+@functools.cache
+def _clip_tokenizer() -> Any:
+    from open_clip.tokenizer import SimpleTokenizer  # torch comes with it: only once a query is shown
+
+    return SimpleTokenizer()
+
+
+def query_display(text: str) -> tuple[str, str]:
+    """A query as a page or terminal echoes it: its start (the whole of a short one), and a note ('' when
+    none) when it is longer than CLIP reads, since the words past its first 77 tokens change nothing."""
+    text = " ".join(text.split())
+    shown = text if len(text) <= SHOWN_QUERY_CHARS else text[: SHOWN_QUERY_CHARS - 1].rstrip() + "…"
+    # A token holds at least one character and no two words: the tokenizer (torch comes with it) is
+    # asked only when neither count settles it.
+    room = CONTEXT_TOKENS - 2  # the start and end tokens take two
+    if len(text) <= room:
+        too_long = False
+    elif len(text.split()) > room:
+        too_long = True
+    else:
+        too_long = len(_clip_tokenizer().encode(text)) > room
+    if not too_long:
+        return shown, ""
+    return shown, (
+        f"The query is {len(text):,} characters long and CLIP reads only its first {CONTEXT_TOKENS} tokens: "
+        "the rest changes nothing."
+    )
 
 
 def describe(parts: Sequence[QueryPart]) -> str:
@@ -97,7 +131,8 @@ def read_query_image(source: str | Path | bytes, name: str = "") -> np.ndarray:
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         raise QueryError(
-            f"The query image {label} is not an image file that can be read (use a JPEG, PNG or WebP)."
+            f"The query image {label} is not an image file that can be read (use a "
+            f"{', '.join(IMAGE_FORMATS[:-1])} or {IMAGE_FORMATS[-1]})."
         ) from None
 
 

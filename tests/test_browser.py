@@ -228,6 +228,15 @@ def test_moments_gallery_in_a_real_browser(app_url: str, tmp_path: Path) -> None
         expect(dialog.get_by_text("Video at the matched moment")).to_be_visible(timeout=30_000)
         expect(dialog.get_by_text(f"from {start} s")).to_be_visible()
         expect(dialog.get_by_text("cannot play in a browser as it is")).to_be_visible()
+        # The copy plays at the clip's own width (64 px, not the dialog's), and the warning goes.
+        dialog.get_by_role("button", name="Make a playable copy (H.264 MP4)").click()
+        video = dialog.locator("video")
+        expect(video).to_be_visible(timeout=60_000)
+        expect(dialog.get_by_text("cannot play in a browser as it is")).to_have_count(0)
+        expect(dialog.get_by_role("button", name="Make a playable copy (H.264 MP4)")).to_have_count(0)
+        box = video.bounding_box()
+        assert box is not None and box["width"] <= 64 + 1, box
+        assert box["y"] + box["height"] <= 1300, "the player and its controls stay in the viewport"
         browser.close()
     assert (tmp_path / "moments.png").stat().st_size > 10_000
     target = os.environ.get("CLIP_EXPLORER_SCREENSHOTS")
