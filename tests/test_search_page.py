@@ -89,7 +89,7 @@ def test_query_display() -> None:
     shown, note = query_display("juggling " * 80)  # more words than tokens fit
     assert shown.endswith("…") and len(shown) == 200 and "77 tokens" in note
     assert query_display("x" * 70)[1] == ""  # fewer characters than tokens fit
-    assert "77 tokens" in query_display("pneumonoultramicroscopic" * 8)[1]  # one word of many tokens
+    assert "77 tokens" in query_display("qzxv" * 40)[1]  # one word of 159 tokens
     assert query_display("supercalifragilistic " * 5)[1] == ""  # longer than 75 characters, fewer tokens
 
 
