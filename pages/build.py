@@ -301,6 +301,18 @@ with st.container(border=True):
 job = build_job()
 running = job is not None and job.active
 start_error = ""
+
+
+def start_build(request: BuildRequest) -> str:
+    """Start the build in the background and show it; a refusal is shown here and returned."""
+    try:
+        manager.start(explorer(), request)
+    except UserError as exc:
+        st.error(str(exc))
+        return str(exc)
+    st.rerun()
+
+
 if st.button("Start the build", type="primary", disabled=running):
     st.session_state.pop("pending_build", None)
     try:
@@ -327,8 +339,7 @@ if st.button("Start the build", type="primary", disabled=running):
         if conflict:  # another source into an existing collection: said, and asked, first
             st.session_state.pending_build = (request, conflict)
         else:
-            manager.start(explorer(), request)
-            st.rerun()
+            start_error = start_build(request)
     except UserError as exc:
         start_error = str(exc)
         st.error(start_error)
@@ -340,12 +351,7 @@ if pending is not None and not running:
     add, keep = st.columns(2)
     if add.button("Add them to this collection", type="primary"):
         st.session_state.pop("pending_build", None)
-        try:
-            manager.start(explorer(), request)
-            st.rerun()
-        except UserError as exc:
-            start_error = str(exc)
-            st.error(start_error)
+        start_error = start_build(request)
     if keep.button("Cancel: build nothing"):
         st.session_state.pop("pending_build", None)
         st.rerun()

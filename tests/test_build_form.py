@@ -13,7 +13,7 @@ from core.cli import main
 from core.index import connect, list_indexes
 from core.requests import BuildRequest
 from core.resources import get_build_manager
-from tests.test_app import make_app, run_page
+from tests.test_app import _private_copy, make_app, run_page
 from tests.tiny_model import CONFIG
 
 OUTSIDE = "outside the folders this app may use"
@@ -21,14 +21,6 @@ OUTSIDE = "outside the folders this app may use"
 
 def _button(at, label: str):
     return next(b for b in at.button if b.label == label)
-
-
-def _private_index(built_index: dict, tmp_path: Path) -> Path:
-    """The shared built index copied (tests here write into it)."""
-    db = tmp_path / "db"
-    shutil.copytree(built_index["db"], db)
-    (db / "runs.jsonl").unlink(missing_ok=True)
-    return db
 
 
 def _one_label_folder(video_root: Path, tmp_path: Path) -> Path:
@@ -86,7 +78,7 @@ def test_the_build_page_refuses_an_empty_videos_folder(tmp_path: Path) -> None:
 def test_the_index_model_may_be_loaded_from_outside_the_roots(
     built_index: dict, tmp_path: Path, video_root: Path, tiny_checkpoint: Path, tiny_model
 ) -> None:
-    db = _private_index(built_index, tmp_path)
+    db = _private_copy(built_index, tmp_path)
     assert not tiny_checkpoint.resolve().is_relative_to(tmp_path.resolve())
     cache = ProcessCache(model_loader=lambda spec, device: tiny_model)
     explorer = Explorer(output=tmp_path / "out", roots=[tmp_path, video_root], cache=cache)
@@ -110,7 +102,7 @@ def test_the_index_model_may_be_loaded_from_outside_the_roots(
 def test_the_build_page_starts_from_the_index_model_outside_the_roots(
     built_index: dict, tmp_path: Path, video_root: Path
 ) -> None:
-    db = _private_index(built_index, tmp_path)
+    db = _private_copy(built_index, tmp_path)
     at = run_page(make_app(db, tmp_path / "out", roots=[tmp_path, video_root]), "pages/build.py")
     _button(at, "Start the build").click().run()
     assert not at.exception
@@ -137,7 +129,7 @@ def test_a_collection_records_its_source_and_another_source_is_a_conflict(
 def test_the_build_form_starts_from_the_source_and_confirms_another(
     built_index: dict, tmp_path: Path, video_root: Path, tiny_checkpoint: Path
 ) -> None:
-    db = _private_index(built_index, tmp_path)
+    db = _private_copy(built_index, tmp_path)
     roots = [tmp_path, video_root, tiny_checkpoint.parent]
     at = run_page(make_app(db, tmp_path / "out", roots=roots), "pages/build.py")
     assert at.text_input(key="videos_input").value == str(video_root.resolve())
