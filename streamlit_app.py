@@ -63,12 +63,24 @@ page = st.navigation(
     ]
 )
 
+from core.resources import library_loaded, load_library  # noqa: E402  (light: the library comes below)
+
+if not library_loaded():
+    # A cold start: say which page this is and what takes the time, then import once per process
+    # (a page clicked meanwhile starts a new run, which shows this too and waits for the same import).
+    loading = st.empty()
+    with loading.container():
+        st.header(page.title)
+        st.caption("Loading the model library… (once per server start: torch, open_clip, chromadb)")
+    load_library()
+    loading.empty()
+
 from core.app import configure_runtime  # noqa: E402
-from pages.common import init_state, new_run, open_share, sidebar  # noqa: E402
+from pages.common import init_state, new_run, open_share, run_page, sidebar  # noqa: E402
 
 configure_runtime()
 init_state(options)
 open_share()
 new_run()
 sidebar()
-page.run()
+run_page(page)

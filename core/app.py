@@ -56,7 +56,17 @@ from core.frames import (
     FrameStrategy,
     probe_source,
 )
-from core.index import ChromaServer, FrameIndex, IndexContents, IndexInfo, connect, list_indexes, open_index
+from core.index import (
+    SOURCE_ANNOTATIONS,
+    SOURCE_VIDEOS,
+    ChromaServer,
+    FrameIndex,
+    IndexContents,
+    IndexInfo,
+    connect,
+    list_indexes,
+    open_index,
+)
 from core.loadtest import LoadReport, run_search_load
 from core.locking import BuildLock
 from core.media import browser_playability, cached_playable_copy, playable_copy
@@ -66,7 +76,7 @@ from core.paths import DEFAULT_CSV, DEFAULT_SUBSET, confine
 from core.plots import confusion_counts_heatmap, runs_chart, score_histogram, similarity_histogram, sweep_chart
 from core.probe import ProbeResult, linear_probe
 from core.prompts import DEFAULT_PROMPT, LABEL_MODES, PROMPT_SETS, resolve_prompts
-from core.query import IMAGE_SUFFIXES, read_query_image, shorten_query
+from core.query import IMAGE_FORMATS, IMAGE_SUFFIXES, read_query_image, shorten_query
 from core.reports import (
     image_data_uri,
     metrics_csv,
@@ -167,15 +177,48 @@ class Explorer:
         """`path` resolved; refused (one sentence) outside the allowed roots when there are any."""
         return confine(path, self.roots, what)
 
-    def resolve_spec(self, model: str | None, pretrained: str | None, config: str | None) -> ModelSpec:
+    def videos_folder(self, videos: str | Path | None) -> Path:
+        """The videos folder of a request, resolved and confined; an empty field is refused (it would
+        mean the working directory, whose files have nothing to do with the videos)."""
+        if not str(videos or "").strip():
+            raise SourceError("The videos folder is empty: give the folder that holds your videos, e.g. videos/.")
+        return self.confine(str(videos), "The videos folder")
+
+    def recorded_paths(self, store: IndexRef | None) -> set[str]:
+        """The checkpoint and config files the store's collections were built with: the operator
+        chose them when building, so the app may load them again wherever they lie."""
+        if store is None:
+            return set()
+        try:
+            listed = self.indexes(store.store())
+        except UserError:  # no store to read (a server down): nothing is recorded
+            return set()
+        paths = set()
+        for ix in listed:
+            spec = ix.info.spec
+            if spec.is_checkpoint:
+                paths.add(str(Path(spec.pretrained).expanduser().resolve()))
+            if spec.config_path:
+                paths.add(str(Path(spec.config_path).expanduser().resolve()))
+        return paths
+
+    def _confine_model_file(self, path: str, what: str, recorded: set[str]) -> str:
+        resolved = Path(path).expanduser().resolve()
+        return str(resolved) if str(resolved) in recorded else str(self.confine(path, what))
+
+    def resolve_spec(
+        self, model: str | None, pretrained: str | None, config: str | None, store: IndexRef | None = None
+    ) -> ModelSpec:
         """A model choice checked without loading it; a checkpoint or config path typed into the app
-        must lie inside the allowed roots (it is read, so it is confined like every other path)."""
+        must lie inside the allowed roots (it is read, so it is confined like every other path),
+        unless a collection of `store` was built with that very file."""
         if self.roots is not None:
+            recorded = self.recorded_paths(store)
             if config:
-                config = str(self.confine(config, "The model config"))
+                config = self._confine_model_file(config, "The model config", recorded)
             # A file that exists, or anything written as a path: tags ("openai") have no separators.
             if pretrained and ("/" in pretrained or "\\" in pretrained or Path(pretrained).expanduser().exists()):
-                pretrained = str(self.confine(pretrained, "The checkpoint"))
+                pretrained = self._confine_model_file(pretrained, "The checkpoint", recorded)
         return ModelSpec.resolve(model or None, pretrained or None, config or None)
 
     # -- stores and models ---------------------------------------------------------------------
@@ -264,28 +307,31 @@ class Explorer:
         """What a build of this source would take and skip (nothing is written): each video file is
         probed (its header and first frame), so that an image or random bytes named .mp4 is skipped here
         with its reason rather than counted as a video."""
-        folder = self.confine(videos, "The videos folder")
+        folder = self.videos_folder(videos)
         notes = self.confine(annotations, "The annotations file") if annotations else None
         return probe_source(scan_source(folder, notes, allowed_roots=self.roots))
 
     def save_upload(self, name: str, data: bytes, videos: str | Path, label: str) -> Path:
         """Store an uploaded video as ``videos/<label>/<name>`` once it proves decodable."""
-        return save_upload(name, data, self.confine(videos, "The videos folder"), label)
+        return save_upload(name, data, self.videos_folder(videos), label)
 
     def confined_request(self, request: BuildRequest) -> BuildRequest:
         """`request` with every path resolved, checked against the allowed roots (checkpoint and
-        model config included)."""
+        model config included, unless the store's collections were built with them); an empty
+        videos folder is refused even without roots."""
+        videos = self.videos_folder(request.videos)
         if self.roots is None:
             return request
         spec = request.spec
+        recorded = self.recorded_paths(request.target)
         if spec.is_checkpoint:
-            self.confine(spec.pretrained, "The checkpoint")
+            self._confine_model_file(spec.pretrained, "The checkpoint", recorded)
         if spec.config_path:
-            self.confine(spec.config_path, "The model config")
+            self._confine_model_file(spec.config_path, "The model config", recorded)
         return BuildRequest(
             **{
                 **request.__dict__,
-                "videos": str(self.confine(request.videos, "The videos folder")),
+                "videos": str(videos),
                 "annotations": str(self.confine(request.annotations, "The annotations file"))
                 if request.annotations
                 else None,
@@ -301,6 +347,27 @@ class Explorer:
         before it loads anything. The build still takes the lock itself."""
         server = target.server.describe() if target.server is not None else None
         BuildLock.for_store(target.db, output or self.output, server).refuse_if_held()
+
+    def source_conflict(self, request: BuildRequest) -> str:
+        """One sentence when `request` would add videos of another source to an existing collection
+        (the one its model and frames write to, built from another folder or annotations file); ''
+        when it starts a collection, continues the same source, or the collection's source is unknown."""
+        frames = str(FrameStrategy.parse(request.frames))
+        wanted = request.source()
+        for listed in self.indexes(request.target):
+            info = listed.info
+            if info.spec.identity() != request.spec.identity() or info.frames != frames or not info.source_videos:
+                continue
+            if (info.source_videos, info.source_annotations) == (wanted[SOURCE_VIDEOS], wanted[SOURCE_ANNOTATIONS]):
+                return ""
+            built = describe_source(info.source_videos, info.source_annotations)
+            other = describe_source(wanted[SOURCE_VIDEOS], wanted[SOURCE_ANNOTATIONS])
+            return (
+                f"The collection {info.name} was built from {built}: this build would add the videos of {other} "
+                "to it, under their own labels; confirm to add them, or choose another index folder for a new "
+                "collection."
+            )
+        return ""
 
     def build(
         self,
@@ -619,6 +686,11 @@ class NoUsableVideoError(SourceError):
         self.summary = summary
 
 
+def describe_source(videos: str, annotations: str = "") -> str:
+    """A build's source in words: the videos folder, and its annotations file when there is one."""
+    return f"{videos}" + (f" with the annotations {annotations}" if annotations else "")
+
+
 def no_usable_video(videos: str | Path, found: SourceScan | BuildSummary) -> str:
     """One sentence: why a source gave nothing to index, with the first reasons."""
     skipped = list(found.skipped)
@@ -765,6 +837,7 @@ __all__ = [
     "DEFAULT_SUBSET",
     "DEMO_MODEL_NAME",
     "DEMO_STEPS",
+    "IMAGE_FORMATS",
     "IMAGE_SUFFIXES",
     "LABEL_MODES",
     "MAX_FPS",
@@ -821,6 +894,7 @@ __all__ = [
     "confused_samples",
     "confusion_counts_heatmap",
     "demo_model",
+    "describe_source",
     "download",
     "format_duration",
     "image_data_uri",

@@ -120,7 +120,9 @@ def run_build(
         try:
             clip = _model_for(request, model)
             client = connect(request.db, server)
-            index = PendingIndex(client, clip.spec, clip.embed_dim, str(strategy))  # made with its first frame
+            index = PendingIndex(
+                client, clip.spec, clip.embed_dim, str(strategy), request.source()
+            )  # made with its first frame
             return build_index(
                 scan.videos,
                 clip,

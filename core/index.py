@@ -46,6 +46,10 @@ COLLECTION_PREFIX = "frames"
 # layout changes, and then either migrate older collections in `FrameIndex.check_schema` or keep
 # refusing them there. Every collection this tool ever wrote says 1; none recorded means another tool.
 SCHEMA_VERSION = 1
+# Collection metadata added within schema 1: the source a collection was first built from (absolute
+# paths; the annotations key is "" without an annotations file).
+SOURCE_VIDEOS = "source_videos"
+SOURCE_ANNOTATIONS = "source_annotations"
 # HNSW settings, measured by the benchmark (benchmarks/README.md): on 100,000 frames structured like
 # CLIP embeddings (classes, videos, frames; text queries offset from the images), recall@10 against
 # exact cosine is 1.0 with these, queries take about 2 ms, and insertion stays cheap (about 0.5 ms a
@@ -273,6 +277,8 @@ class IndexInfo:
     built_at: str
     count: int
     schema_version: int = SCHEMA_VERSION
+    source_videos: str = ""  # the videos folder it was built from ("" when not recorded)
+    source_annotations: str = ""  # and its annotations file, if any
 
     @property
     def version(self) -> str:
@@ -361,6 +367,8 @@ class FrameIndex:
             built_at=str(meta.get("built_at", "")),
             count=self.count(),
             schema_version=self.schema_version,
+            source_videos=str(meta.get(SOURCE_VIDEOS, "")),
+            source_annotations=str(meta.get(SOURCE_ANNOTATIONS, "")),
         )
 
     @property
@@ -560,14 +568,18 @@ def open_index(
 
 
 @_store_call
-def open_for_build(client: chromadb.ClientAPI, spec: ModelSpec, embed_dim: int, frames: str) -> FrameIndex:
-    """The collection a build writes to, created on first use with its model and strategy recorded."""
+def open_for_build(
+    client: chromadb.ClientAPI, spec: ModelSpec, embed_dim: int, frames: str, source: dict[str, str] | None = None
+) -> FrameIndex:
+    """The collection a build writes to, created on first use with its model, strategy and `source`
+    (the `SOURCE_VIDEOS` and `SOURCE_ANNOTATIONS` keys) recorded."""
     meta: dict[str, Any] = {
         **spec.to_metadata(),
         "embed_dim": int(embed_dim),
         "frames": frames,
         "created_at": now_iso(),
         "schema_version": SCHEMA_VERSION,
+        **(source or {}),
     }
     collection = client.get_or_create_collection(
         name=collection_name(spec, frames),
@@ -582,7 +594,10 @@ def open_for_build(client: chromadb.ClientAPI, spec: ModelSpec, embed_dim: int, 
             f"The collection {collection.name} holds {existing}-dimensional vectors but the model gives "
             f"{embed_dim}; build into another --db."
         )
-    return FrameIndex(client, collection)
+    index = FrameIndex(client, collection)
+    if source and SOURCE_VIDEOS not in index.metadata:  # made before sources were recorded: this one is
+        index.collection.modify(metadata={**index.metadata, **source})
+    return index
 
 
 class PendingIndex(FrameIndex):
@@ -593,18 +608,25 @@ class PendingIndex(FrameIndex):
     mismatch is refused before any work.
     """
 
-    def __init__(self, client: chromadb.ClientAPI, spec: ModelSpec, embed_dim: int, frames: str) -> None:
+    def __init__(
+        self,
+        client: chromadb.ClientAPI,
+        spec: ModelSpec,
+        embed_dim: int,
+        frames: str,
+        source: dict[str, str] | None = None,
+    ) -> None:
         self.client = client
-        self._spec, self._embed_dim, self._frames = spec, int(embed_dim), frames
+        self._spec, self._embed_dim, self._frames, self._source = spec, int(embed_dim), frames, source
         self._name = collection_name(spec, frames)
         self._opened: FrameIndex | None = None
         if any(c.name == self._name for c in client.list_collections()):
-            self._opened = open_for_build(client, spec, embed_dim, frames)
+            self._opened = open_for_build(client, spec, embed_dim, frames, source)
 
     @property  # a plain attribute in FrameIndex; here it is made on first use
     def collection(self) -> Any:
         if self._opened is None:
-            self._opened = open_for_build(self.client, self._spec, self._embed_dim, self._frames)
+            self._opened = open_for_build(self.client, self._spec, self._embed_dim, self._frames, self._source)
         return self._opened.collection
 
     @property

@@ -12,7 +12,7 @@ import functools
 import hashlib
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from core.files import atomic_path
@@ -51,6 +51,8 @@ class VideoStream:
     profile: str = ""  # "High", "High 4:4:4 Predictive", "Simple Profile"; '' when none is given
     tag: str = ""  # the container's four-character code (avc1, mp4v), '' when it has none
     pixel_format: str = ""  # yuv420p, yuv444p, ...
+    width: int = 0  # coded size in pixels; 0 when FFmpeg does not say
+    height: int = 0
 
     def describe(self) -> str:
         """The codec as a person reads it: "OpenCV's MPEG-4 Part 2 (mp4v)", "H.264 High 4:4:4 Predictive"."""
@@ -66,6 +68,8 @@ class Playability:
     codec: str  # FFmpeg's codec name; '' when the file cannot be read as a video
     reason: str = ""
     profile: str = ""
+    width: int = 0  # the video's size in pixels (0: unknown), for showing it at its natural size
+    height: int = 0
 
 
 def ffmpeg_exe() -> str:
@@ -79,6 +83,7 @@ def ffmpeg_exe() -> str:
 # codec name is either the profile or "tag / 0xHEX".
 _VIDEO_LINE = re.compile(r"Stream #[^\n]*?: Video: (?P<codec>\w+)(?P<groups>(?: \([^)]*\))*), (?P<pix>\w+)")
 _GROUP = re.compile(r" \(([^)]*)\)")
+_SIZE = re.compile(r", (?P<w>\d{1,5})x(?P<h>\d{1,5})\b")
 
 
 def parse_video_stream(ffmpeg_header: str) -> VideoStream | None:
@@ -92,7 +97,12 @@ def parse_video_stream(ffmpeg_header: str) -> VideoStream | None:
             tag = group.split(" / ")[0].strip().lower()
         elif not profile:
             profile = group.strip()
-    return VideoStream(codec=match["codec"], profile=profile, tag=tag, pixel_format=match["pix"])
+    line_end = ffmpeg_header.find("\n", match.end())
+    size = _SIZE.search(ffmpeg_header, match.end(), line_end if line_end >= 0 else len(ffmpeg_header))
+    width, height = (int(size["w"]), int(size["h"])) if size else (0, 0)
+    return VideoStream(
+        codec=match["codec"], profile=profile, tag=tag, pixel_format=match["pix"], width=width, height=height
+    )
 
 
 def probe_stream(path: Path | str) -> VideoStream | None:
@@ -145,6 +155,10 @@ def browser_playability(path: Path | str) -> Playability:
     stream = probe_stream(path)
     if stream is None:
         return Playability(False, "", "the file cannot be read as a video")
+    return replace(_playability(path, stream), width=stream.width, height=stream.height)
+
+
+def _playability(path: Path, stream: VideoStream) -> Playability:
     codec, profile = stream.codec, stream.profile
     allowed = PLAYABLE.get(path.suffix.lower())
     if allowed is None:

@@ -29,6 +29,7 @@ CLIP_CONTEXT_TOKENS = 77  # the text context of OpenAI's CLIP and most open_clip
 
 KINDS = ("text", "image", "frame")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")  # what the app's uploader accepts
+IMAGE_FORMATS = ("JPEG", "PNG", "WebP", "BMP", "GIF")  # the same, as the messages name them
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,8 @@ def read_query_image(source: str | Path | bytes, name: str = "") -> np.ndarray:
         raise too_large from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise QueryError(
-            f"The query image {label} is not an image file that can be read (use a JPEG, PNG or WebP)."
+            f"The query image {label} is not an image file that can be read (use a "
+            f"{', '.join(IMAGE_FORMATS[:-1])} or {IMAGE_FORMATS[-1]})."
         ) from None
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from core.embed import ModelSpec
 from core.errors import UserError
 from core.evaluation import CLASS_SETS, POOLINGS, check_prompt_cost
-from core.index import ChromaServer
+from core.index import SOURCE_ANNOTATIONS, SOURCE_VIDEOS, ChromaServer
 from core.moments import DEFAULT_MARGIN
 from core.paths import kinetics_classes
 from core.prompts import LABEL_MODES, resolve_prompts
@@ -181,6 +182,11 @@ class BuildRequest:
     @property
     def target(self) -> IndexRef:
         return IndexRef(db=self.db, server=self.server)
+
+    def source(self) -> dict[str, str]:
+        """The source as the collection's metadata records it (absolute paths)."""
+        notes = str(Path(self.annotations).expanduser().resolve()) if self.annotations else ""
+        return {SOURCE_VIDEOS: str(Path(self.videos).expanduser().resolve()), SOURCE_ANNOTATIONS: notes}
 
     def to_json(self) -> dict[str, Any]:
         return {

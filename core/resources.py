@@ -4,35 +4,60 @@ It caches the application layer and what it returns, nothing more: one `ProcessC
 Chroma clients) and one build and download manager per server process, an `Explorer` per set of
 session choices, and the derived tables (an evaluation, an index's labels) keyed by the index's
 version, so they refresh as a build adds videos.
+
+Importing it is light: the application layer (torch, open_clip, chromadb: seconds on a cold start)
+is imported by `load_library`, once per process, so that a page can say it is loading before that.
 """
 
 from __future__ import annotations
 
+import importlib
+import threading
+from typing import TYPE_CHECKING
+
 import streamlit as st
 
-from core.app import (
-    EvalSettings,
-    Evaluation,
-    Explorer,
-    FailureAnalysis,
-    IndexRef,
-    ProbeResult,
-    ProcessCache,
-    SharedExplorer,
-    image_data_uri,
-    open_shared,
-)
-from core.jobs import BuildManager, DownloadManager
+if TYPE_CHECKING:
+    from core.app import (
+        EvalSettings,
+        Evaluation,
+        Explorer,
+        FailureAnalysis,
+        IndexRef,
+        ProbeResult,
+        ProcessCache,
+        SharedExplorer,
+    )
+    from core.jobs import BuildManager, DownloadManager
+
+_LIBRARY_LOADED = threading.Event()
+
+
+def library_loaded() -> bool:
+    """Whether `load_library` has finished in this process (no page needs to wait for it)."""
+    return _LIBRARY_LOADED.is_set()
+
+
+def load_library() -> None:
+    """Import the application layer and the libraries under it, once per process: a session that
+    comes while another imports them waits for that import (Python's import lock), not a second one."""
+    importlib.import_module("core.app")
+    importlib.import_module("core.jobs")
+    _LIBRARY_LOADED.set()
 
 
 @st.cache_resource
 def get_process_cache() -> ProcessCache:
+    from core.app import ProcessCache
+
     return ProcessCache()
 
 
 @st.cache_resource(max_entries=32)
 def get_explorer(output: str, device: str, roots: tuple[str, ...]) -> Explorer:
     """The application layer for these choices; every Explorer shares the process's models and clients."""
+    from core.app import Explorer
+
     return Explorer(output=output, device=device, roots=roots, cache=get_process_cache())
 
 
@@ -48,6 +73,8 @@ def get_shared_explorer(source: str, device: str, pretrained: str) -> SharedExpl
         size = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
         bar.progress(min(1.0, done / total) if total else 0.0, text=f"Downloading the bundle: {size}")
 
+    from core.app import open_shared
+
     shared = open_shared(source, device, get_process_cache(), progress, pretrained or None)
     bar.empty()
     return shared
@@ -55,11 +82,15 @@ def get_shared_explorer(source: str, device: str, pretrained: str) -> SharedExpl
 
 @st.cache_resource
 def get_build_manager() -> BuildManager:
+    from core.jobs import BuildManager
+
     return BuildManager()
 
 
 @st.cache_resource
 def get_download_manager() -> DownloadManager:
+    from core.jobs import DownloadManager
+
     return DownloadManager()
 
 
@@ -90,4 +121,6 @@ def get_labels(_explorer: Explorer, ref: IndexRef, version: str) -> list[str]:
 @st.cache_data(max_entries=20_000, show_spinner=False)
 def thumbnail_uri(path: str, mtime: float, max_side: int = 160) -> str:
     """A thumbnail as a data URI for tables (cached per file and modification time)."""
+    from core.app import image_data_uri
+
     return image_data_uri(path, max_side)

@@ -36,6 +36,7 @@ from pages.common import (
     list_indexes,
     require_navigation,
     set_bound,
+    store_ref,
 )
 
 require_navigation()
@@ -134,13 +135,16 @@ STRATEGIES = ["middle", "uniform", "fps", "scenes"]
 
 
 def seed_form_from_index() -> None:
-    """The form starts from the selected index's model and frames (and follows a new selection), so
-    resuming a build continues that index instead of starting another."""
+    """The form starts from the selected index's source, model and frames (and follows a new selection),
+    so resuming a build continues that index instead of starting another or adding other videos to it."""
     listed = next((ix for ix in list_indexes() if ix.info.name == st.session_state.collection), None)
     if listed is None or st.session_state.get("form_for") == listed.info.name:
         return
     st.session_state.form_for = listed.info.name
     spec, frames = listed.info.spec, listed.info.frames
+    if listed.info.source_videos:  # recorded at build time (older collections did not)
+        set_bound("videos", listed.info.source_videos)
+        set_bound("annotations", listed.info.source_annotations)
     set_bound("form_model", spec.name)
     set_bound("form_pretrained", spec.pretrained)
     set_bound("form_config", spec.config_path)
@@ -154,6 +158,7 @@ def seed_form_from_index() -> None:
         set_bound("form_fps", float(count))
 
 
+seed_form_from_index()
 with st.expander("0 · Try it offline: sample clips and a tiny demo model", expanded=not list_indexes()):
     offline_demo()
 
@@ -175,13 +180,7 @@ with st.container(border=True):
     )
     if st.button("Check the source"):
         try:
-            videos_dir = check_path(st.session_state.videos, "The videos folder")
-            notes_file = (
-                check_path(st.session_state.annotations, "The annotations file")
-                if st.session_state.annotations
-                else None
-            )
-            scan = explorer().check_source(videos_dir, notes_file)
+            scan = explorer().check_source(st.session_state.videos, st.session_state.annotations or None)
         except UserError as exc:
             st.error(str(exc))
         else:
@@ -206,14 +205,12 @@ with st.container(border=True):
         label = st.text_input("Their label", placeholder="e.g. juggling fire")
         if st.button("Save into the videos folder", disabled=not uploads):
             try:
-                folder = check_path(st.session_state.videos, "The videos folder")
                 for upload in uploads or []:
-                    saved = explorer().save_upload(upload.name, upload.getvalue(), folder, label)
+                    saved = explorer().save_upload(upload.name, upload.getvalue(), st.session_state.videos, label)
                     st.write(f"Saved {saved}")
             except UserError as exc:
                 st.error(str(exc))
 
-seed_form_from_index()
 with st.container(border=True):
     st.subheader("2 · Model and frames")
     existing = sorted({ix.info.spec.describe() for ix in list_indexes()})
@@ -304,35 +301,60 @@ with st.container(border=True):
 job = build_job()
 running = job is not None and job.active
 start_error = ""
-if st.button("Start the build", type="primary", disabled=running):
+
+
+def start_build(request: BuildRequest) -> str:
+    """Start the build in the background and show it; a refusal is shown here and returned."""
     try:
-        videos_dir = check_path(st.session_state.videos, "The videos folder")
+        manager.start(explorer(), request)
+    except UserError as exc:
+        st.error(str(exc))
+        return str(exc)
+    st.rerun()
+
+
+if st.button("Start the build", type="primary", disabled=running):
+    st.session_state.pop("pending_build", None)
+    try:
+        explorer().check_source(st.session_state.videos, st.session_state.annotations or None)  # not in the worker
         notes_file = (
             check_path(st.session_state.annotations, "The annotations file") if st.session_state.annotations else None
         )
         output = check_path(st.session_state.output, "The output folder")
-        spec = explorer().resolve_spec(model_name, pretrained, config)
-        explorer().check_source(videos_dir, notes_file)  # fail here, not in the worker
-        manager.start(
-            explorer(),
-            BuildRequest(
-                videos=str(videos_dir),
-                db=db,
-                server=st.session_state.server,
-                output=str(output),
-                spec=spec,
-                frames=frames,
-                annotations=str(notes_file) if notes_file else None,
-                batch_size=int(batch),
-                device=st.session_state.device,
-                engine=engine,
-                ray_address=((ray_address or "").strip() or None) if engine == "ray" else None,
-            ),
+        spec = explorer().resolve_spec(model_name, pretrained, config, store_ref())
+        request = BuildRequest(
+            videos=str(check_path(st.session_state.videos, "The videos folder")),
+            db=db,
+            server=st.session_state.server,
+            output=str(output),
+            spec=spec,
+            frames=frames,
+            annotations=str(notes_file) if notes_file else None,
+            batch_size=int(batch),
+            device=st.session_state.device,
+            engine=engine,
+            ray_address=((ray_address or "").strip() or None) if engine == "ray" else None,
         )
-        st.rerun()
+        conflict = explorer().source_conflict(request)
+        if conflict:  # another source into an existing collection: said, and asked, first
+            st.session_state.pending_build = (request, conflict)
+        else:
+            start_error = start_build(request)
     except UserError as exc:
         start_error = str(exc)
         st.error(start_error)
+
+pending = st.session_state.get("pending_build")
+if pending is not None and not running:
+    request, conflict = pending
+    st.warning(conflict)
+    add, keep = st.columns(2)
+    if add.button("Add them to this collection", type="primary"):
+        st.session_state.pop("pending_build", None)
+        start_error = start_build(request)
+    if keep.button("Cancel: build nothing"):
+        st.session_state.pop("pending_build", None)
+        st.rerun()
 
 
 def show(job: Job) -> None:

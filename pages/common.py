@@ -7,6 +7,7 @@ import os
 import runpy
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +29,39 @@ def md(text: object) -> str:
 ENTRY_SCRIPT = Path(__file__).resolve().parent.parent / "streamlit_app.py"
 
 
+# Set while streamlit_app.py runs a page, in that run's thread only: a page run any other way has
+# neither the command line's settings nor the sidebar.
+_THROUGH_ENTRY: ContextVar[bool] = ContextVar("through_entry", default=False)
+
+
+def run_page(page: Any) -> None:
+    """Run the page st.navigation chose, marked as coming through the entry script."""
+    token = _THROUGH_ENTRY.set(True)
+    try:
+        page.run()
+    finally:
+        _THROUGH_ENTRY.reset(token)
+
+
 def require_navigation() -> None:
-    """Make a deep link (e.g. /metrics on a fresh server) go through streamlit_app.py's navigation.
+    """Make every run of a page go through streamlit_app.py: its navigation, settings and sidebar.
 
-    With a pages/ folder, Streamlit starts in its old multipage mode and, until the entry script has
-    called st.navigation once, runs a linked page file on its own (raw file list, no sidebar, no
-    settings). Then the entry script is run here, in this same run (a rerun would drop the click
-    that brought us here): it leaves that mode, draws the navigation and sidebar, and runs this page
-    again, properly; the outer, bare run stops.
+    With a pages/ folder, Streamlit starts in its old multipage mode, and a run that starts before
+    the entry script has called st.navigation (a deep link such as /metrics on a fresh server, or a
+    click on a page link during a cold start, while another run of the session is still importing)
+    runs the linked page file on its own: raw file list, no sidebar, none of the command line's
+    settings. Then the entry script is run here, in this same run (a rerun would drop the click that
+    brought us here): it leaves that mode, draws the navigation and sidebar, sets the settings and
+    runs this page again, properly; the outer, bare run stops.
 
-    Streamlit has no public switch for this: PagesManager.uses_pages_directory is internal (checked
-    against Streamlit 1.67.0); this function is the only place that touches it.
+    Whether this run came through the entry script is asked of this thread's context, not of
+    Streamlit's process-wide flag (PagesManager.uses_pages_directory, internal, checked against
+    Streamlit 1.67.0), which another session's run may have changed meanwhile; this function is the
+    only place that touches that flag.
     """
     from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory:
+    if not _THROUGH_ENTRY.get():
         PagesManager.uses_pages_directory = False
         runpy.run_path(str(ENTRY_SCRIPT), run_name="__main__")
         st.stop()

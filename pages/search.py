@@ -4,10 +4,12 @@ frames or moments, the query's score distribution with its cut-off; play the vid
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import streamlit as st
 
 from core.app import (
+    IMAGE_FORMATS,
     IMAGE_SUFFIXES,
     MAX_K,
     Moment,
@@ -16,6 +18,7 @@ from core.app import (
     SearchResult,
     UserError,
     browser_playability,
+    check_query,
     plural,
     safe_report_name,
     score_histogram,
@@ -35,7 +38,7 @@ listed = current_index()
 if listed is None:
     st.stop()
 build_in_progress_note()
-for key, default in (("terms", []), ("like", None), ("query_image_path", None)):
+for key, default in (("terms", []), ("like", None), ("query_image_path", None), ("upload_round", 0)):
     st.session_state.setdefault(key, default)
 
 
@@ -60,7 +63,13 @@ def remove_term(i: int) -> None:
 
 
 def more_like(video_id: str, frame_index: int) -> None:
+    """Search like that frame, not like the last search: its text and image are dropped (the terms, a
+    list of their own with a remove button each, stay)."""
     st.session_state.like = (video_id, int(frame_index))
+    st.session_state.query = ""
+    st.session_state.query_image_path = None
+    st.session_state.image_from_upload = False
+    st.session_state.upload_round += 1  # a new uploader: the old one's file goes with it
 
 
 def clear(key: str) -> None:
@@ -79,8 +88,8 @@ with st.form("search", border=False):
     one_per_video = middle.toggle("One per video", value=True)
     labels = ["(all labels)", *get_labels(explorer(), listed.ref, listed.info.version)]
     label = right.selectbox("Label", labels, help="Only frames of this label")
-    go.form_submit_button("Search", type="primary", width="stretch")
-    a, b, c, d = st.columns([2, 2, 2, 3], vertical_alignment="bottom")
+    submitted = go.form_submit_button("Search", type="primary", width="stretch")
+    a, b, c = st.columns([2, 2, 2], vertical_alignment="bottom")
     moments = a.toggle(
         "Moments",
         key="moments",
@@ -95,10 +104,14 @@ with st.form("search", border=False):
         "Min. similarity", min_value=-1.0, max_value=1.0, value=None, step=0.01, key="min_similarity",
         placeholder="none", help="Drop results whose cosine similarity is below this",
     )  # fmt: skip
-    upload = d.file_uploader(
-        "Search with an image", type=[s.lstrip(".") for s in IMAGE_SUFFIXES], key="query_image",
-        help="Encoded with the index's model; added to the text when both are given.",
-    )  # fmt: skip
+
+# Outside the form: an uploaded image searches at once.
+upload = st.file_uploader(
+    "Search with an image",
+    type=[s.lstrip(".") for s in IMAGE_SUFFIXES],
+    key=f"query_image_{st.session_state.upload_round}",
+    help=f"{', '.join(IMAGE_FORMATS)}; encoded with the index's model, added to the text when both are given.",
+)
 
 with st.expander(f"Add or subtract terms ({len(st.session_state.terms)})", expanded=bool(st.session_state.terms)):
     sign_col, text_col, add_col = st.columns([1, 5, 2], vertical_alignment="bottom")
@@ -141,6 +154,11 @@ if st.session_state.history:
 plus = tuple(text for sign, text in st.session_state.terms if sign > 0)
 minus = tuple(text for sign, text in st.session_state.terms if sign < 0)
 if not (query.strip() or image_path or like or plus):
+    if submitted:  # the same sentence as python -m core search says
+        try:
+            check_query(SearchQuery(query))
+        except UserError as exc:
+            st.warning(str(exc))
     st.caption(
         "Type a description and press Enter, upload an image, or press *More like this* on a result. Queries "
         "can be in any language CLIP understands (mostly English)."
@@ -163,7 +181,9 @@ if query.strip():
 
 items: list[Moment] | list[SearchHit] = result.moments if result.moments is not None else result.hits
 kind = "moment" if result.moments is not None else "result"
-st.markdown(f"Query: **{md(result.query)}**")
+st.markdown(f"Query: **{md(result.query)}**")  # a long text is shown by its start (core.query.shorten_query)
+for note in result.notes:  # e.g. that CLIP read only the first tokens of a long text
+    st.caption(note)
 cut = result.cutoff.value if result.cutoff is not None else None
 if result.scores is not None:
     with st.expander("Score distribution over the index", expanded=adaptive):
@@ -192,27 +212,38 @@ download.download_button(
 )
 
 
+# The dialog's player: at most the viewport's height, so a portrait clip keeps its controls in view.
+PLAYER_CSS = "<style>div[role='dialog'] video { max-height: 70vh; object-fit: contain; }</style>"
+
+
 @st.dialog("Video at the matched moment", width="large")
 def play(video_path: str, label: str, video_id: str, start_s: float) -> None:
     st.markdown(f"**{md(label)}** · {md(video_id)} · from {start_s:.2f} s")
+    st.html(PLAYER_CSS)
     check = browser_playability(video_path)
+    # Its natural width (Streamlit keeps it within the dialog's), not stretched to the dialog's.
+    width: int | Literal["stretch"] = check.width or "stretch"
     if check.playable:
-        st.video(video_path, start_time=float(start_s), autoplay=True, muted=True)
+        st.video(video_path, start_time=float(start_s), autoplay=True, muted=True, width=width)
         return
     copy = explorer().existing_playable_copy(video_path)
     if copy is not None:  # converted before (same file, size and date): play that copy
         st.caption(f"Playing the browser-friendly copy made earlier ({check.reason} in the original).")
-        st.video(str(copy), start_time=float(start_s), autoplay=True, muted=True)
+        st.video(str(copy), start_time=float(start_s), autoplay=True, muted=True, width=width)
         return
-    st.warning(f"This video cannot play in a browser as it is: {check.reason}.")
-    if check.codec and st.button("Make a playable copy (H.264 MP4)"):
+    notice = st.empty()  # the warning and its button, gone once the copy plays
+    with notice.container():
+        st.warning(f"This video cannot play in a browser as it is: {check.reason}.")
+        convert = bool(check.codec) and st.button("Make a playable copy (H.264 MP4)")
+    if convert:
         with st.spinner("Converting…"):
             try:
                 copy = explorer().playable_copy(video_path)
             except Exception as exc:  # ffmpeg failed on this file: say so, keep the page alive
                 st.error(f"The conversion failed ({exc.__class__.__name__}).")
                 return
-        st.video(str(copy), start_time=float(start_s), autoplay=True, muted=True)
+        notice.empty()
+        st.video(str(copy), start_time=float(start_s), autoplay=True, muted=True, width=width)
 
 
 for row_start in range(0, len(items), COLUMNS):

@@ -118,6 +118,38 @@ def test_search_in_a_real_browser(app_url: str, tmp_path: Path) -> None:
             shutil.copy(shot, Path(target) / shot.name)
 
 
+def test_clicking_pages_during_a_cold_start_keeps_the_command_line_settings(app_url: str) -> None:
+    """Open the app on a fresh server and, while the first page still imports the model library, click
+    Metrics, then Search: each page says what it is and that it is loading at once, and the index given
+    with --db is the one shown (a page once ran without the entry script and lost it for the session)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: apt-get install -y chromium (or deselect with -m 'not browser').")
+    from playwright.sync_api import expect, sync_playwright
+
+    quickly = 8_000  # ms: a generous bound for "the page shows its title and the loading line"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        main = page.get_by_test_id("stMain")
+        page.goto(app_url)
+        expect(main.get_by_role("heading", name="Search", exact=True)).to_be_visible(timeout=30_000)
+        expect(main.get_by_text("Loading the model library")).to_be_visible()  # the first page is still loading
+        page.get_by_role("link", name="Metrics", exact=True).click()
+        expect(main.get_by_role("heading", name="Metrics", exact=True)).to_be_visible(timeout=quickly)
+        expect(main.get_by_text("Loading the model library")).to_be_visible(timeout=quickly)
+        page.get_by_role("link", name="Search", exact=True).click()
+        expect(main.get_by_role("heading", name="Search", exact=True)).to_be_visible(timeout=quickly)
+        expect(main.get_by_label("Describe an action")).to_be_visible(timeout=120_000)
+        expect(page.get_by_test_id("stSidebar").get_by_text("frames-TinyCLIP-test-uniform3").first).to_be_visible()
+        assert main.get_by_text("no index").count() == 0
+        assert main.get_by_text("Loading the model library").count() == 0
+        # The settings hold on the next pages too, and the library is not loaded again.
+        page.get_by_role("link", name="Metrics", exact=True).click()
+        expect(main.get_by_text("precision@1").first).to_be_visible(timeout=60_000)
+        assert main.get_by_text("Loading the model library").count() == 0
+        browser.close()
+
+
 def test_html_export_keeps_thumbnails_in_shape_and_ids_inside_their_card(built_index: dict, tmp_path: Path) -> None:
     """The exported search page, rendered: each thumbnail keeps its file's aspect ratio, a long id stays
     inside its card (cut with an ellipsis, the whole id in the tooltip)."""
@@ -186,6 +218,15 @@ def test_moments_gallery_in_a_real_browser(app_url: str, tmp_path: Path) -> None
         expect(dialog.get_by_text("Video at the matched moment")).to_be_visible(timeout=30_000)
         expect(dialog.get_by_text(f"from {start} s")).to_be_visible()
         expect(dialog.get_by_text("cannot play in a browser as it is")).to_be_visible()
+        # The copy plays at the clip's own width (64 px, not the dialog's), and the warning goes.
+        dialog.get_by_role("button", name="Make a playable copy (H.264 MP4)").click()
+        video = dialog.locator("video")
+        expect(video).to_be_visible(timeout=60_000)
+        expect(dialog.get_by_text("cannot play in a browser as it is")).to_have_count(0)
+        expect(dialog.get_by_role("button", name="Make a playable copy (H.264 MP4)")).to_have_count(0)
+        box = video.bounding_box()
+        assert box is not None and box["width"] <= 64 + 1, box
+        assert box["y"] + box["height"] <= 1300, "the player and its controls stay in the viewport"
         browser.close()
     assert (tmp_path / "moments.png").stat().st_size > 10_000
     target = os.environ.get("CLIP_EXPLORER_SCREENSHOTS")

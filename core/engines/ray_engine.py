@@ -512,7 +512,7 @@ def run_ray_build(
         # This process encodes nothing: a CPU copy of the model is enough (and a bad spec fails here, early).
         clip = model or load_model(request.spec, "cpu", "fp32")
         # The collection is made with the first frames written, as in a local build: none is left empty.
-        index = PendingIndex(connect(request.db, server), clip.spec, clip.embed_dim, str(strategy))
+        index = PendingIndex(connect(request.db, server), clip.spec, clip.embed_dim, str(strategy), request.source())
         writer = IndexWriter(index)
         writer.start()
         build = _RayBuild(request, clip, index, writer, strategy, output_dir, scan.videos, scan.skipped)
