@@ -63,9 +63,9 @@ def remove_term(i: int) -> None:
 
 
 def more_like(video_id: str, frame_index: int) -> None:
-    """Search like that frame, not like the last search: its text and image are dropped (the terms, a
-    list of their own with a remove button each, stay)."""
+    """Search that frame alone: the last search's text, image and + / − terms are dropped."""
     st.session_state.like = (video_id, int(frame_index))
+    st.session_state.terms = []
     st.session_state.query = ""
     st.session_state.query_image_path = None
     st.session_state.image_from_upload = False
