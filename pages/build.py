@@ -20,6 +20,7 @@ from core.app import (
     VIDEO_EXTENSIONS,
     BuildRequest,
     UserError,
+    check_weights_available,
     demo_model,
     plan_from,
     plural,
@@ -159,7 +160,12 @@ def seed_form_from_index() -> None:
 
 
 seed_form_from_index()
-with st.expander("0 · Try it offline: sample clips and a tiny demo model", expanded=not list_indexes()):
+model_error = st.session_state.get("model_error", "")
+if model_error:  # weights that cannot be had (offline): said at the top, beside the way to try it offline
+    st.error(model_error)
+with st.expander(
+    "0 · Try it offline: sample clips and a tiny demo model", expanded=bool(model_error) or not list_indexes()
+):
     offline_demo()
 
 with st.expander("0 · Get the Kinetics-700 subset (optional)"):
@@ -304,7 +310,15 @@ start_error = ""
 
 
 def start_build(request: BuildRequest) -> str:
-    """Start the build in the background and show it; a refusal is shown here and returned."""
+    """Start the build in the background and show it; a refusal is shown here and returned. A model whose
+    weights cannot be had is refused at once and said at the top of the page (offline: a few seconds, not
+    the minute the hub client would retry for)."""
+    try:
+        check_weights_available(request.spec)
+    except UserError as exc:
+        st.session_state.model_error = str(exc)
+        st.rerun()
+    st.session_state.pop("model_error", None)
     try:
         manager.start(explorer(), request)
     except UserError as exc:

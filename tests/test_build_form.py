@@ -146,3 +146,19 @@ def test_the_build_form_starts_from_the_source_and_confirms_another(
     _finish_build(db)
     job = get_build_manager().job(str(db))
     assert job is not None and job.summary.videos_found == 2  # the other folder's, into the same collection
+
+
+# -- item 9: weights that cannot be had, said at the top ----------------------------------------------
+def test_missing_weights_are_said_at_the_top_beside_the_offline_demo(tmp_path: Path, video_root: Path) -> None:
+    """The tests run offline with an empty Hugging Face cache: the default model's weights cannot be had.
+    Start says so at once, above the *Try it offline* panel (opened), and starts no build."""
+    at = run_page(make_app(tmp_path / "db", tmp_path / "out", roots=[tmp_path, video_root]), "pages/build.py")
+    at.text_input(key="videos_input").input(str(video_root)).run()
+    _button(at, "Start the build").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "are not in the local cache" in errors[0] and "offline demo" in errors[0], errors
+    blocks = [n.type for n in at.main.children.values()]
+    assert blocks[:3] == ["header", "error", "expander"], blocks  # the sentence, then the offline demo
+    assert at.expander[0].label.startswith("0 · Try it offline") and at.expander[0].proto.expanded
+    assert get_build_manager().job(str(tmp_path / "db")) is None and not (tmp_path / "db").exists()
