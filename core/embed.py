@@ -194,8 +194,8 @@ def _checkpoint_problem(path: str, kind: str) -> ModelError:
     if kind == "empty":
         return ModelError(f"The checkpoint {path} holds no model weights.")
     return ModelError(
-        f"The checkpoint {Path(path).name} does not match the architecture {kind} (missing or unexpected weights); "
-        "pass the --model (or --model-config) it was trained with."
+        f"The checkpoint {Path(path).name} does not match the architecture {kind} (weights missing, unexpected "
+        "or of other shapes); pass the --model (or --model-config) it was trained with."
     )
 
 
@@ -595,12 +595,12 @@ def load_model(
     """Build the model and its weights once; the caller keeps it and passes it around.
 
     `precision` "auto" gives half weights on a CUDA GPU and float32 elsewhere (see `resolve_precision`).
-    `towers` ("text", "image", or both) are loaded now. A tower left out is loaded when first used, and only
-    a local checkpoint can leave one out (it is read tensor by tensor); open_clip loads a pretrained tag's
-    weights, and random weights are made, whole.
+    `towers`: the towers loaded now; ("text",) leaves the image tower out until the first image is encoded.
+    Only a local checkpoint can leave it out (its tensors are mapped, and read when used); a pretrained tag's
+    weights, which open_clip loads itself, and random weights come whole.
     """
-    if not towers or set(towers) - set(TOWERS):
-        raise ValueError(f"towers must be among {TOWERS}, not {towers!r}")
+    if "text" not in towers or set(towers) - set(TOWERS):
+        raise ValueError(f"towers must be ('text',) or {TOWERS}, not {towers!r}")
     spec.ensure_registered()
     torch_device = resolve_device(device)
     wanted = resolve_precision(precision, torch_device)

@@ -229,3 +229,13 @@ def test_a_checkpoint_loads_as_open_clip_loads_it(tmp_path: Path, tiny_spec: Mod
     assert np.array_equal(loaded.encode_rgb(frames), reference.encode_rgb(frames))
     for name, tensor in loaded.model.state_dict().items():
         assert torch.equal(tensor, weights[name]), name
+
+
+def test_a_text_only_load_still_checks_the_image_weights(tmp_path: Path, tiny_spec: ModelSpec) -> None:
+    """A checkpoint whose image tower does not fit is refused when the model loads, not at the first image."""
+    weights = torch.load(tiny_spec.pretrained, weights_only=True)
+    weights["visual.proj"] = torch.zeros(3, 3)
+    other = tmp_path / "other-visual.pt"
+    torch.save(weights, other)
+    with pytest.raises(ModelError, match="does not match the architecture TinyCLIP-test"):
+        load_model(replace(tiny_spec, pretrained=str(other)), "cpu", towers=("text",))
