@@ -1,7 +1,7 @@
 """Peak resident memory: of ``python -m core ARGS``, or of the dashboard over a shared bundle.
 
     python -m benchmarks.peak_rss ARGS...                  # the CLI; its peak on stderr as JSON
-    python -m benchmarks.peak_rss --app [--bundle PATH_OR_URL] [--work DIR]
+    python -m benchmarks.peak_rss --app [--bundle PATH_OR_URL | --local] [--work DIR]
 
 The peak is read from /proc/<pid>/status (VmHWM, the process's own address space), not from getrusage:
 a child's ru_maxrss also counts the parent's memory it shared before exec.
@@ -11,6 +11,7 @@ a child's ru_maxrss also counts the parent's memory it shared before exec.
 search and opens Metrics, and the Streamlit process's VmHWM is read before it is stopped. Without
 `--bundle`, a ViT-B/32 bundle is made first in `--work` (random weights saved as a local checkpoint, so
 nothing is downloaded; 20 generated clips indexed on the CPU; exported with `--include-model`).
+`--local` runs the same session on that local index (``-- --db DIR --output DIR``) instead of the bundle.
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def make_vit_bundle(work: Path) -> Path:
     return bundle
 
 
-def app_session_peak(bundle: str, work: Path, query: str = "a person juggling fire") -> dict[str, object]:
-    """Start the app on `bundle`, open it, search `query`, open Metrics; the Streamlit process's peak RSS."""
+def app_session_peak(app_args: list[str], work: Path, query: str = "a person juggling fire") -> dict[str, object]:
+    """Start the app with `app_args` (``--bundle ...`` or ``--db ... --output ...``), open it, search `query`,
+    open Metrics; the Streamlit process's peak RSS."""
     from playwright.sync_api import expect, sync_playwright
 
     from tests.helpers import free_port, wait_for_streamlit
@@ -81,7 +83,7 @@ def app_session_peak(bundle: str, work: Path, query: str = "a person juggling fi
     command = [
         sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"), "--server.port", str(port),
         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-        "--", "--bundle", bundle,
+        "--", *app_args,
     ]  # fmt: skip
     log_path = work / "streamlit.log"
     with log_path.open("w") as log:
@@ -115,7 +117,7 @@ def app_session_peak(bundle: str, work: Path, query: str = "a person juggling fi
         "after_open_mb": opened,
         "after_search_mb": searched,
         "goal_mb": 1536,
-        "bundle": bundle,
+        "app_args": app_args,
     }
 
 
@@ -129,12 +131,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.peak_rss --app")
     parser.add_argument("--app", action="store_true")
     parser.add_argument("--bundle", help="the bundle to open (default: make a ViT-B/32 one in --work)")
+    parser.add_argument("--local", action="store_true", help="open the generated index itself, not its bundle")
     parser.add_argument("--work", help="folder for the generated bundle and the app's log (default: a temporary one)")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="peak-rss-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.local and args.bundle:
+        parser.error("--local opens the index made in --work: leave --bundle out")
     bundle = args.bundle or str(make_vit_bundle(work))
-    print(json.dumps(app_session_peak(bundle, work)))
+    app_args = ["--db", str(work / "db"), "--output", str(work / "output")] if args.local else ["--bundle", bundle]
+    print(json.dumps(app_session_peak(app_args, work)))
     return 0
 
 

@@ -131,11 +131,17 @@ class ListedIndex:
     problem: str = ""  # why this tool cannot use it (another schema version), in one sentence
 
 
+def load_text_first(spec: ModelSpec, device: str) -> ClipModel:
+    """The model as an Explorer first needs it: the text tower now (text queries, prompts), the image tower
+    when an image is first encoded (an image query, a build); see `load_model`."""
+    return load_model(spec, device, towers=("text",))
+
+
 class ProcessCache:
     """What a process loads once and shares between its Explorers (and threads): the models, the
     Chroma clients and the index contents last read."""
 
-    def __init__(self, model_loader: ModelLoader = load_model) -> None:
+    def __init__(self, model_loader: ModelLoader = load_text_first) -> None:
         self.load_model = model_loader
         self.lock = threading.RLock()
         self.models: dict[tuple[ModelSpec, str], ClipModel] = {}
@@ -391,6 +397,7 @@ class Explorer:
         check_weights_available(request.spec)  # offline without the weights: said now, not after a minute
         say(f"loading the model {request.spec.describe()}")
         model = self.model(request.spec, request.device)
+        model.load_image_tower()  # here, not in the encoding loop: a build encodes nothing but images
         say("indexing")
         summary = run_build(
             request, model=model, progress=progress, cancel=cancel, lock_owner=lock_owner, scan=scan

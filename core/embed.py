@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -23,9 +24,10 @@ import tempfile
 import threading
 import urllib.parse
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -44,6 +46,24 @@ DEFAULT_PRETRAINED = "openai"
 RANDOM_WEIGHTS = "none"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 TEXT_BATCH = 256
+TOWERS = ("text", "image")
+# Assigns a model's image tower when it is first needed (None: the model already has it).
+ImageTower = Callable[["torch.nn.Module"], None] | None
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _inference_mode(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """`torch.inference_mode()` as a decorator that imports torch when called, not when the module loads."""
+
+    @functools.wraps(fn)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        import torch
+
+        with torch.inference_mode():
+            return fn(*args, **kwargs)
+
+    return run
 
 
 def _looks_like_path(value: str) -> bool:
@@ -56,6 +76,8 @@ def _config_digest(text: str) -> str:
 
 def register_model_config(path: Path | str) -> str:
     """Register an open_clip JSON config and return the model name it defines (its file stem)."""
+    import open_clip
+
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise ModelError(f"The model config {path} does not exist.")
@@ -67,8 +89,6 @@ def register_model_config(path: Path | str) -> str:
         raise ModelError(
             f"The model config {path} is not an open_clip config (it needs embed_dim, vision_cfg and text_cfg)."
         )
-    import open_clip
-
     open_clip.add_model_config(path)
     return path.stem
 
@@ -188,43 +208,169 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def _load_checkpoint(model: torch.nn.Module, spec: ModelSpec) -> None:
-    """Load a local checkpoint into `model`, reading the file once; every user error is one sentence.
+def _checkpoint_problem(path: str, kind: str) -> ModelError:
+    """One sentence per way a local checkpoint can be wrong: gone, unreadable, empty, or another architecture."""
+    if kind == "gone":
+        return ModelError(
+            f"The checkpoint {path} is no longer there: put the file back, or rebuild the index with the "
+            "weights you have now."
+        )
+    if kind == "unreadable":
+        return ModelError(
+            f"The checkpoint {path} cannot be read: it is damaged or not a PyTorch/safetensors weights file."
+        )
+    if kind == "empty":
+        return ModelError(f"The checkpoint {path} holds no model weights.")
+    return ModelError(
+        f"The checkpoint {Path(path).name} does not match the architecture {kind} (weights missing, unexpected "
+        "or of other shapes); pass the --model (or --model-config) it was trained with."
+    )
 
-    open_clip's `load_checkpoint` reads the file and converts third-party layouts; the failures are told
-    apart by where they happen: reading (damaged file), finding no weights dict, or matching the
-    architecture (`load_state_dict` names the mismatch "Error(s) in loading state_dict").
-    """
-    path = spec.pretrained
-    if not Path(path).is_file():
-        raise _checkpoint_gone(path)
+
+def _load_checkpoint(model: torch.nn.Module, spec: ModelSpec) -> None:
+    """Load a local checkpoint into `model` with open_clip's own loader (formats `_read_weights` does not
+    read); every user error is one sentence, told apart by where it happens: reading (damaged file), finding
+    no weights dict, or matching the architecture ("Error(s) in loading state_dict")."""
     import open_clip
 
+    path = spec.pretrained
     try:
         open_clip.load_checkpoint(model, path, strict=True)
     except (RuntimeError, KeyError, ValueError) as exc:
         if isinstance(exc, RuntimeError) and "state_dict" not in str(exc):
-            raise ModelError(
-                f"The checkpoint {path} cannot be read: it is damaged or not a PyTorch/safetensors weights file."
-            ) from None
-        detail = "missing or unexpected weights" if "state_dict" in str(exc) else exc.__class__.__name__
-        raise ModelError(
-            f"The checkpoint {Path(path).name} does not match the architecture {spec.name} ({detail}); "
-            "pass the --model (or --model-config) it was trained with."
-        ) from None
+            raise _checkpoint_problem(path, "unreadable") from None
+        raise _checkpoint_problem(path, spec.name) from None
     except (StopIteration, AttributeError, TypeError, IndexError):  # an empty dict, a list, a bare tensor...
-        raise ModelError(f"The checkpoint {path} holds no model weights.") from None
+        raise _checkpoint_problem(path, "empty") from None
     except Exception:  # unpickling, zip, safetensors and I/O errors: the file is not a weights file
-        raise ModelError(
-            f"The checkpoint {path} cannot be read: it is damaged or not a PyTorch/safetensors weights file."
-        ) from None
+        raise _checkpoint_problem(path, "unreadable") from None
 
 
-def _checkpoint_gone(path: str) -> ModelError:
-    return ModelError(
-        f"The checkpoint {path} is no longer there: put the file back, or rebuild the index with the "
-        "weights you have now."
+def _read_weights(path: str) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors by name, memory-mapped: a tensor's bytes are read from the file only when it is
+    used, so loading makes no second copy of the weights and a tower left out costs nothing. (A checkpoint in
+    torch's legacy format cannot be mapped and is read whole.) open_clip's wrappers are unwrapped as its
+    `load_state_dict` does: a "state_dict" entry, a "module." prefix."""
+    import torch
+
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            checkpoint: Any = load_file(path, device="cpu")
+        else:
+            try:
+                checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):
+                    raise
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # unpickling, zip, safetensors and I/O errors: the file is not a weights file
+        raise _checkpoint_problem(path, "unreadable") from None
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        checkpoint = checkpoint["state_dict"]
+    if not (
+        isinstance(checkpoint, dict) and checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values())
+    ):
+        raise _checkpoint_problem(path, "empty")
+    if next(iter(checkpoint)).startswith("module"):
+        checkpoint = {k[7:]: v for k, v in checkpoint.items()}
+    return checkpoint
+
+
+def _in_open_clip_layout(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`weights` converted as open_clip's `load_checkpoint` converts them before loading (third-party layouts,
+    the old text layout, scalar logit scale, position ids, resized position embeddings); only shapes of
+    `model` are read, so it may live on the meta device."""
+    import torch
+    from open_clip.convert import convert_state_dict
+    from open_clip.model import convert_to_custom_text_state_dict, resize_pos_embed, resize_text_pos_embed
+
+    m: Any = model
+    weights = convert_state_dict(m, dict(weights))
+    if "positional_embedding" in weights and not hasattr(m, "positional_embedding"):
+        weights = convert_to_custom_text_state_dict(weights)
+    for key in ("logit_scale", "logit_bias"):
+        param = getattr(m, key, None)
+        if key in weights and param is not None and param.ndim != weights[key].ndim:
+            weights[key] = weights[key].reshape(param.shape)
+    if "logit_bias" not in weights and getattr(m, "logit_bias", None) is not None and "logit_scale" in weights:
+        weights["logit_bias"] = torch.zeros_like(weights["logit_scale"])
+    position_ids = "text.transformer.embeddings.position_ids"
+    if position_ids in weights and not hasattr(m, position_ids):
+        del weights[position_ids]
+    resize_pos_embed(weights, m)
+    resize_text_pos_embed(weights, m)
+    return weights
+
+
+def _assign(model: torch.nn.Module, weights: dict[str, torch.Tensor], device: torch.device) -> None:
+    """Make `weights` the model's own tensors (no copy where they already are what the model wants): on
+    `device`, in the dtype of the placeholder they replace, contiguous as a parameter made by the model is."""
+    wanted = model.state_dict()
+    ready = {k: v.to(device=device, dtype=wanted[k].dtype).contiguous() for k, v in weights.items()}
+    model.load_state_dict(ready, strict=False, assign=True)
+
+
+def _causal_masks(model: torch.nn.Module) -> list[str] | None:
+    """The names of the model's buffers that are not in a checkpoint, when all are causal attention masks
+    (open_clip's text towers); None when there is another kind, that only the model's constructor can make."""
+    saved = set(model.state_dict())
+    unsaved = [(n, tuple(b.shape)) for n, b in model.named_buffers(remove_duplicate=False) if n not in saved]
+    if all(n.rsplit(".", 1)[-1] == "attn_mask" and len(s) == 2 and s[0] == s[1] for n, s in unsaved):
+        return [n for n, _ in unsaved]
+    return None
+
+
+IMAGE_TOWER = "visual."  # the prefix of the image tower's weights in open_clip's CLIP models
+
+
+def _from_checkpoint(spec: ModelSpec, device: torch.device, image_now: bool) -> tuple[torch.nn.Module, ImageTower]:
+    """The model of a local checkpoint, with no second copy of its weights: built on the meta device (shapes,
+    no memory), then the mapped checkpoint tensors become its parameters. Without `image_now`, the image
+    tower stays on the meta device and the function returned assigns it when first needed (its tensors stay
+    mapped, unread, until then); with it, that function is None."""
+    import open_clip
+    import torch
+
+    path = spec.pretrained
+    if not Path(path).is_file():
+        raise _checkpoint_problem(path, "gone")
+    with _quiet_open_clip_logs(), warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore", UserWarning)
+        model = open_clip.create_model(spec.name, pretrained=None, device=torch.device("meta"))
+    masks = _causal_masks(model)
+    if masks is None or Path(path).suffix in (".npz", ".npy"):  # big_vision weights: open_clip converts them
+        model = _create_stock(spec, device, None)
+        _load_checkpoint(model, spec)
+        return model, None
+    try:
+        weights = _in_open_clip_layout(model, _read_weights(path))
+    except ModelError:
+        raise
+    except (RuntimeError, KeyError, ValueError):
+        raise _checkpoint_problem(path, spec.name) from None
+    expected = model.state_dict()
+    if expected.keys() != weights.keys() or any(weights[k].shape != v.shape for k, v in expected.items()):
+        raise _checkpoint_problem(path, spec.name)
+    later = (
+        {}
+        if image_now or not hasattr(model, "visual")
+        else {k: v for k, v in weights.items() if k.startswith(IMAGE_TOWER)}
     )
+    _assign(model, {k: v for k, v in weights.items() if k not in later}, device)
+    for name in masks:  # as open_clip's build_causal_mask makes them: -inf above the diagonal, 0 elsewhere
+        owner, _, attr = name.rpartition(".")
+        size, dtype = model.get_buffer(name).shape[0], model.get_buffer(name).dtype
+        mask = torch.full((size, size), float("-inf"), dtype=dtype, device=device).triu_(1)
+        model.get_submodule(owner).register_buffer(attr, mask, persistent=False)
+    if not later:
+        return model, None
+
+    def load_image_tower(target: torch.nn.Module) -> None:
+        _assign(target, later, device)
+
+    return model, load_image_tower
 
 
 def _weights_unavailable(spec: ModelSpec) -> ModelError:
@@ -292,7 +438,7 @@ def check_weights_available(spec: ModelSpec) -> None:
         return
     if spec.is_checkpoint:
         if not Path(spec.pretrained).is_file():
-            raise _checkpoint_gone(spec.pretrained)
+            raise _checkpoint_problem(spec.pretrained, "gone")
         return
     import open_clip
 
@@ -328,10 +474,10 @@ def _quiet_open_clip_logs() -> Any:
         root.removeFilter(quiet)
 
 
-def _create(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
+def _create_stock(spec: ModelSpec, device: torch.device, tag: str | None) -> torch.nn.Module:
+    """open_clip's own model: random weights, or the pretrained tag's, downloaded once and loaded by open_clip."""
     import open_clip
 
-    tag = spec.pretrained if not (spec.is_checkpoint or spec.pretrained == RANDOM_WEIGHTS) else None
     model_cfg = open_clip.get_model_config(spec.name) or {}
     tag_cfg = open_clip.get_pretrained_cfg(spec.name, tag) if tag else {}
     # Weights trained with QuickGELU (OpenAI's) are wrong under plain GELU; open_clip only warns.
@@ -344,9 +490,14 @@ def _create(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
         if tag and "download" in str(exc).lower():
             raise _weights_unavailable(spec) from None
         raise
-    if spec.is_checkpoint:
-        _load_checkpoint(model, spec)  # into the tensors already on `device`: no second copy
     return model
+
+
+def _create(spec: ModelSpec, device: torch.device, image_now: bool) -> tuple[torch.nn.Module, ImageTower]:
+    if spec.is_checkpoint:
+        return _from_checkpoint(spec, device, image_now)
+    tag = spec.pretrained if spec.pretrained != RANDOM_WEIGHTS else None
+    return _create_stock(spec, device, tag), None
 
 
 PRECISIONS = ("auto", "fp32", "fp16")
@@ -368,12 +519,24 @@ class ClipModel:
 
     `precision` is the dtype of the weights ("fp32" or "fp16"); inputs are normalised in float32 on the
     model's device and cast to it, and embeddings always come back as float32.
+
+    `image_tower`: for a model loaded without its image tower, what loads it; `encode_images` calls it once,
+    first (see `load_image_tower`).
     """
 
-    def __init__(self, spec: ModelSpec, model: torch.nn.Module, device: torch.device, precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        model: torch.nn.Module,
+        device: torch.device,
+        precision: str = "fp32",
+        image_tower: ImageTower = None,
+    ) -> None:
         import open_clip
 
         self.spec = spec
+        self._image_tower = image_tower
+        self._image_lock = threading.Lock()
         self.device = device
         self.precision = precision
         # An open_clip model: open_clip ships no type information, and torch.nn.Module's attributes type as
@@ -407,7 +570,21 @@ class ClipModel:
             return self
         if wanted == "fp32":
             return load_model(self.spec, str(self.device), "fp32")
-        return ClipModel(self.spec, copy.deepcopy(self.model).half(), self.device, wanted)
+        return ClipModel(self.spec, copy.deepcopy(self.model).half(), self.device, wanted, self._image_tower)
+
+    @property
+    def has_image_tower(self) -> bool:
+        """Whether the image tower's weights are loaded (a text-only model loads them on its first image)."""
+        return self._image_tower is None
+
+    def load_image_tower(self) -> None:
+        """Load the image tower if it was left out; nothing otherwise. Safe from several threads at once."""
+        if self._image_tower is None:
+            return
+        with self._image_lock:
+            if self._image_tower is not None:
+                self._image_tower(self.model)
+                self._image_tower = None
 
     def _probe_dim(self) -> int:
         import torch
@@ -421,9 +598,9 @@ class ClipModel:
 
     @property
     def tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            import open_clip
+        import open_clip
 
+        if self._tokenizer is None:
             self._tokenizer = open_clip.get_tokenizer(self.spec.name)
         return self._tokenizer
 
@@ -431,9 +608,9 @@ class ClipModel:
     def _trim_text(self) -> bool:
         # Cutting the token sequence to the longest prompt is exact only for a causal text tower
         # pooled at the end-of-text token, with zero padding (open_clip's CLIP + SimpleTokenizer).
-        if self._trim is None:
-            import open_clip
+        import open_clip
 
+        if self._trim is None:
             m = self.model
             self._trim = (
                 isinstance(m, open_clip.CLIP)
@@ -454,10 +631,10 @@ class ClipModel:
         model's device: the same arithmetic as the model's own transform (bit for bit), at a fraction of
         the cost. Models whose transform does not split so simply get the full float tensor here.
         """
-        if self.geometry is None:
-            return self.preprocess_rgb(rgb)
         import torch
 
+        if self.geometry is None:
+            return self.preprocess_rgb(rgb)
         return torch.from_numpy(np.ascontiguousarray(self.geometry.apply(rgb).transpose(2, 0, 1)))
 
     def _normalise(self, batch: torch.Tensor) -> torch.Tensor:
@@ -470,18 +647,18 @@ class ClipModel:
         mean, std = self._mean.to(batch.device), self._std.to(batch.device)
         return batch.div(255).sub_(mean).div_(std)
 
+    @_inference_mode
     def encode_images(self, batch: torch.Tensor) -> np.ndarray:
         """A batch of prepared (uint8) or preprocessed (float) images → L2-normalised float32 (N × D).
 
         A pinned CPU batch is copied to the GPU asynchronously; normalisation runs on the model's device.
         """
-        import torch
         import torch.nn.functional as F
 
-        with torch.inference_mode():
-            inputs = self._normalise(batch.to(self.device, non_blocking=batch.is_pinned()))
-            features = self.model.encode_image(inputs.to(self.dtype))
-            return F.normalize(features.float(), dim=-1).cpu().numpy()
+        self.load_image_tower()
+        inputs = self._normalise(batch.to(self.device, non_blocking=batch.is_pinned()))
+        features = self.model.encode_image(inputs.to(self.dtype))
+        return F.normalize(features.float(), dim=-1).cpu().numpy()
 
     def encode_rgb(self, frames: list[np.ndarray]) -> np.ndarray:
         import torch
@@ -499,27 +676,25 @@ class ClipModel:
             return None
         return int(tokens.shape[1])
 
+    @_inference_mode
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Texts → L2-normalised float32 embeddings, in batches, each cut to its longest prompt."""
-        import torch
         import torch.nn.functional as F
 
         out = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), TEXT_BATCH):
-                tokens = self.tokenize(list(texts[start : start + TEXT_BATCH])).to(self.device)
-                features = self._encode_trimmed(tokens) if self._trim_text else self.model.encode_text(tokens)
-                out.append(F.normalize(features.float(), dim=-1).cpu().numpy())
+        for start in range(0, len(texts), TEXT_BATCH):
+            tokens = self.tokenize(list(texts[start : start + TEXT_BATCH])).to(self.device)
+            features = self._encode_trimmed(tokens) if self._trim_text else self.model.encode_text(tokens)
+            out.append(F.normalize(features.float(), dim=-1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
 
+    @_inference_mode
     def encode_texts_full(self, texts: list[str]) -> np.ndarray:
         """open_clip's stock `encode_text` on the full context: the reference for `encode_texts`."""
-        import torch
         import torch.nn.functional as F
 
-        with torch.inference_mode():
-            tokens = self.tokenize(list(texts)).to(self.device)
-            return F.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu().numpy()
+        tokens = self.tokenize(list(texts)).to(self.device)
+        return F.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu().numpy()
 
     def _encode_trimmed(self, tokens: torch.Tensor) -> torch.Tensor:
         # open_clip's CLIP.encode_text always runs the full 77-token context; this is its body (checked
@@ -557,15 +732,22 @@ def _split_preprocess(transform: Any) -> tuple[Any, torch.Tensor | None, torch.T
     return T.Compose(steps[:tensor_at]), mean, std
 
 
-def load_model(spec: ModelSpec, device: str = "auto", precision: str = "auto") -> ClipModel:
+def load_model(
+    spec: ModelSpec, device: str = "auto", precision: str = "auto", towers: Sequence[str] = TOWERS
+) -> ClipModel:
     """Build the model and its weights once; the caller keeps it and passes it around.
 
     `precision` "auto" gives half weights on a CUDA GPU and float32 elsewhere (see `resolve_precision`).
+    `towers`: the towers loaded now; ("text",) leaves the image tower out until the first image is encoded.
+    Only a local checkpoint can leave it out (its tensors are mapped, and read when used); a pretrained tag's
+    weights, which open_clip loads itself, and random weights come whole.
     """
+    if "text" not in towers or set(towers) - set(TOWERS):
+        raise ValueError(f"towers must be ('text',) or {TOWERS}, not {towers!r}")
     spec.ensure_registered()
     torch_device = resolve_device(device)
     wanted = resolve_precision(precision, torch_device)
-    model = _create(spec, torch_device)
+    model, image_tower = _create(spec, torch_device, "image" in towers)
     if wanted == "fp16":
         model = model.half()
-    return ClipModel(spec, model, torch_device, wanted)
+    return ClipModel(spec, model, torch_device, wanted, image_tower)

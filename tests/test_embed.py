@@ -10,7 +10,15 @@ import open_clip
 import pytest
 import torch
 
-from core.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED, RANDOM_WEIGHTS, ModelSpec, check_weights_available, load_model
+from core.embed import (
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    RANDOM_WEIGHTS,
+    ClipModel,
+    ModelSpec,
+    check_weights_available,
+    load_model,
+)
 from core.errors import ModelError
 from tests.tiny_model import CONFIG
 
@@ -167,15 +175,18 @@ def test_fp16_stays_within_2e_3_of_fp32(vit_b32_random, tiny_model) -> None:
 def test_a_checkpoint_is_read_once_and_an_empty_one_is_one_sentence(
     tmp_path: Path, tiny_spec: ModelSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import core.embed
+
     reads = []
-    read = open_clip.factory.load_state_dict
+    read = core.embed._read_weights
 
-    def counting(*args, **kwargs):
-        reads.append(args[0])
-        return read(*args, **kwargs)
+    def counting(path: str) -> dict:
+        reads.append(path)
+        return read(path)
 
-    monkeypatch.setattr(open_clip.factory, "load_state_dict", counting)
-    load_model(tiny_spec, "cpu")
+    monkeypatch.setattr(core.embed, "_read_weights", counting)
+    model = load_model(tiny_spec, "cpu", towers=("text",))
+    model.encode_rgb([np.zeros((8, 8, 3), np.uint8)])  # the image tower comes from the same read
     assert reads == [tiny_spec.pretrained]
     empty = tmp_path / "empty.pt"
     torch.save({}, empty)
@@ -199,3 +210,58 @@ def test_weights_in_the_local_cache_pass_the_check_offline(tmp_path: Path, monke
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     check_weights_available(spec)
     check_weights_available(ModelSpec.resolve(DEFAULT_MODEL, RANDOM_WEIGHTS))  # nothing to fetch
+
+
+def _image_tower_in_memory(model) -> bool:
+    return not any(p.is_meta for p in model.model.visual.parameters())
+
+
+def test_a_text_only_model_loads_its_image_tower_on_the_first_image(tiny_spec: ModelSpec, tiny_model) -> None:
+    """The shared dashboard answers text queries and Metrics with the text tower alone: the same text
+    embeddings, no image weights in memory until an image is encoded, then the same image embeddings."""
+    text_only = load_model(tiny_spec, "cpu", towers=("text",))
+    assert not text_only.has_image_tower and not _image_tower_in_memory(text_only)
+    assert not any(p.is_meta for name, p in text_only.model.named_parameters() if not name.startswith("visual."))
+    assert np.array_equal(text_only.encode_texts(QUERIES), tiny_model.encode_texts(QUERIES))
+    assert text_only.embed_dim == tiny_model.embed_dim and tuple(text_only.image_size) == (32, 32)
+    assert not _image_tower_in_memory(text_only)
+    half = text_only.with_precision("fp16")  # made before the image tower: it loads its own, in half
+    rng = np.random.default_rng(2)
+    batch = torch.from_numpy(rng.integers(0, 256, (5, 3, 32, 32), dtype=np.uint8))
+    assert np.array_equal(text_only.encode_images(batch), tiny_model.encode_images(batch))
+    assert text_only.has_image_tower and _image_tower_in_memory(text_only)
+    assert np.array_equal(half.encode_images(batch), tiny_model.with_precision("fp16").encode_images(batch))
+    assert tiny_model.has_image_tower  # the default: both towers, now
+
+
+@pytest.mark.parametrize("layout", ["zip", "legacy", "safetensors"])
+def test_a_checkpoint_loads_as_open_clip_loads_it(tmp_path: Path, tiny_spec: ModelSpec, layout: str) -> None:
+    """Assigning the mapped checkpoint tensors gives open_clip's own model bit for bit (weights, causal mask,
+    embeddings), for torch's zip and legacy formats and for safetensors."""
+    stock = open_clip.create_model(tiny_spec.name, pretrained=tiny_spec.pretrained)
+    weights = stock.state_dict()
+    path = tmp_path / ("tiny.safetensors" if layout == "safetensors" else "tiny.pt")
+    if layout == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in weights.items()}, path)
+    else:
+        torch.save(weights, path, _use_new_zipfile_serialization=layout == "zip")
+    loaded = load_model(replace(tiny_spec, pretrained=str(path)), "cpu", towers=("text",))
+    reference = ClipModel(tiny_spec, stock, torch.device("cpu"))
+    assert torch.equal(loaded.model.attn_mask, stock.attn_mask)
+    assert np.array_equal(loaded.encode_texts(QUERIES), reference.encode_texts(QUERIES))
+    frames = [np.full((40, 50, 3), c, np.uint8) for c in ((220, 40, 30), (30, 60, 220))]
+    assert np.array_equal(loaded.encode_rgb(frames), reference.encode_rgb(frames))
+    for name, tensor in loaded.model.state_dict().items():
+        assert torch.equal(tensor, weights[name]), name
+
+
+def test_a_text_only_load_still_checks_the_image_weights(tmp_path: Path, tiny_spec: ModelSpec) -> None:
+    """A checkpoint whose image tower does not fit is refused when the model loads, not at the first image."""
+    weights = torch.load(tiny_spec.pretrained, weights_only=True)
+    weights["visual.proj"] = torch.zeros(3, 3)
+    other = tmp_path / "other-visual.pt"
+    torch.save(weights, other)
+    with pytest.raises(ModelError, match="does not match the architecture TinyCLIP-test"):
+        load_model(replace(tiny_spec, pretrained=str(other)), "cpu", towers=("text",))

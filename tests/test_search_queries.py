@@ -264,3 +264,40 @@ def test_interactive_prompt_leaves_at_end_of_input(built_index: dict) -> None:
         env={"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert result.returncode == 0 and "Query:" not in result.stdout
+
+
+def test_text_queries_and_metrics_need_no_image_tower(built_index: dict, ref: IndexRef, tmp_path: Path) -> None:
+    """An Explorer loads what is asked of it: text search, "more like this" (stored vectors) and an evaluation
+    leave the image tower unloaded; the first image query loads it."""
+    from core.app import EvalSettings
+
+    explorer = Explorer(output=str(tmp_path), device="cpu")  # a process of its own: nothing loaded yet
+    assert explorer.find(ref, SearchQuery(text=QUERY_TEXT, k=3)).hits[0].label == "juggling fire"
+    contents = explorer.contents(ref)
+    explorer.find(ref, SearchQuery(text="", like=(contents.video_ids[0], int(contents.frame_index[0])), k=3))
+    explorer.evaluate(ref, EvalSettings())
+    model = explorer.model(explorer.open(ref).spec)
+    assert not model.has_image_tower
+    image = _solid_image(tmp_path / "red.png", COLOURS["juggling fire"])
+    assert explorer.find(ref, SearchQuery(text="", image=str(image), k=3)).hits[0].label == "juggling fire"
+    assert model.has_image_tower
+
+
+def test_a_build_loads_the_image_tower_before_it_indexes(video_root: Path, tiny_spec, tmp_path: Path) -> None:
+    import threading
+
+    from core.app import BuildRequest
+
+    explorer = Explorer(output=str(tmp_path / "out"), device="cpu")
+    request = BuildRequest(videos=str(video_root), db=str(tmp_path / "db"), output=str(tmp_path / "out"),
+                           spec=tiny_spec, device="cpu", workers=1)  # fmt: skip
+    seen: list[bool] = []
+
+    def on_stage(stage: str) -> None:
+        if stage == "indexing":
+            seen.append(explorer.model(tiny_spec, "cpu").has_image_tower)
+
+    cancelled = threading.Event()
+    cancelled.set()  # the model is what this test is about, not the frames
+    explorer.build(request, cancel=cancelled, on_stage=on_stage)
+    assert seen == [True]
