@@ -50,6 +50,10 @@ def test_plus_minus_terms_and_more_like_this(built_index: dict) -> None:
     like.click().run()
     assert at.session_state["like"][0] == first_video.replace("\\", "")
     assert any("More like frame" in c.value for c in at.caption)
+    assert at.session_state["terms"] == []  # that frame alone: the terms went with the text
+    at.text_input(key="term_text").input("golf chipping")
+    next(b for b in at.button if b.label == "Add term").click().run()
+    assert at.session_state["terms"] == [(-1, "golf chipping")]
     at.button(key="remove-term-0").click().run()
     assert at.session_state["terms"] == []
 
