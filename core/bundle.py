@@ -451,14 +451,13 @@ def _place_thumbnails(bundle: Bundle, output: Path, metas: list[dict[str, Any]],
     for meta, name in zip(metas, thumbs, strict=True):
         if not name:
             continue
-        source = bundle.path(name)
+        data = bundle.path(name).read_bytes()  # read once: compared with what is here, then written
         recorded = Path(str(meta.get("frame_path") or ""))
-        if recorded.is_file() and recorded.read_bytes() == source.read_bytes():
+        if recorded.is_file() and recorded.read_bytes() == data:
             continue
         target = thumbnail_path(output, str(meta["video_id"]), int(meta["frame_index"]))
-        if not (target.is_file() and target.read_bytes() == source.read_bytes()):
-            with atomic_path(target) as tmp:
-                shutil.copyfile(source, tmp)
+        if not (target.is_file() and target.read_bytes() == data):
+            write_bytes_atomic(target, data)
             copied += 1
         meta["frame_path"] = str(target.resolve())
     return copied
