@@ -1,6 +1,6 @@
 """Which decoder for the build: ``python -m benchmarks.decoders [--clips DIR] [--json FILE]``.
 
-Compares OpenCV (what `core.frames` uses), PyAV and torchcodec on the same clips, for the frames the
+Compares OpenCV (what `core.media.frames` uses), PyAV and torchcodec on the same clips, for the frames the
 build plans (``middle`` and ``uniform:8``):
 
 - **exactness**: every planned frame a decoder returns equals the frame at that index when the same
@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.clips import kinetics_like_folder  # noqa: E402
-from core.frames import FrameStrategy, VideoReadError, read_video_frames  # noqa: E402
+from core.media.frames import FrameStrategy, VideoReadError, read_video_frames  # noqa: E402
+from core.media.sources import VideoRecord  # noqa: E402
 from core.runtime import configure_runtime  # noqa: E402
-from core.sources import VideoRecord  # noqa: E402
 
 REAL_CLIPS = ROOT.parent / "shared" / "data" / "realclips"
 STRATEGIES = ("middle", "uniform:8")
@@ -63,7 +63,7 @@ def opencv_all(path: Path, threads: int = 1) -> list[np.ndarray]:
 
 
 def opencv_planned(path: Path, strategy: FrameStrategy, threads: int = 1) -> Planned:
-    """What the build does today: core.frames (seek or grab forward, recount when the container lies)."""
+    """What the build does today: core.media.frames (seek or grab forward, recount when the container lies)."""
     record = VideoRecord(video_id=path.stem, label="x", path=path)
     vf = read_video_frames(record, strategy, max_side=100_000, threads=threads)
     return {f.frame_index: f.rgb for f in vf.frames}

@@ -12,8 +12,8 @@ import sys
 
 import torch
 
-from core.build import default_batch_size
-from core.embed import ModelSpec, load_model
+from core.engines.build import default_batch_size
+from core.model.embed import ModelSpec, load_model
 from core.runtime import configure_runtime
 
 

@@ -7,9 +7,9 @@ processes as the build has workers, with nothing else (no resize, thumbnail, tra
 from __future__ import annotations
 
 from core.engines.prepare import PreparedVideo, prepare_video
-from core.frames import FrameStrategy, VideoReadError, read_video_frames
-from core.geometry import InputGeometry
-from core.sources import VideoRecord
+from core.media.frames import FrameStrategy, VideoReadError, read_video_frames
+from core.media.geometry import InputGeometry
+from core.media.sources import VideoRecord
 
 
 def decode_planned(record: VideoRecord, strategy: str) -> int:

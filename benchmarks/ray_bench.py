@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 ROOT = Path(__file__).resolve().parents[1]
 
 if TYPE_CHECKING:
-    from core.embed import ClipModel, ModelSpec
+    from core.model.embed import ClipModel, ModelSpec
 
 KINETICS_700 = {"train": 545_000, "validation": 34_000}  # clips
 NODES = (1, 8, 32)
@@ -84,7 +84,7 @@ QUICK = RaySizes(
 
 
 def _model(sizes: RaySizes) -> tuple[ModelSpec, ClipModel]:
-    from core.embed import RANDOM_WEIGHTS, ModelSpec, load_model
+    from core.model.embed import RANDOM_WEIGHTS, ModelSpec, load_model
 
     if sizes.model == "tiny":
         spec = ModelSpec.resolve(None, RANDOM_WEIGHTS, ROOT / "benchmarks" / "assets" / "TinyCLIP-bench224.json")
@@ -97,7 +97,7 @@ def one_build(
     model: ClipModel, videos: Path, work: Path, frames: str, engine: str, tag: str, **overrides: Any
 ) -> dict[str, Any]:
     """A build through `run_build` (`overrides` go to the Ray engine: actors, actor_threads)."""
-    from core.build import run_build
+    from core.engines.build import run_build
     from core.engines.ray_engine import run_ray_build
     from core.requests import BuildRequest
 
@@ -243,9 +243,9 @@ def _write_records(port: int, first: int, count: int, dim: int = 512) -> list[tu
     settings and writer call; (records, seconds) per batch."""
     import numpy as np
 
-    from core.embed import ModelSpec
     from core.engines.local import UPSERT_BATCH
-    from core.index import ChromaServer, connect, open_for_build
+    from core.model.embed import ModelSpec
+    from core.store.index import ChromaServer, connect, open_for_build
 
     index = open_for_build(connect("unused", ChromaServer("127.0.0.1", port)), ModelSpec(), dim, "uniform:8")
     rng = np.random.default_rng(first)
@@ -306,7 +306,7 @@ def driver_intake(sizes: RaySizes, work: Path, dim: int = 512) -> dict[str, Any]
     import numpy as np
 
     from core.engines.ray_engine import VideoAssembler, write_thumbnails
-    from core.thumbnails import thumbnail_jpeg
+    from core.media.thumbnails import thumbnail_jpeg
 
     rng = np.random.default_rng(1)
     # A 384×216 thumbnail of a smooth scene with some grain (pure noise would make a JPEG 3-4 times larger
@@ -351,9 +351,9 @@ def prepare_per_core(sizes: RaySizes, work: Path) -> dict[str, Any]:
     H.264 clips: what one core of a node gives the encoders."""
     from benchmarks.clips import kinetics_like_folder
     from core.engines.prepare import prepare_video
-    from core.frames import FrameStrategy
-    from core.geometry import InputGeometry
-    from core.sources import scan_source
+    from core.media.frames import FrameStrategy
+    from core.media.geometry import InputGeometry
+    from core.media.sources import scan_source
 
     folder = kinetics_like_folder(
         work / "kinetics-like", sizes.prepare_videos, min(8, sizes.prepare_videos), sizes.clip_seconds

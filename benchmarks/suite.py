@@ -55,18 +55,18 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.clips import fan_out, kinetics_like_folder  # noqa: E402
 from benchmarks.floor import decode_planned, prepare_planned, spin  # noqa: E402
-from core.build import default_batch_size, resolve_workers, run_build  # noqa: E402
-from core.embed import RANDOM_WEIGHTS, ClipModel, ModelSpec, load_model, resolve_device  # noqa: E402
+from core.analysis.evaluation import score_samples  # noqa: E402
+from core.analysis.metrics import compute_metrics  # noqa: E402
+from core.analysis.search import search  # noqa: E402
+from core.engines.build import default_batch_size, resolve_workers, run_build  # noqa: E402
 from core.engines.local import worker_pool  # noqa: E402
 from core.engines.prepare import ping  # noqa: E402
-from core.evaluation import score_samples  # noqa: E402
-from core.index import HNSW_CONFIG, IndexContents, connect, open_for_build  # noqa: E402
-from core.metrics import compute_metrics  # noqa: E402
+from core.media.samples import write_clip  # noqa: E402
+from core.media.sources import scan_source  # noqa: E402
+from core.model.embed import RANDOM_WEIGHTS, ClipModel, ModelSpec, load_model, resolve_device  # noqa: E402
 from core.requests import BuildRequest  # noqa: E402
 from core.runtime import configure_runtime, usable_cores  # noqa: E402
-from core.samples import write_clip  # noqa: E402
-from core.search import search  # noqa: E402
-from core.sources import scan_source  # noqa: E402
+from core.store.index import HNSW_CONFIG, IndexContents, connect, open_for_build  # noqa: E402
 
 TINY_CONFIG = Path(__file__).parent / "assets" / "TinyCLIP-bench.json"
 TINY_224_CONFIG = Path(__file__).parent / "assets" / "TinyCLIP-bench224.json"
@@ -607,7 +607,7 @@ def core_scaling(sizes: Sizes, work: Path) -> dict[str, Any]:
     Beside it, the machine's own ceiling measured the same way on pure CPU work (a Python loop in each
     process): on a shared or oversubscribed machine, cores that are listed are not always there.
     """
-    from core.geometry import InputGeometry
+    from core.media.geometry import InputGeometry
 
     cores = usable_cores()
     geometry = InputGeometry((224, 224))

@@ -28,15 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.build import BuildProgress, BuildSummary, check_engine, run_build
-from core.bundle import BundleSummary, export_bundle, fetch_bundle, import_bundle, open_bundle
-from core.clock import format_duration, now_iso
-from core.demo_model import DEMO_MODEL_NAME, make_demo_model
-from core.demo_model import STEPS as DEMO_STEPS
-from core.download import Candidate, DownloadProgress, DownloadSummary, download_subset, plan_from
-from core.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED, ClipModel, ModelSpec, check_weights_available, load_model
-from core.errors import IndexLockedError, IndexUnavailableError, QueryError, SourceError, UserError
-from core.evaluation import (
+from core.analysis.evaluation import (
     CLASS_SETS,
     POOLINGS,
     Evaluation,
@@ -45,39 +37,13 @@ from core.evaluation import (
     evaluate_grid,
     pooled_embeddings,
 )
-from core.failures import FailureAnalysis, MotionFlag, VideoMargin, analyse_failures, confused_samples
-from core.files import write_bytes_atomic, write_text_atomic
-from core.frames import (
-    DEFAULT_SCENES,
-    MAX_FPS,
-    MAX_FPS_FRAMES,
-    MAX_SCENES,
-    MAX_UNIFORM_FRAMES,
-    FrameStrategy,
-    probe_source,
-)
-from core.index import (
-    SOURCE_ANNOTATIONS,
-    SOURCE_VIDEOS,
-    ChromaServer,
-    FrameIndex,
-    IndexContents,
-    IndexInfo,
-    connect,
-    list_indexes,
-    open_index,
-)
-from core.loadtest import LoadReport, run_search_load
-from core.locking import BuildLock
-from core.media import browser_playability, cached_playable_copy, playable_copy
-from core.moments import DEFAULT_MARGIN, Moment
-from core.names import plural, printable, printable_errors, safe_name
-from core.paths import DEFAULT_CSV, DEFAULT_SUBSET, confine
-from core.plots import confusion_counts_heatmap, runs_chart, score_histogram, similarity_histogram, sweep_chart
-from core.probe import ProbeResult, linear_probe
-from core.prompts import DEFAULT_PROMPT, LABEL_MODES, PROMPT_SETS, resolve_prompts
-from core.query import IMAGE_FORMATS, IMAGE_SUFFIXES, read_query_image, shorten_query
-from core.reports import (
+from core.analysis.failures import FailureAnalysis, MotionFlag, VideoMargin, analyse_failures, confused_samples
+from core.analysis.loadtest import LoadReport, run_search_load
+from core.analysis.moments import DEFAULT_MARGIN, Moment
+from core.analysis.plots import confusion_counts_heatmap, runs_chart, score_histogram, similarity_histogram, sweep_chart
+from core.analysis.probe import ProbeResult, linear_probe
+from core.analysis.query import IMAGE_FORMATS, IMAGE_SUFFIXES, read_query_image, shorten_query
+from core.analysis.reports import (
     image_data_uri,
     metrics_csv,
     metrics_rows,
@@ -89,8 +55,69 @@ from core.reports import (
     write_reports,
     write_search_report,
 )
+from core.analysis.search import MAX_K, SearchHit, SearchResult, check_k, check_request, normalise_query, run_query
+from core.analysis.sweep import SWEEP_KEYS, SweepRow, SweepStore, parse_strategies, sweep_csv
+from core.engines.build import BuildProgress, BuildSummary, check_engine, run_build
+from core.ground import (
+    DEFAULT_CSV,
+    DEFAULT_SUBSET,
+    IndexLockedError,
+    IndexUnavailableError,
+    QueryError,
+    SourceError,
+    UserError,
+    confine,
+    format_duration,
+    now_iso,
+    plural,
+    printable,
+    printable_errors,
+    safe_name,
+    write_bytes_atomic,
+    write_text_atomic,
+)
+from core.kinetics.download import Candidate, DownloadProgress, DownloadSummary, download_subset, plan_from
+from core.kinetics.subset import make_subset, reference_classes, write_subset
+from core.media.frames import (
+    DEFAULT_SCENES,
+    MAX_FPS,
+    MAX_FPS_FRAMES,
+    MAX_SCENES,
+    MAX_UNIFORM_FRAMES,
+    FrameStrategy,
+    probe_source,
+)
+from core.media.samples import make_sample_videos
+from core.media.sources import VIDEO_EXTENSIONS, SourceScan, read_kinetics_csv, scan_source
+from core.media.transcode import browser_playability, cached_playable_copy, playable_copy
+from core.media.uploads import save_upload
+from core.model.demo_model import DEMO_MODEL_NAME, make_demo_model
+from core.model.demo_model import STEPS as DEMO_STEPS
+from core.model.embed import (
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    ClipModel,
+    ModelSpec,
+    check_weights_available,
+    load_model,
+)
+from core.model.prompts import DEFAULT_PROMPT, LABEL_MODES, PROMPT_SETS, resolve_prompts
 from core.requests import BuildRequest, EvalSettings, IndexRef, SearchQuery
-from core.runs import (
+from core.runtime import configure_runtime
+from core.store.bundle import BundleSummary, export_bundle, fetch_bundle, import_bundle, open_bundle
+from core.store.index import (
+    SOURCE_ANNOTATIONS,
+    SOURCE_VIDEOS,
+    ChromaServer,
+    FrameIndex,
+    IndexContents,
+    IndexInfo,
+    connect,
+    list_indexes,
+    open_index,
+)
+from core.store.locking import BuildLock
+from core.store.runs import (
     REFERENCE_RUN,
     Run,
     RunComparison,
@@ -99,13 +126,6 @@ from core.runs import (
     compare_runs_side_by_side,
     run_from_evaluation,
 )
-from core.runtime import configure_runtime
-from core.samples import make_sample_videos
-from core.search import MAX_K, SearchHit, SearchResult, check_k, check_request, normalise_query, run_query
-from core.sources import VIDEO_EXTENSIONS, SourceScan, read_kinetics_csv, scan_source
-from core.subset import make_subset, reference_classes, write_subset
-from core.sweep import SWEEP_KEYS, SweepRow, SweepStore, parse_strategies, sweep_csv
-from core.uploads import save_upload
 
 if TYPE_CHECKING:
     import chromadb
@@ -825,7 +845,7 @@ def download(
     cancel: threading.Event | None = None,
     retry_failed: bool = False,
 ) -> DownloadSummary:
-    """Download `per_class` clips per class (see core/download.py for the guarantees)."""
+    """Download `per_class` clips per class (see core/kinetics/download.py for the guarantees)."""
     return download_subset(
         candidates, out, per_class=per_class, jobs=max(1, jobs), retries=max(0, retries), progress=progress,
         cancel=cancel, retry_failed=retry_failed,

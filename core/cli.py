@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
-from core.errors import UserError
+from core.ground import UserError
 from core.limits import check_setting
 
 DEFAULT_DB = "chroma_db"
@@ -420,7 +420,7 @@ class _ProgressBar:
             from tqdm import tqdm
 
             # Without tqdm's own clock: a build's elapsed time and ETA come in the postfix, in the format the
-            # app shows them (core.clock.format_duration).
+            # app shows them (core.ground.format_duration).
             self.bar = tqdm(total=total, unit=self.unit, desc=self.desc, file=sys.stderr, dynamic_ncols=True,
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{postfix}]")  # fmt: skip
         self.bar.total, self.bar.n = total, done

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from core.errors import UserError
+from core.ground import UserError
 from core.runtime import usable_cores
 
 MAX_K = 1000  # results of one search: more is a listing, not a search

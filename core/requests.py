@@ -12,15 +12,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from core.embed import ModelSpec
-from core.errors import UserError
-from core.evaluation import CLASS_SETS, POOLINGS, check_prompt_cost
-from core.index import SOURCE_ANNOTATIONS, SOURCE_VIDEOS, ChromaServer
-from core.moments import DEFAULT_MARGIN
-from core.paths import kinetics_classes
-from core.prompts import LABEL_MODES, resolve_prompts
-from core.query import QueryPart
-from core.search import QueryOptions
+from core.analysis.evaluation import CLASS_SETS, POOLINGS, check_prompt_cost
+from core.analysis.moments import DEFAULT_MARGIN
+from core.analysis.query import QueryPart
+from core.analysis.search import QueryOptions
+from core.ground import UserError, kinetics_classes
+from core.model.embed import ModelSpec
+from core.model.prompts import LABEL_MODES, resolve_prompts
+from core.store.index import SOURCE_ANNOTATIONS, SOURCE_VIDEOS, ChromaServer
 
 DEFAULT_PROMPTS: tuple[str, ...] = ("english",)
 EVAL_SETTINGS_KEYS = ("prompts", "pooling", "label_mode", "classes")

@@ -181,7 +181,7 @@ if query.strip():
 
 items: list[Moment] | list[SearchHit] = result.moments if result.moments is not None else result.hits
 kind = "moment" if result.moments is not None else "result"
-st.markdown(f"Query: **{md(result.query)}**")  # a long text is shown by its start (core.query.shorten_query)
+st.markdown(f"Query: **{md(result.query)}**")  # a long text is shown by its start (core.analysis.query.shorten_query)
 for note in result.notes:  # e.g. that CLIP read only the first tokens of a long text
     st.caption(note)
 cut = result.cutoff.value if result.cutoff is not None else None

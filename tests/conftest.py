@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from core.embed import ModelSpec, load_model
+from core.model.embed import ModelSpec, load_model
 from core.runtime import configure_runtime
 from tests.helpers import build_into, make_labelled_folder
 from tests.tiny_model import CONFIG, train_tiny_clip

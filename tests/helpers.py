@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from core.samples import write_clip
+from core.media.samples import write_clip
 from tests.tiny_model import COLOURS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subproce
 def build_into(videos: Any, db: Any, output: Any, model: Any = None, progress: Any = None, cancel: Any = None,
                **fields: Any) -> Any:  # fmt: skip
     """A local build through the engine's one entry point, with test-friendly paths and a loaded model."""
-    from core.build import run_build
+    from core.engines.build import run_build
     from core.requests import BuildRequest
 
     fields.setdefault("workers", 2)

@@ -42,7 +42,7 @@ def counts_of(index: Any) -> dict[str, list[int]]:
 
 
 def request_for(args: dict[str, Any], **fields: Any) -> Any:
-    from core.embed import ModelSpec
+    from core.model.embed import ModelSpec
     from core.requests import BuildRequest
 
     fields.setdefault("videos", args["videos"])
@@ -51,7 +51,7 @@ def request_for(args: dict[str, Any], **fields: Any) -> Any:
 
 
 def server_index(server: Any) -> Any:
-    from core.index import connect, open_index
+    from core.store.index import connect, open_index
 
     return open_index(connect("unused", server))
 
@@ -78,7 +78,7 @@ def interrupted_cli_build(args: dict[str, Any], work: Path) -> dict[str, Any]:
     mark("interrupted cli build")
     result: dict[str, Any] = {"returncode": returncode, "stderr": seen.decode(errors="replace")[-3000:]}
     if (work / "cli-summary.json").exists():
-        from core.index import connect, open_index
+        from core.store.index import connect, open_index
 
         result["summary"] = json.loads((work / "cli-summary.json").read_text())
         result["counts"] = counts_of(open_index(connect(work / "db-cli")))
@@ -91,9 +91,9 @@ def local_scenario(args: dict[str, Any], work: Path) -> dict[str, Any]:
     its first video, the same build again (it completes the index), and a build into an embedded folder."""
     import ray
 
-    from core.build import run_build
+    from core.engines.build import run_build
     from core.engines.ray_engine import worker_env
-    from core.index import ChromaServer, connect, open_index
+    from core.store.index import ChromaServer, connect, open_index
     from tests.helpers import ChromaProcess, free_port
 
     result: dict[str, Any] = {"cli": interrupted_cli_build(args, work)}
@@ -176,8 +176,8 @@ def cluster_scenario(args: dict[str, Any], work: Path) -> dict[str, Any]:
     `progress_after_kill` records the videos done by each progress report after the kill."""
     import ray
 
-    from core.build import run_build
-    from core.index import ChromaServer
+    from core.engines.build import run_build
+    from core.store.index import ChromaServer
     from tests.helpers import ChromaProcess, free_port
 
     port = free_port()

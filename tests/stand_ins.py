@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from core.embed import ModelSpec
-from core.index import IndexContents
+from core.model.embed import ModelSpec
+from core.store.index import IndexContents
 
 
 def unit_vector(text: str, dim: int) -> np.ndarray:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.index import connect, list_indexes
-from core.prompts import PROMPT_SETS
+from core.model.prompts import PROMPT_SETS
+from core.store.index import connect, list_indexes
 from tests.helpers import ROOT
 from tests.tiny_model import CONFIG
 
@@ -157,7 +157,7 @@ def _index_with_model(db: Path, spec) -> None:
     """A one-frame collection recorded as built with `spec` (whose weights the test makes unavailable)."""
     import numpy as np
 
-    from core.index import open_for_build
+    from core.store.index import open_for_build
 
     index = open_for_build(connect(db), spec, 32, "middle")
     meta = {"video_id": "v", "label": "tackling", "frame_index": 0, "timestamp_s": 0.0, "video_path": "/v.mp4",
@@ -170,7 +170,7 @@ def _index_with_model(db: Path, spec) -> None:
 def test_missing_weights_are_one_sentence_on_the_page(tmp_path: Path, tiny_spec, weights: str, page: str) -> None:
     from dataclasses import replace
 
-    from core.embed import ModelSpec
+    from core.model.embed import ModelSpec
 
     if weights == "openai":  # the default model; offline and with an empty cache, its weights are missing
         spec = ModelSpec.resolve()

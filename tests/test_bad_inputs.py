@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.errors import SourceError
-from core.frames import FrameStrategy, VideoReadError, read_video_frames
-from core.index import connect, open_index
-from core.media import ffmpeg_exe
-from core.samples import write_clip
-from core.sources import VideoRecord, scan_source
+from core.ground import SourceError
+from core.media.frames import FrameStrategy, VideoReadError, read_video_frames
+from core.media.samples import write_clip
+from core.media.sources import VideoRecord, scan_source
+from core.media.transcode import ffmpeg_exe
+from core.store.index import connect, open_index
 from tests.helpers import ROOT, build_into, make_broken_files
 from tests.tiny_model import COLOURS, CONFIG
 

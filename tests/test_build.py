@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.build import build_index
-from core.errors import IndexLockedError
-from core.frames import FrameStrategy
-from core.index import connect, open_for_build, open_index
-from core.locking import BuildLock
-from core.sources import scan_source
+from core.engines.build import build_index
+from core.ground import IndexLockedError
+from core.media.frames import FrameStrategy
+from core.media.sources import scan_source
+from core.store.index import connect, open_for_build, open_index
+from core.store.locking import BuildLock
 from tests.helpers import build_into, make_broken_files
 from tests.tiny_model import COLOURS
 
@@ -113,8 +113,8 @@ def test_second_build_on_the_same_index_is_refused(tmp_path: Path, video_root: P
 
 
 def test_one_eta_format_and_a_cancelled_job_never_says_done() -> None:
-    from core.clock import format_duration
     from core.engines.records import BuildProgress
+    from core.ground import format_duration
     from core.jobs import Job
 
     assert [format_duration(s) for s in (None, 0.4, 45, 65, 3599, 3720)] == [

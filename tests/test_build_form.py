@@ -10,9 +10,9 @@ import pytest
 
 from core.app import Explorer, IndexRef, ProcessCache, SourceError, UserError
 from core.cli import main
-from core.index import connect, list_indexes
 from core.requests import BuildRequest
 from core.resources import get_build_manager
+from core.store.index import connect, list_indexes
 from tests.test_app import _private_copy, make_app, run_page
 from tests.tiny_model import CONFIG
 

@@ -14,7 +14,7 @@ import pytest
 
 from core.app import BuildRequest, Explorer, IndexLockedError, ModelSpec, ProcessCache
 from core.cli import main
-from core.locking import BuildLock
+from core.store.locking import BuildLock
 from tests.helpers import EVALUATE_KEYS, ROOT, free_port, make_broken_files, run_cli
 from tests.tiny_model import CONFIG
 
@@ -54,7 +54,7 @@ def test_build_prints_a_summary(cli_index: dict) -> None:
     assert line.endswith(" frames/s")
     summary = json.loads((cli_index["work"] / "build.json").read_text())
     assert summary["videos_indexed"] == 12 and summary["frames"] == 24
-    # The progress bar's time left is in the app's format (core.clock.format_duration), not tqdm's own clock.
+    # The progress bar's time left is in the app's format (core.ground.format_duration), not tqdm's own clock.
     stderr = cli_index["build"].stderr
     assert re.search(r"ETA=(–|\d+ s|\d+ min \d\d s)", stderr) and not re.search(r"\d\d:\d\d<", stderr), stderr
 

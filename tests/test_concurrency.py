@@ -15,16 +15,16 @@ from typing import Any
 
 import pytest
 
+from core.analysis.loadtest import run_search_load
+from core.analysis.search import search
 from core.app import Explorer, ProcessCache
-from core.embed import ClipModel
-from core.errors import IndexLockedError
-from core.index import FrameIndex, connect, open_index
+from core.ground import IndexLockedError
 from core.jobs import BuildManager
-from core.loadtest import run_search_load
-from core.locking import BuildLock
+from core.media.samples import write_clip
+from core.model.embed import ClipModel
 from core.requests import BuildRequest
-from core.samples import write_clip
-from core.search import search
+from core.store.index import FrameIndex, connect, open_index
+from core.store.locking import BuildLock
 from tests.helpers import ROOT, run_cli
 from tests.tiny_model import COLOURS, CONFIG
 
@@ -178,7 +178,7 @@ def test_a_second_build_on_the_same_index_is_refused(tmp_path: Path, video_root:
 
 HOLDER = """
 import sys
-from core.locking import BuildLock
+from core.store.locking import BuildLock
 BuildLock(sys.argv[1]).acquire()
 print("held", flush=True)
 sys.stdin.read()  # holds the lock until killed

@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.files import TEMPORARY_GLOB
-from core.index import connect, open_index
-from core.names import plural
-from core.samples import write_clip
-from core.thumbnails import FRAMES_DIRNAME
+from core.ground import TEMPORARY_GLOB, plural
+from core.media.samples import write_clip
+from core.media.thumbnails import FRAMES_DIRNAME
+from core.store.index import connect, open_index
 from tests.helpers import ROOT, build_into
 from tests.tiny_model import COLOURS, CONFIG
 

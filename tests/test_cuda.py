@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.build import default_batch_size
-from core.embed import RANDOM_WEIGHTS, ModelSpec, load_model, resolve_device
-from core.index import connect, open_index
+from core.engines.build import default_batch_size
+from core.model.embed import RANDOM_WEIGHTS, ModelSpec, load_model, resolve_device
+from core.store.index import connect, open_index
 from tests.helpers import build_into
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")

@@ -17,11 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from core.download import LEGACY_MANIFEST, MANIFEST, Candidate, Manifest, classify, download_subset, read_manifest
-from core.frames import probe_video, video_codec
-from core.media import ffmpeg_exe
-from core.samples import write_clip
-from core.sources import scan_source
+from core.kinetics.download import (
+    LEGACY_MANIFEST,
+    MANIFEST,
+    Candidate,
+    Manifest,
+    classify,
+    download_subset,
+    read_manifest,
+)
+from core.media.frames import probe_video, video_codec
+from core.media.samples import write_clip
+from core.media.sources import scan_source
+from core.media.transcode import ffmpeg_exe
 from tests.helpers import ROOT
 
 

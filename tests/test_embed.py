@@ -10,7 +10,8 @@ import open_clip
 import pytest
 import torch
 
-from core.embed import (
+from core.ground import ModelError
+from core.model.embed import (
     DEFAULT_MODEL,
     DEFAULT_PRETRAINED,
     RANDOM_WEIGHTS,
@@ -19,7 +20,6 @@ from core.embed import (
     check_weights_available,
     load_model,
 )
-from core.errors import ModelError
 from tests.tiny_model import CONFIG
 
 
@@ -133,8 +133,8 @@ def test_worker_geometry_is_bit_identical_to_open_clips_transform(resize_mode: s
     from open_clip.transform import PreprocessCfg, image_transform_v2
     from PIL import Image
 
-    from core.embed import _split_preprocess
-    from core.geometry import InputGeometry
+    from core.media.geometry import InputGeometry
+    from core.model.embed import _split_preprocess
 
     rng = np.random.default_rng(7)
     shapes = [(256, 340), (480, 272), (31, 45), (224, 224), (100, 400), (400, 100), (1, 1), (223, 225), (17, 300)]
@@ -175,16 +175,16 @@ def test_fp16_stays_within_2e_3_of_fp32(vit_b32_random, tiny_model) -> None:
 def test_a_checkpoint_is_read_once_and_an_empty_one_is_one_sentence(
     tmp_path: Path, tiny_spec: ModelSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import core.embed
+    import core.model.embed
 
     reads = []
-    read = core.embed._read_weights
+    read = core.model.embed._read_weights
 
     def counting(path: str) -> dict:
         reads.append(path)
         return read(path)
 
-    monkeypatch.setattr(core.embed, "_read_weights", counting)
+    monkeypatch.setattr(core.model.embed, "_read_weights", counting)
     model = load_model(tiny_spec, "cpu", towers=("text",))
     model.encode_rgb([np.zeros((8, 8, 3), np.uint8)])  # the image tower comes from the same read
     assert reads == [tiny_spec.pretrained]

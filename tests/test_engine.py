@@ -19,16 +19,16 @@ import pytest
 import torch
 
 from core.app import Explorer, ProcessCache
-from core.build import resolve_workers
 from core.engines import local
+from core.engines.build import resolve_workers
 from core.engines.local import CRASH_REASON, FramePool, IndexWriter, ThreadGovernor, build_index, videos_in_flight
-from core.errors import StoreError, UserError
-from core.frames import FrameStrategy
-from core.index import connect, open_for_build, open_index
+from core.ground import StoreError, UserError
 from core.jobs import BuildManager
+from core.media.frames import FrameStrategy
+from core.media.sources import scan_source
 from core.requests import BuildRequest
 from core.runtime import decode_threads_for, usable_cores
-from core.sources import scan_source
+from core.store.index import connect, open_for_build, open_index
 from tests import worker_tasks
 
 WAIT_S = 120
@@ -66,7 +66,7 @@ def test_process_workers_give_the_same_embeddings_as_preparing_here(
     """Frames prepared in worker processes (uint8 at the model's input size, normalised per batch), with or
     without a helper thread in each worker, encode to what the model's own transform gives for the same
     decoded frames."""
-    from core.frames import read_video_frames
+    from core.media.frames import read_video_frames
 
     monkeypatch.setattr(local, "prepare_threads_for", lambda workers: helpers)  # read in the parent
     scan = scan_source(video_root)
@@ -255,10 +255,10 @@ def test_helper_threads_prepare_exactly_what_one_thread_does(video_root: Path, t
     """Model inputs and thumbnails made by a helper thread while the next frames decode: the same pixels,
     metadata, order and thumbnails as in one thread."""
     from core.engines.prepare import prepare_video
-    from core.frames import FrameStrategy
-    from core.geometry import InputGeometry
+    from core.media.frames import FrameStrategy
+    from core.media.geometry import InputGeometry
+    from core.media.sources import scan_source
     from core.runtime import prepare_threads_for
-    from core.sources import scan_source
 
     record = scan_source(video_root).videos[0]
     geometry = InputGeometry((32, 32))

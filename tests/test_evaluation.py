@@ -7,12 +7,18 @@ import dataclasses
 import numpy as np
 import pytest
 
-from core.errors import UserError
-from core.evaluation import POOLINGS, class_names_for, evaluate_contents, evaluate_grid, evaluate_index, score_samples
-from core.index import connect, open_index
-from core.metrics import compute_metrics
-from core.paths import kinetics_classes
-from core.prompts import PROMPT_SETS
+from core.analysis.evaluation import (
+    POOLINGS,
+    class_names_for,
+    evaluate_contents,
+    evaluate_grid,
+    evaluate_index,
+    score_samples,
+)
+from core.analysis.metrics import compute_metrics
+from core.ground import UserError, kinetics_classes
+from core.model.prompts import PROMPT_SETS
+from core.store.index import connect, open_index
 from tests.stand_ins import MemoryIndex, TextModel, make_contents, unit_vector
 
 
@@ -94,8 +100,8 @@ def _naive_precision(S, truth, k):
 @pytest.mark.parametrize("pooling", POOLINGS)
 @pytest.mark.parametrize("templates", [1, 3])
 def test_pooling_and_ensembles_match_a_naive_reference(pooling: str, templates: int) -> None:
-    from core.metrics import compute_metrics
-    from core.prompts import combine_templates
+    from core.analysis.metrics import compute_metrics
+    from core.model.prompts import combine_templates
 
     rng = np.random.default_rng(7 + templates)
     n_classes, dim = 5, 16
@@ -125,8 +131,8 @@ def test_pooling_and_ensembles_match_a_naive_reference(pooling: str, templates: 
 
 
 def test_grid_reuses_embeddings(built_index: dict, tiny_model, monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.evaluation import evaluate_grid
-    from core.prompts import PROMPT_SETS
+    from core.analysis.evaluation import evaluate_grid
+    from core.model.prompts import PROMPT_SETS
 
     contents = open_index(connect(built_index["db"])).contents()
     calls = []
@@ -416,7 +422,7 @@ def _naive_pooled(contents, pooling: str) -> np.ndarray:
 @pytest.mark.parametrize("pooling", POOLINGS)
 def test_pooled_embeddings_match_a_per_video_loop(pooling: str) -> None:
     """What the linear probe learns from: each pooling against a plain loop over videos of 1–4 frames."""
-    from core.evaluation import pooled_embeddings
+    from core.analysis.evaluation import pooled_embeddings
 
     rng = np.random.default_rng(7)
     videos, frames = [], []

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.cli import main
-from core.evaluation import evaluate_contents
-from core.failures import (
+from core.analysis.evaluation import evaluate_contents
+from core.analysis.failures import (
     analyse_failures,
     confusion_counts,
     most_confused,
@@ -19,8 +18,9 @@ from core.failures import (
     opposite_pairs,
     video_margins,
 )
-from core.prompts import resolve_prompts
-from core.runs import Run, RunStore, compare_per_class, compare_runs_side_by_side
+from core.cli import main
+from core.model.prompts import resolve_prompts
+from core.store.runs import Run, RunStore, compare_per_class, compare_runs_side_by_side
 from tests.stand_ins import TextModel, make_contents, unit_vector
 
 CLASSES = ["archery", "yoga", "opening door", "closing door", "juggling fire"]

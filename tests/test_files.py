@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.files import atomic_path, remove_temporaries, temporary_sibling, write_bytes_atomic, write_text_atomic
+from core.ground import atomic_path, remove_temporaries, temporary_sibling, write_bytes_atomic, write_text_atomic
 
 
 def test_text_and_bytes(tmp_path: Path) -> None:

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.analysis.metrics import compute_metrics
+from core.analysis.plots import runs_chart, similarity_histogram
 from core.app import EvalSettings, Explorer, IndexRef, NoUsableVideoError, SearchQuery, UserError
 from core.cli import main
-from core.index import connect, list_indexes
-from core.metrics import compute_metrics
-from core.plots import runs_chart, similarity_histogram
 from core.requests import BuildRequest
-from core.runs import REFERENCE_RUN
+from core.store.index import connect, list_indexes
+from core.store.runs import REFERENCE_RUN
 from tests.helpers import SHARED_CLIPS, build_into, make_broken_files
 from tests.test_app import make_app, run_page
 from tests.tiny_model import CONFIG
@@ -159,7 +159,7 @@ def test_explorer_records_a_setting_once_and_searches(built_index: dict, tmp_pat
 
 def test_models_load_once_for_concurrent_callers(tiny_spec, tmp_path: Path) -> None:
     from core.app import ProcessCache
-    from core.embed import load_model
+    from core.model.embed import load_model
 
     started = threading.Barrier(4)
     loads: list[int] = []

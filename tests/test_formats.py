@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.frames import FrameStrategy, read_video_frames
-from core.media import ffmpeg_exe
-from core.sources import NOT_A_VIDEO, VIDEO_EXTENSIONS, scan_source
+from core.media.frames import FrameStrategy, read_video_frames
+from core.media.sources import NOT_A_VIDEO, VIDEO_EXTENSIONS, scan_source
+from core.media.transcode import ffmpeg_exe
 
 # file name → the encoder and muxer a camera, an old website or a broadcast would have used.
 FORMATS = {

@@ -12,14 +12,14 @@ import cv2
 import numpy as np
 import pytest
 
-import core.frames
-from core.embed import ModelSpec
-from core.errors import UserError
-from core.evaluation import POOLINGS, evaluate_index
-from core.frames import FrameStrategy, VideoFrames, read_video_frames
-from core.index import collection_name, connect, list_indexes, open_index
-from core.samples import write_clip
-from core.sources import VideoRecord
+import core.media.frames
+from core.analysis.evaluation import POOLINGS, evaluate_index
+from core.ground import UserError
+from core.media.frames import FrameStrategy, VideoFrames, read_video_frames
+from core.media.samples import write_clip
+from core.media.sources import VideoRecord
+from core.model.embed import ModelSpec
+from core.store.index import collection_name, connect, list_indexes, open_index
 from tests.helpers import SHARED_CLIPS, build_into
 
 needs_shared_clips = pytest.mark.skipif(not SHARED_CLIPS.is_dir(), reason="../shared/data/realclips is not present")
@@ -260,7 +260,7 @@ def test_fps_build_evaluates_with_every_pooling_and_resumes(
 def test_a_capped_fps_build_says_so_in_its_summary(
     tmp_path: Path, video_root: Path, tiny_model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(core.frames, "MAX_FPS_FRAMES", 2)  # read when the strategy is parsed
+    monkeypatch.setattr(core.media.frames, "MAX_FPS_FRAMES", 2)  # read when the strategy is parsed
     videos = _two_labels(video_root, tmp_path / "videos")
     summary = build_into(videos, tmp_path / "db", tmp_path / "out", model=tiny_model, frames="fps:2", batch_size=8)
     assert summary.frames == 8

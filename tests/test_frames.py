@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from core.errors import UserError
-from core.frames import FrameStrategy, VideoReadError, read_video_frames
-from core.samples import write_clip
-from core.sources import VideoRecord
+from core.ground import UserError
+from core.media.frames import FrameStrategy, VideoReadError, read_video_frames
+from core.media.samples import write_clip
+from core.media.sources import VideoRecord
 from tests.helpers import SHARED_CLIPS, make_broken_files
 
 
@@ -172,7 +172,7 @@ def _audio_only_mp4(path: Path) -> Path:
     """An MP4 holding one AAC audio stream and no video (a sine tone, made by imageio-ffmpeg's ffmpeg)."""
     import subprocess
 
-    from core.media import ffmpeg_exe
+    from core.media.transcode import ffmpeg_exe
 
     path.parent.mkdir(parents=True, exist_ok=True)
     command = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=duration=1",
@@ -182,7 +182,7 @@ def _audio_only_mp4(path: Path) -> Path:
 
 
 def test_an_audio_only_mp4_has_no_video_stream(tmp_path: Path) -> None:
-    from core.frames import unusable_reason
+    from core.media.frames import unusable_reason
 
     audio = _audio_only_mp4(tmp_path / "tone.mp4")
     with pytest.raises(VideoReadError) as caught:
@@ -197,7 +197,7 @@ def test_an_audio_only_mp4_has_no_video_stream(tmp_path: Path) -> None:
 def test_the_quick_probe_takes_real_videos_and_names_what_it_refuses(tmp_path: Path) -> None:
     from PIL import Image
 
-    from core.frames import unusable_reason
+    from core.media.frames import unusable_reason
 
     clip = write_clip(tmp_path / "clip.mp4", (20, 200, 20), n_frames=6, size=(64, 48), fps=10)
     jpeg = tmp_path / "photo.mp4"

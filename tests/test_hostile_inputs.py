@@ -25,23 +25,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.build import resolve_workers
+from core.analysis.query import read_query_image
 from core.cli import build_parser, main
-from core.errors import IndexLockedError, QueryError, UserError
-from core.frames import FrameStrategy, probe_video, read_video_frames, video_codec
-from core.index import connect, open_for_build, open_index
+from core.engines.build import resolve_workers
+from core.ground import IndexLockedError, QueryError, UserError, confine
 from core.limits import RANGES, WORKERS_PER_CORE
-from core.locking import BuildLock
-from core.paths import confine
-from core.query import read_query_image
+from core.media.frames import FrameStrategy, probe_video, read_video_frames, video_codec
+from core.media.sources import LINKS_OUTSIDE, VideoRecord, scan_source
 from core.requests import EvalSettings
 from core.runtime import usable_cores
-from core.sources import LINKS_OUTSIDE, VideoRecord, scan_source
+from core.store.index import connect, open_for_build, open_index
+from core.store.locking import BuildLock
 from tests.helpers import ROOT, build_into, make_labelled_folder, run_cli
 from tests.tiny_model import COLOURS, CONFIG
 
 BAD_NAME = b"bad\xff\xfename.mp4"  # not UTF-8: Python holds it with surrogates, OpenCV cannot take it
-BAD_SHOWN = "bad\\xff\\xfename"  # how every output writes it (core.names.printable)
+BAD_SHOWN = "bad\\xff\\xfename"  # how every output writes it (core.ground.printable)
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -527,7 +526,7 @@ def test_url_a_nul_byte_in_the_build_pages_videos_folder_is_one_error(tmp_path: 
     ids=["prompts-number", "nested", "1000-templates-all", "60-templates-all"],
 )
 def test_url_a_bad_link_shows_one_warning_and_the_default_view(built_index: dict, link: str) -> None:
-    from core.prompts import DEFAULT_PROMPT, PROMPT_SETS
+    from core.model.prompts import DEFAULT_PROMPT, PROMPT_SETS
 
     at = _url_app(built_index["db"], built_index["output"], [built_index["db"].parent])
     at.query_params["settings"] = link
@@ -554,7 +553,7 @@ def test_url_the_cost_cap_holds_in_the_application_layer(built_index: dict, tiny
 
 def test_url_a_nul_byte_in_an_uploads_name_or_label_is_harmless(tmp_path: Path) -> None:
     from core.app import Explorer
-    from core.samples import write_clip
+    from core.media.samples import write_clip
 
     clip = write_clip(tmp_path / "src" / "clip.mp4", (20, 200, 20), n_frames=6, size=(64, 48), fps=10)
     explorer = Explorer(output=tmp_path / "out", roots=[tmp_path])
@@ -669,7 +668,7 @@ def test_args_values_at_the_bounds_are_taken(args: list[str], key: str, expected
 
 def test_args_the_build_checks_the_same_ranges_whatever_the_front_door() -> None:
     """A request made by the app (or a script) meets the ranges the CLI's flags have: no silent default."""
-    from core.build import run_build
+    from core.engines.build import run_build
     from core.requests import BuildRequest
 
     for bad in (0, -5):

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.embed import ModelSpec
-from core.errors import IndexUnavailableError
-from core.index import SCHEMA_VERSION, FrameIndex, connect, list_indexes, open_for_build, open_index
+from core.ground import IndexUnavailableError
+from core.model.embed import ModelSpec
+from core.store.index import SCHEMA_VERSION, FrameIndex, connect, list_indexes, open_for_build, open_index
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.analysis.failures import confusion_counts
+from core.analysis.probe import linear_probe
 from core.app import POOLINGS, SWEEP_KEYS, BuildRequest, EvalSettings, Explorer, IndexRef, ProcessCache
 from core.cli import main
-from core.failures import confusion_counts
-from core.probe import linear_probe
 from tests.helpers import make_labelled_folder
 
 PER_CLASS = 4
@@ -133,7 +133,7 @@ def test_probe_with_shuffled_labels_stays_near_chance(lab: dict) -> None:
     explorer = lab["explorer"]
     ref = _ref(lab, "sweep_db", "uniform:2")
     evaluation = explorer.evaluate(ref, EvalSettings(pooling="mean"))
-    from core.evaluation import pooled_embeddings
+    from core.analysis.evaluation import pooled_embeddings
 
     features = pooled_embeddings(explorer.contents(ref), "mean")
     labels = np.array(evaluation.samples.labels)

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from core.frames import video_codec
-from core.media import (
+from core.media.frames import video_codec
+from core.media.samples import write_clip
+from core.media.transcode import (
     browser_playability,
     cached_playable_copy,
     ffmpeg_exe,
     parse_video_stream,
     playable_copy,
 )
-from core.samples import write_clip
 from tests.helpers import SHARED_CLIPS
 
 

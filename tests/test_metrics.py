@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score
 
-from core.metrics import compute_metrics, roc_auc, wilson_interval
+from core.analysis.metrics import compute_metrics, roc_auc, wilson_interval
 from tests.helpers import EVALUATE_KEYS
 from tests.references import naive_wilson
 

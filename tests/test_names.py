@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 
-from core.names import safe_name
-from core.reports import safe_report_name
-from core.thumbnails import thumbnail_path
+from core.analysis.reports import safe_report_name
+from core.ground import safe_name
+from core.media.thumbnails import thumbnail_path
 
 HOSTILE = ["../../etc/passwd", "a/b", "a\\b", "a b", "a_b", "", ".", "..", "a..b", "...hidden", "con", "é" * 500,
            "😀" * 100, "tab\there", "nul\x00byte", "clip.v2"]  # fmt: skip
@@ -50,7 +50,7 @@ def test_readable_names_keep_what_a_person_wrote() -> None:
 
 
 def test_a_count_names_its_noun_in_the_singular_for_one() -> None:
-    from core.names import plural
+    from core.ground import plural
 
     assert plural(1, "label") == "1 label" and plural(2, "label") == "2 labels" and plural(0, "frame") == "0 frames"
     assert plural(1, "class", "classes") == "1 class" and plural(3, "class", "classes") == "3 classes"

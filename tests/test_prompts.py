@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.errors import UserError
-from core.prompts import KINETICS_ENSEMBLE, PROMPT_SETS, PromptSet, class_text_embeddings, clean_label, resolve_prompts
+from core.ground import UserError
+from core.model.prompts import (
+    KINETICS_ENSEMBLE,
+    PROMPT_SETS,
+    PromptSet,
+    class_text_embeddings,
+    clean_label,
+    resolve_prompts,
+)
 
 
 def test_named_sets_and_templates() -> None:

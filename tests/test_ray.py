@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.build import run_build
+from core.engines.build import run_build
 from core.engines.ray_engine import RayEngineError
-from core.errors import UserError
-from core.index import connect, open_index
+from core.ground import UserError
 from core.requests import BuildRequest
+from core.store.index import connect, open_index
 from tests.helpers import ROOT, build_into
 
 SCENARIOS = ROOT / "tests" / "ray_scenarios.py"

@@ -51,9 +51,9 @@ def test_cloud_requirements_match_except_the_cpu_torch_build(cpu_file: str) -> N
 
 
 # The front doors translate and render; everything else goes through the application layer. core.limits is
-# ground floor like core.errors: the ranges of the numbers a user gives, which the CLI checks while it parses
+# ground floor like core.ground: the ranges of the numbers a user gives, which the CLI checks while it parses
 # its arguments, before it imports the application layer.
-FRONT_DOOR_ALLOWED = {"core.app", "core.requests", "core.resources", "core.jobs", "core.errors", "core.limits"}
+FRONT_DOOR_ALLOWED = {"core.app", "core.requests", "core.resources", "core.jobs", "core.ground", "core.limits"}
 
 
 def _core_imports(path: Path) -> set[str]:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.evaluation import evaluate_contents
-from core.index import connect, open_index
-from core.reports import STYLE, metrics_csv, per_class_csv, per_video_csv, results_html, search_html
-from core.search import SearchHit
+from core.analysis.evaluation import evaluate_contents
+from core.analysis.reports import STYLE, metrics_csv, per_class_csv, per_video_csv, results_html, search_html
+from core.analysis.search import SearchHit
+from core.store.index import connect, open_index
 
 HOSTILE = '<script>alert("x")</script> & "quotes" \'single\''
 
@@ -82,8 +82,8 @@ def test_thumbnails_keep_their_shape_and_long_ids_their_tooltip(built_index: dic
 
 def test_the_svg_histograms_mean_labels_stay_inside_the_picture() -> None:
     """A mean near the right edge (correct pairs score highest) had its label run past the edge, cut off."""
-    from core.metrics import compute_metrics
-    from core.reports import histogram_svg
+    from core.analysis.metrics import compute_metrics
+    from core.analysis.reports import histogram_svg
 
     # Two videos, two classes: the correct similarities are the highest values, so their mean sits at the right.
     similarity = np.array([[0.9, 0.1], [0.05, 0.88]])

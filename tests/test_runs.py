@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.embed import ModelSpec
-from core.evaluation import evaluate_contents, evaluate_index
-from core.index import connect, open_index
-from core.runs import REFERENCE_RUN, SUMMARY_KEYS, Run, RunStore, compare_per_class, run_from_evaluation, run_id
+from core.analysis.evaluation import evaluate_contents, evaluate_index
+from core.model.embed import ModelSpec
+from core.store.index import connect, open_index
+from core.store.runs import REFERENCE_RUN, SUMMARY_KEYS, Run, RunStore, compare_per_class, run_from_evaluation, run_id
 from tests.references import naive_wilson
 from tests.stand_ins import MemoryIndex, TextModel, make_contents
 
@@ -217,7 +217,7 @@ def test_a_run_written_twice_by_hand_reads_as_its_last_record(tmp_path: Path) ->
 def test_side_by_side_of_several_runs_against_a_naive_reference() -> None:
     """Three or more runs: values and gains over the first, ordered by the last run's gain (classes it
     lacks last), ties by name; the JSON rows; one note per setting that differs, naming its values."""
-    from core.runs import compare_runs_side_by_side
+    from core.store.runs import compare_runs_side_by_side
 
     rng = np.random.default_rng(9)
     names = [f"class {i:02d}" for i in range(16)]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.frames import FrameStrategy, read_video_frames
-from core.samples import CONTAINERS, label_colour, make_sample_videos
-from core.sources import VideoRecord, scan_source
+from core.media.frames import FrameStrategy, read_video_frames
+from core.media.samples import CONTAINERS, label_colour, make_sample_videos
+from core.media.sources import VideoRecord, scan_source
 from tests.helpers import ROOT
 
 
@@ -29,7 +29,7 @@ def test_writing_sample_clips_is_silent(tmp_path: Path) -> None:
     # OpenCV's WebM writer printed a "tag 'VP80' is not supported" line per clip straight to stderr
     # (below Python, so only a separate process shows it).
     code = (
-        "import sys; from core.samples import make_sample_videos\n"
+        "import sys; from core.media.samples import make_sample_videos\n"
         "for c in ('webm', 'mkv', 'mp4', 'avi'):\n"
         "    make_sample_videos(sys.argv[1] + '/' + c, ['a', 'b'], per_class=2, n_frames=6, container=c)\n"
     )

@@ -8,9 +8,9 @@ import re
 import numpy as np
 import pytest
 
-from core.errors import QueryError
-from core.index import IndexContents, connect, open_index
-from core.search import MAX_K, SearchHit, check_k, normalise_query, search
+from core.analysis.search import MAX_K, SearchHit, check_k, normalise_query, search
+from core.ground import QueryError
+from core.store.index import IndexContents, connect, open_index
 from tests.stand_ins import MemoryIndex, TextModel, make_contents, unit_vector
 
 
@@ -240,8 +240,8 @@ def _naive_segments(contents: IndexContents, scores: np.ndarray, margin: float, 
 
 
 def test_run_query_composes_its_parts_and_ranks_like_brute_force() -> None:
-    from core.query import QueryPart
-    from core.search import QueryOptions, run_query
+    from core.analysis.query import QueryPart
+    from core.analysis.search import QueryOptions, run_query
 
     index, contents = _lab()
     parts = [QueryPart("text", "  a   dog "), QueryPart("text", "grass", -1), QueryPart("frame", "v4", 1, 20)]
@@ -267,8 +267,8 @@ def test_run_query_composes_its_parts_and_ranks_like_brute_force() -> None:
 
 
 def test_run_query_cutoffs_and_the_score_distribution() -> None:
-    from core.query import QueryPart
-    from core.search import QueryOptions, run_query
+    from core.analysis.query import QueryPart
+    from core.analysis.search import QueryOptions, run_query
 
     index, contents = _lab()
     parts = [QueryPart("text", "a dog"), QueryPart("text", "grass", -1)]
@@ -310,8 +310,8 @@ def test_run_query_cutoffs_and_the_score_distribution() -> None:
 @pytest.mark.parametrize("one_per_video", [False, True])
 @pytest.mark.parametrize("margin", [0.0, 0.05, 0.3])
 def test_run_query_moments_against_a_naive_segmentation(margin: float, one_per_video: bool, label: str | None) -> None:
-    from core.query import QueryPart
-    from core.search import QueryOptions, run_query
+    from core.analysis.query import QueryPart
+    from core.analysis.search import QueryOptions, run_query
 
     index, contents = _lab()
     parts = [QueryPart("text", "a dog"), QueryPart("text", "grass", -1)]
@@ -333,8 +333,8 @@ def test_run_query_moments_against_a_naive_segmentation(margin: float, one_per_v
 
 
 def test_run_query_checks_before_any_work() -> None:
-    from core.query import QueryPart
-    from core.search import QueryOptions, check_request, frame_vector, run_query
+    from core.analysis.query import QueryPart
+    from core.analysis.search import QueryOptions, check_request, frame_vector, run_query
 
     index, contents = _lab()
     text = [QueryPart("text", "a dog")]
@@ -371,8 +371,8 @@ class _ImageTextModel(TextModel):
 def test_run_query_with_an_image_part_and_at_the_floor_itself(tmp_path) -> None:
     from PIL import Image
 
-    from core.query import QueryPart
-    from core.search import QueryOptions, run_query
+    from core.analysis.query import QueryPart
+    from core.analysis.search import QueryOptions, run_query
 
     index, contents = _lab()
     image = tmp_path / "red.png"
@@ -395,8 +395,8 @@ def test_run_query_with_an_image_part_and_at_the_floor_itself(tmp_path) -> None:
 
 
 def test_run_query_on_an_empty_index() -> None:
-    from core.query import QueryPart
-    from core.search import QueryOptions, run_query
+    from core.analysis.query import QueryPart
+    from core.analysis.search import QueryOptions, run_query
 
     empty = make_contents(np.zeros((0, 8)), [], [], [])
     index = MemoryIndex([], contents=empty)

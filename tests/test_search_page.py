@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.analysis.query import read_query_image
 from core.app import IMAGE_FORMATS, IMAGE_SUFFIXES, Explorer, QueryError
 from core.cli import main
-from core.query import read_query_image
 from tests.test_app import make_app, run_page
 from tests.tiny_model import COLOURS
 
@@ -87,8 +87,8 @@ def test_a_long_query_shows_its_start_and_says_clip_reads_only_its_first_tokens(
 
 def test_playability_gives_the_video_s_natural_size(tmp_path: Path) -> None:
     """The dialog shows a video at its own width (not stretched), so the check reports the size."""
-    from core.media import browser_playability, parse_video_stream
-    from core.samples import write_clip
+    from core.media.samples import write_clip
+    from core.media.transcode import browser_playability, parse_video_stream
 
     clip = write_clip(tmp_path / "clip.mp4", (200, 30, 30), n_frames=4, size=(64, 48), fps=10)
     check = browser_playability(clip)

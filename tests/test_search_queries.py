@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.analysis.cutoff import MAD_TO_SIGMA, adaptive_cutoff, combined_cutoff, z_threshold
+from core.analysis.moments import find_moments
+from core.analysis.query import QueryPart, compose_vector, describe
 from core.app import Explorer, IndexRef, SearchQuery, UserError, safe_report_name
-from core.cutoff import MAD_TO_SIGMA, adaptive_cutoff, combined_cutoff, z_threshold
-from core.moments import find_moments
-from core.query import QueryPart, compose_vector, describe
 from tests.helpers import ROOT, build_into, run_cli
 from tests.tiny_model import COLOURS
 

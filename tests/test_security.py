@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.errors import UserError
-from core.index import ChromaServer, _server_unavailable
-from core.paths import confine
-from core.samples import write_clip
-from core.uploads import save_upload
+from core.ground import UserError, confine
+from core.media.samples import write_clip
+from core.media.uploads import save_upload
+from core.store.index import ChromaServer, _server_unavailable
 from tests.helpers import ROOT
 
 
@@ -47,7 +46,7 @@ def test_uploads_are_checked_by_content_and_named_safely(tmp_path: Path, monkeyp
     assert long.suffix == ".avi" and long.name.startswith("é" * 60) and len(long.name.encode()) <= 124  # kept .avi
     with pytest.raises(UserError, match="no usable characters"):
         save_upload("???.avi", real, videos, "x")
-    monkeypatch.setattr("core.uploads.MAX_UPLOAD_BYTES", 100)
+    monkeypatch.setattr("core.media.uploads.MAX_UPLOAD_BYTES", 100)
     with pytest.raises(UserError, match="larger than"):
         save_upload("big.avi", real, videos, "x")
     assert not [p for p in videos.rglob("*") if p.name.startswith(".")]  # rejected files do not linger

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import IndexUnavailableError
-from core.evaluation import evaluate_index
-from core.index import ChromaServer, connect, open_index
-from core.search import search
+from core.analysis.evaluation import evaluate_index
+from core.analysis.search import search
+from core.ground import IndexUnavailableError
+from core.store.index import ChromaServer, connect, open_index
 from tests.helpers import ROOT, ChromaProcess, build_into, free_port, run_cli
 
 

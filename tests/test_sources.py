@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import SourceError, UserError
-from core.samples import write_clip
-from core.sources import kinetics_clip_stem, label_from_folder, scan_source
+from core.ground import SourceError, UserError
+from core.media.samples import write_clip
+from core.media.sources import kinetics_clip_stem, label_from_folder, scan_source
 
 
 def _clip(path: Path) -> Path:

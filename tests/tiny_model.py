@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from core.demo_model import train_tiny_clip as _train
+from core.model.demo_model import train_tiny_clip as _train
 
 CONFIG = Path(__file__).parent / "assets" / "TinyCLIP-test.json"
 MODEL_NAME = CONFIG.stem
@@ -31,7 +31,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 
 
 def train_tiny_clip(out_dir: Path | str, seed: int = 0) -> Path:
-    """Train the tiny model on the test colours; ``out_dir/tiny_clip.pt`` (core.demo_model's trainer)."""
+    """Train the tiny model on the test colours; ``out_dir/tiny_clip.pt`` (core.model.demo_model's trainer)."""
     return _train(out_dir, COLOURS, CONFIG, seed=seed)
 
 

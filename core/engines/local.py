@@ -34,16 +34,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.embed import ClipModel
 from core.engines.prepare import PreparedVideo, init_worker, ping, prepare_video
 from core.engines.records import BuildProgress, BuildSummary
-from core.errors import UserError
-from core.frames import FrameStrategy, VideoReadError
-from core.geometry import InputGeometry
-from core.index import FrameIndex
+from core.ground import UserError
+from core.media.frames import FrameStrategy, VideoReadError
+from core.media.geometry import InputGeometry
+from core.media.sources import SkippedItem, VideoRecord
+from core.media.thumbnails import remove_stale_temporaries
+from core.model.embed import ClipModel
 from core.runtime import decode_threads_for, prepare_threads_for, torch_threads_for
-from core.sources import SkippedItem, VideoRecord
-from core.thumbnails import remove_stale_temporaries
+from core.store.index import FrameIndex
 
 if TYPE_CHECKING:
     import torch

@@ -21,12 +21,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from core.frames import DEFAULT_MAX_SIDE, Frame, FrameStrategy, VideoFrames, VideoReadError, read_video_frames
-from core.geometry import InputGeometry
-from core.names import printable
+from core.ground import printable
+from core.media.frames import DEFAULT_MAX_SIDE, Frame, FrameStrategy, VideoFrames, VideoReadError, read_video_frames
+from core.media.geometry import InputGeometry
+from core.media.sources import VideoRecord
+from core.media.thumbnails import THUMBNAIL_MAX_SIDE, thumbnail_jpeg, thumbnail_path, write_thumbnail
 from core.runtime import configure_runtime
-from core.sources import VideoRecord
-from core.thumbnails import THUMBNAIL_MAX_SIDE, thumbnail_jpeg, thumbnail_path, write_thumbnail
 
 # Index-contract keys; a source's own metadata with one of these names is kept as meta_<name>.
 RESERVED_KEYS = frozenset(

@@ -40,18 +40,18 @@ import numpy as np
 
 from core.engines.prepare import PreparedVideo, prepare_video
 from core.engines.records import BuildProgress, BuildSummary
-from core.errors import UserError
-from core.frames import FrameStrategy, VideoReadError
-from core.geometry import InputGeometry
+from core.ground import UserError
+from core.media.frames import FrameStrategy, VideoReadError
+from core.media.geometry import InputGeometry
+from core.media.sources import SkippedItem, SourceScan, VideoRecord
+from core.media.thumbnails import remove_stale_temporaries, write_thumbnail
 from core.runtime import configure_runtime, usable_cores
-from core.sources import SkippedItem, SourceScan, VideoRecord
-from core.thumbnails import remove_stale_temporaries, write_thumbnail
 
 if TYPE_CHECKING:
-    from core.embed import ClipModel, ModelSpec
     from core.engines.local import IndexWriter
-    from core.index import FrameIndex
+    from core.model.embed import ClipModel, ModelSpec
     from core.requests import BuildRequest
+    from core.store.index import FrameIndex
 
 ENGINE = "ray"
 INSTALL_HINT = "pip install -r requirements-ray.txt"
@@ -120,8 +120,8 @@ def plan_encoders(
     """One actor per GPU where the cluster has GPUs (unless --device cpu); else one CPU actor per node that
     has a core to spare for the prepare tasks (at least one actor). `actors` and `threads` (torch threads per
     actor) override the plan."""
-    from core.build import batch_size_for
-    from core.embed import resolve_precision
+    from core.engines.build import batch_size_for
+    from core.model.embed import resolve_precision
 
     gpus = int(resources.get("GPU", 0))
     device = (request.device or "auto").lower()
@@ -247,8 +247,8 @@ class FrameEncoder:
     `encoded_on` (the node) are added. Skipped videos' rows get a zero vector."""
 
     def __init__(self, spec: ModelSpec, plan: EncoderPlan, prepared_inputs: bool) -> None:
-        from core.embed import load_model
         from core.engines.local import BatchEncoder
+        from core.model.embed import load_model
 
         configure_runtime(torch_threads=plan.threads or usable_cores())
         self.model: ClipModel = load_model(spec, plan.device, plan.precision)
@@ -493,11 +493,11 @@ def run_ray_build(
     `model` (the caller's, perhaps on another device) only gives this process the input geometry, the
     embedding size and the collection: the actors load their own. `actors` and `actor_threads` override how
     many encode and with how many threads each (the benchmark's scaling runs)."""
-    from core.embed import load_model, resolve_precision
     from core.engines.local import IndexWriter
-    from core.index import PendingIndex, connect
-    from core.locking import BuildLock
-    from core.sources import scan_source
+    from core.media.sources import scan_source
+    from core.model.embed import load_model, resolve_precision
+    from core.store.index import PendingIndex, connect
+    from core.store.locking import BuildLock
 
     check_ray_request(request)
     ray = import_ray()

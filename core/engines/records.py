@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from core.clock import format_duration
-from core.names import plural
-from core.sources import SkippedItem
+from core.ground import format_duration, plural
+from core.media.sources import SkippedItem
 
 
 @dataclass

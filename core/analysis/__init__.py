@@ -1,0 +1,1 @@
+"""Analysis: metrics, evaluation, failure analysis, search, plots and reports over an index."""

@@ -1,0 +1,96 @@
+"""Moments: a video's matching frames merged into time segments (MaterialSearch / whichframe style).
+
+Within one video, the sampled frames whose similarity to the query is within `margin` of that video's
+best frame are the matching ones; neighbouring matching frames (consecutive in the video's sampling
+order) join into one segment, from the first one's timestamp to the last one's. A segment's score is its
+best frame's similarity. Segments from every video are ranked by score, best first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from core.store.index import IndexContents
+
+# Cosine similarity within this much of a video's best frame still matches: CLIP's scores for frames of
+# one action vary by about a hundredth from frame to frame, a different scene by several.
+DEFAULT_MARGIN = 0.02
+
+
+@dataclass(frozen=True)
+class Moment:
+    """A time segment of one video that matches the query."""
+
+    video_id: str
+    label: str
+    start_s: float
+    end_s: float
+    score: float  # the best similarity in the segment
+    best_frame_index: int
+    best_timestamp_s: float
+    frames: int  # sampled frames in the segment
+    frame_path: str  # the best frame's thumbnail
+    video_path: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def video_moments(contents: IndexContents, scores: np.ndarray, rows: np.ndarray, margin: float) -> list[Moment]:
+    """The segments of one video; `rows` are its records in `contents`, in frame order."""
+    video_scores = scores[rows]
+    best = float(video_scores.max())
+    matching = video_scores >= best - margin
+    out: list[Moment] = []
+    start = None
+    for i in range(len(rows) + 1):
+        if i < len(rows) and matching[i]:
+            if start is None:
+                start = i
+            continue
+        if start is None:
+            continue
+        run = rows[start:i]
+        top = run[int(np.argmax(scores[run]))]
+        out.append(
+            Moment(
+                video_id=str(contents.video_ids[top]),
+                label=str(contents.labels[top]),
+                start_s=float(contents.timestamp_s[run[0]]),
+                end_s=float(contents.timestamp_s[run[-1]]),
+                score=float(scores[top]),
+                best_frame_index=int(contents.frame_index[top]),
+                best_timestamp_s=float(contents.timestamp_s[top]),
+                frames=len(run),
+                frame_path=str(contents.frame_paths[top]),
+                video_path=str(contents.video_paths[top]),
+            )
+        )
+        start = None
+    return out
+
+
+def find_moments(
+    contents: IndexContents,
+    scores: np.ndarray,
+    margin: float = DEFAULT_MARGIN,
+    mask: np.ndarray | None = None,
+) -> list[Moment]:
+    """Every video's segments (only the records where `mask` is true), ranked by score, best first."""
+    if margin < 0:
+        raise ValueError("margin must be ≥ 0")
+    keep = np.ones(len(contents), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    rows_all = np.flatnonzero(keep)
+    if not len(rows_all):
+        return []
+    # Contents are sorted by (video id, frame index): each video's records are one run of rows.
+    videos = contents.video_ids[rows_all]
+    boundaries = np.flatnonzero(videos[1:] != videos[:-1]) + 1
+    moments: list[Moment] = []
+    for rows in np.split(rows_all, boundaries):
+        moments.extend(video_moments(contents, scores, rows, margin))
+    moments.sort(key=lambda m: (-m.score, m.video_id, m.start_s))
+    return moments

@@ -1,0 +1,1 @@
+"""Kinetics-700: the class subset to study and downloading its clips."""

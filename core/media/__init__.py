@@ -1,0 +1,1 @@
+"""The media layer: video sources, frame decoding, thumbnails, browser-playable copies, samples and uploads."""

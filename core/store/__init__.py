@@ -1,0 +1,1 @@
+"""The store layer: the frame index in ChromaDB, the build lock, saved runs and bundles."""

@@ -1,0 +1,646 @@
+"""The frame index: ChromaDB collections of frame embeddings, one per model identity and frame strategy.
+
+A record's id is ``<video_id>:<frame_index>`` and it is written with ``upsert``, so a rebuild never
+adds a frame twice. Its metadata: ``video_id, label, frame_index, timestamp_s, video_path,
+frame_path`` plus ``frames_in_video`` (how many frames the video contributes), which lets a video
+count as indexed only once all its frames are in. The collection's metadata records the model
+(name, pretrained tag or absolute checkpoint path, custom config), the embedding size and the frame
+strategy, so `evaluate`, `search` and the app use the right model without being told, and refuse
+another one. It also records `schema_version`, the layout of records and metadata that this module
+writes; a collection of another schema is listed but refused on open, with a sentence.
+
+Chroma finds the nearest frames; their similarity (the cosine, in [−1, 1]) is computed here from the
+vectors Chroma gives back, not taken from its float32 distances, which depend on how Chroma stored each
+vector: an index exported and imported elsewhere (core.store.bundle) then scores every frame exactly as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import os
+import shutil
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import chromadb
+import numpy as np
+from chromadb.config import Settings
+from chromadb.errors import ChromaError
+
+from core.ground import IndexUnavailableError, StoreError, now_iso, plural
+from core.model.embed import ModelSpec
+
+if TYPE_CHECKING:  # the type of `configuration["hnsw"]`; chromadb does not export it at the top
+    from chromadb.api.collection_configuration import CreateHNSWConfiguration
+
+COLLECTION_PREFIX = "frames"
+# The layout of ids, record metadata and collection metadata (the index contract). Raise it when that
+# layout changes, and then either migrate older collections in `FrameIndex.check_schema` or keep
+# refusing them there. Every collection this tool ever wrote says 1; none recorded means another tool.
+SCHEMA_VERSION = 1
+# Collection metadata added within schema 1: the source a collection was first built from (absolute
+# paths; the annotations key is "" without an annotations file).
+SOURCE_VIDEOS = "source_videos"
+SOURCE_ANNOTATIONS = "source_annotations"
+# HNSW settings, measured by the benchmark (benchmarks/README.md): on 100,000 frames structured like
+# CLIP embeddings (classes, videos, frames; text queries offset from the images), recall@10 against
+# exact cosine is 1.0 with these, queries take about 2 ms, and insertion stays cheap (about 0.5 ms a
+# frame, where M=32 and construction 200 cost three times more for no recall gained).
+HNSW_CONFIG: CreateHNSWConfiguration = {
+    "space": "cosine",
+    "ef_construction": 100,
+    "ef_search": 100,
+    "max_neighbors": 16,
+}
+_PAGE = 5000
+
+
+@dataclass(frozen=True)
+class ChromaServer:
+    """A Chroma server to use instead of the embedded store (for teams, and indexes beyond one machine)."""
+
+    host: str
+    port: int = 8000
+    ssl: bool = False
+    token: str = field(default="", repr=False)  # never printed or logged
+    token_header: str = "Authorization"
+
+    def headers(self) -> dict[str, str]:
+        if not self.token:
+            return {}
+        value = f"Bearer {self.token}" if self.token_header.lower() == "authorization" else self.token
+        return {self.token_header: value}
+
+    def describe(self) -> str:
+        return f"{'https' if self.ssl else 'http'}://{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ChromaServer | None:
+        """CLIP_EXPLORER_CHROMA_HOST (and _PORT, _SSL, _TOKEN, _TOKEN_HEADER), or None for the embedded store."""
+        env = os.environ if environ is None else environ
+        host = env.get("CLIP_EXPLORER_CHROMA_HOST", "").strip()
+        if not host:
+            return None
+        return cls(
+            host=host,
+            port=int(env.get("CLIP_EXPLORER_CHROMA_PORT", "8000")),
+            ssl=env.get("CLIP_EXPLORER_CHROMA_SSL", "").lower() in ("1", "true", "yes"),
+            token=env.get("CLIP_EXPLORER_CHROMA_TOKEN", ""),
+            token_header=env.get("CLIP_EXPLORER_CHROMA_TOKEN_HEADER", "Authorization"),
+        )
+
+    @classmethod
+    def resolve(
+        cls,
+        host: str | None = None,
+        port: int | None = None,
+        ssl: bool | None = None,
+        token_header: str | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> ChromaServer | None:
+        """The server named by command-line choices, completed from the environment; else the
+        environment's; else None (the embedded store). The token only ever comes from the environment:
+        a command line is visible to other users."""
+        env = cls.from_env(environ)
+        if not host:
+            return env
+        return cls(
+            host=host,
+            port=port or (env.port if env else 8000),
+            ssl=ssl or bool(env and env.ssl),
+            token=(os.environ if environ is None else environ).get("CLIP_EXPLORER_CHROMA_TOKEN", ""),
+            token_header=token_header or (env.token_header if env else "Authorization"),
+        )
+
+
+def _server_unavailable(exc: BaseException, where: str = "The Chroma server") -> IndexUnavailableError:
+    return IndexUnavailableError(
+        f"{where} is not answering ({exc.__class__.__name__}): check that it is running and reachable, then retry."
+    )
+
+
+# What Chroma's InternalError says when the store's files cannot be used: SQLite's own codes (11: malformed,
+# 26: not a database, 13: full) and the HNSW segment reader's complaints. Anything else stays a bug.
+_DISK_FULL = ("(code: 13)", "disk is full", "no space left", "os error 28")
+_DAMAGED = ("(code: 11)", "(code: 26)", "malformed", "not a database", "hnsw", "pickle", "segment reader")
+
+
+# Chroma's compactor hides a full disk behind "Failed to apply logs": with less free space than this under
+# the folder, an error of the store is read as the full disk it almost certainly is.
+NEARLY_FULL_BYTES = 16 * 2**20
+
+
+def _nearly_full(folder: Path | None) -> bool:
+    try:
+        return folder is not None and shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
+    except OSError:
+        return False
+
+
+def store_error(exc: BaseException, where: str, folder: Path | None = None) -> StoreError | None:
+    """The sentence for a Chroma error that a damaged or full store causes, or None when it is not one.
+
+    `where` names the store ("The index folder /x/db"); `folder` is that folder, for an embedded store.
+    """
+    if not isinstance(exc, ChromaError) and not (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
+        return None
+    text = str(exc).lower()
+    if isinstance(exc, OSError) or any(mark in text for mark in _DISK_FULL) or _nearly_full(folder):
+        return StoreError.disk_full(where[:1].lower() + where[1:])
+    if any(mark in text for mark in _DAMAGED):
+        return StoreError.damaged(where, str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else "")
+    return None
+
+
+def _where(client: Any) -> tuple[str, Path | None]:
+    """The store's name for a sentence, and its folder when it is embedded."""
+    settings = client.get_settings()
+    if settings.is_persistent:
+        return f"The index folder {settings.persist_directory}", Path(settings.persist_directory)
+    return f"The Chroma server's store at {settings.chroma_server_host}", None
+
+
+def _store_call(method: Any) -> Any:
+    """Turn what a store the user can damage or fill raises into one sentence: a lost connection to a Chroma
+    server, damaged index files, a full disk."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            return method(*args, **kwargs)
+        except httpx.HTTPError as exc:
+            raise _server_unavailable(exc) from None
+        except (ChromaError, OSError) as exc:
+            client = getattr(args[0], "client", args[0])
+            sentence = store_error(exc, *_where(client))
+            if sentence is None:
+                raise
+            raise sentence from None
+
+    return wrapper
+
+
+_EMBEDDED_OPEN = threading.Lock()
+
+
+def _reset_stale_embedded(path: Path) -> None:
+    """Forget Chroma's cached system for `path` when the folder's database is gone.
+
+    Chroma keeps one system per folder for the whole process; if the folder was deleted since (a user
+    removed the index), that system writes into nothing ("readonly database"). Chroma has no public
+    way to drop one folder's system (`clear_system_cache` drops every folder's, under the clients other
+    threads hold), so this reaches into `SharedSystemClient`'s class attributes, as of chromadb 1.5.9.
+    The only private use of chromadb in the product; should they be renamed, nothing is dropped.
+    """
+    if (path / "chroma.sqlite3").exists():
+        return
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    systems = getattr(SharedSystemClient, "_identifier_to_system", {})
+    refcounts = getattr(SharedSystemClient, "_identifier_to_refcount", {})
+    stale = systems.pop(str(path), None)
+    refcounts.pop(str(path), None)
+    if stale is not None:
+        with contextlib.suppress(Exception):
+            stale.stop()
+
+
+def connect(db: Path | str, server: ChromaServer | None = None) -> chromadb.ClientAPI:
+    """The Chroma client: the embedded on-disk store at `db` (created when missing), or `server`.
+
+    Telemetry is off either way.
+    """
+    settings = Settings(anonymized_telemetry=False)
+    if server is not None:
+        try:
+            return chromadb.HttpClient(
+                host=server.host, port=server.port, ssl=server.ssl, headers=server.headers(), settings=settings
+            )
+        except ValueError as exc:  # chromadb's "Could not connect to a Chroma server"
+            raise _server_unavailable(exc, f"The Chroma server at {server.describe()}") from None
+    path = Path(db).expanduser().resolve()
+    # Two threads opening a new folder at once would otherwise race: one could drop, as stale, the
+    # system the other is still creating (before its chroma.sqlite3 exists).
+    with _EMBEDDED_OPEN:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            _reset_stale_embedded(path)
+            return chromadb.PersistentClient(path=str(path), settings=settings)
+        except (ChromaError, OSError) as exc:  # Chroma opens (and migrates) its database here
+            sentence = store_error(exc, f"The index folder {path}", path)
+            if sentence is None:
+                raise
+            raise sentence from None
+
+
+def version_key(count: int, built_at: str) -> str:
+    """What caches of an index's content are keyed by: it changes with new records and finished builds."""
+    return f"{count}|{built_at}"
+
+
+def cosine_similarities(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """The cosine of each row of `vectors` with `query`, unclamped (float64, so the same inputs give the same
+    figures wherever they are computed)."""
+    rows = np.asarray(vectors, dtype=np.float64).reshape(len(vectors), -1)
+    q = np.asarray(query, dtype=np.float64).reshape(-1)
+    norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(q)
+    return np.divide(rows @ q, norms, out=np.zeros(len(rows)), where=norms > 0)
+
+
+def collection_name(spec: ModelSpec, frames: str) -> str:
+    # Chroma's own naming rule, not a file name (core.ground): it must stay exactly as it is, since a
+    # build finds its collection again by this name.
+    safe_model = "".join(c if c.isalnum() or c in "-_." else "-" for c in spec.name)[:60].strip("-_.")
+    safe_frames = frames.replace(":", "")
+    return f"{COLLECTION_PREFIX}-{safe_model}-{safe_frames}-{spec.identity()}"
+
+
+@dataclass
+class IndexInfo:
+    """What a collection holds and how it was built."""
+
+    name: str
+    spec: ModelSpec
+    frames: str
+    embed_dim: int
+    created_at: str
+    built_at: str
+    count: int
+    schema_version: int = SCHEMA_VERSION
+    source_videos: str = ""  # the videos folder it was built from ("" when not recorded)
+    source_annotations: str = ""  # and its annotations file, if any
+
+    @property
+    def version(self) -> str:
+        return version_key(self.count, self.built_at)
+
+    def describe(self) -> str:
+        when = self.built_at or self.created_at
+        return f"{self.spec.describe()}, frames {self.frames}, {plural(self.count, 'frame')}, built {when}"
+
+
+@dataclass
+class IndexContents:
+    """Every record of a collection, as arrays (frames sorted by video, then frame index)."""
+
+    ids: list[str]
+    embeddings: np.ndarray
+    video_ids: np.ndarray
+    labels: np.ndarray
+    frame_index: np.ndarray
+    timestamp_s: np.ndarray
+    frame_paths: np.ndarray
+    video_paths: np.ndarray
+    frames_in_video: np.ndarray
+    video_frames: np.ndarray
+    extra: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def frame_counts(metadatas: Iterable[Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
+    """video_id → (frames present, frames expected) over records' metadata."""
+    present: Counter[str] = Counter()
+    expected: dict[str, int] = {}
+    for meta in metadatas:
+        vid = str(meta["video_id"])
+        present[vid] += 1
+        expected[vid] = int(meta.get("frames_in_video", 1))
+    return {vid: (present[vid], expected[vid]) for vid in present}
+
+
+def complete_video_ids(counts: Mapping[str, tuple[int, int]]) -> set[str]:
+    """The one rule for "this video is indexed": every frame it contributes is in the index.
+
+    A build killed mid-video leaves some of its frames; such a video is neither evaluated nor skipped
+    by the next build, which writes it again under the same ids.
+    """
+    return {vid for vid, (have, want) in counts.items() if have >= want}
+
+
+def _is_frame_collection(meta: Mapping[str, Any] | None) -> bool:
+    return meta is not None and "model_name" in meta and "frames" in meta
+
+
+class FrameIndex:
+    """One collection of frame embeddings and what it knows about itself."""
+
+    def __init__(self, client: chromadb.ClientAPI, collection: Any) -> None:
+        self.client = client
+        self.collection = collection
+
+    @property
+    def name(self) -> str:
+        return self.collection.name
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self.collection.metadata or {})
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec.from_metadata(self.metadata)
+
+    @property
+    def frames(self) -> str:
+        return str(self.metadata.get("frames", "middle"))
+
+    def info(self) -> IndexInfo:
+        meta = self.metadata
+        return IndexInfo(
+            name=self.name,
+            spec=self.spec,
+            frames=self.frames,
+            embed_dim=int(meta.get("embed_dim", 0)),
+            created_at=str(meta.get("created_at", "")),
+            built_at=str(meta.get("built_at", "")),
+            count=self.count(),
+            schema_version=self.schema_version,
+            source_videos=str(meta.get(SOURCE_VIDEOS, "")),
+            source_annotations=str(meta.get(SOURCE_ANNOTATIONS, "")),
+        )
+
+    @property
+    def schema_version(self) -> int:
+        """The schema the collection was written with (0: none recorded, i.e. not written by this tool)."""
+        try:
+            return int(self.metadata.get("schema_version", 0))
+        except (TypeError, ValueError):
+            return 0
+
+    def schema_problem(self) -> str:
+        """Why this tool cannot use the collection, in one sentence; '' when it can."""
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            return (
+                f"The collection {self.name} was written by a newer version of this tool (index schema {version}; "
+                f"this one reads {SCHEMA_VERSION}): update the tool to use it, or pick another collection."
+            )
+        if version < SCHEMA_VERSION:
+            return (
+                f"The collection {self.name} has index schema {version or 'none'}, older than the {SCHEMA_VERSION} "
+                "this tool reads: build the videos again into a new index folder."
+            )
+        return ""
+
+    def check_schema(self) -> FrameIndex:
+        """This index, or `IndexUnavailableError` when its schema is not the one this tool reads."""
+        problem = self.schema_problem()
+        if problem:
+            raise IndexUnavailableError(problem)
+        return self
+
+    @_store_call
+    def count(self) -> int:
+        return int(self.collection.count())
+
+    def version(self) -> str:
+        """Changes whenever the collection's content may have changed (new records, a finished build)."""
+        return version_key(self.count(), str(self.metadata.get("built_at", "")))
+
+    @_store_call
+    def mark_built(self) -> None:
+        meta = self.metadata
+        meta["built_at"] = now_iso()
+        self.collection.modify(metadata=meta)
+
+    @_store_call
+    def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict[str, Any]]) -> None:
+        limit = max(1, int(self.client.get_max_batch_size()))
+        for start in range(0, len(ids), limit):
+            stop = start + limit
+            self.collection.upsert(
+                ids=ids[start:stop], embeddings=embeddings[start:stop], metadatas=metadatas[start:stop]
+            )
+
+    def _pages(self, include: list[str], where: dict | None = None) -> Iterator[dict]:
+        offset = 0
+        while True:
+            page = self.collection.get(include=include, where=where, limit=_PAGE, offset=offset)
+            if not page["ids"]:
+                return
+            yield page
+            offset += len(page["ids"])
+            if len(page["ids"]) < _PAGE:
+                return
+
+    @_store_call
+    def video_frame_counts(self) -> dict[str, tuple[int, int]]:
+        """video_id → (frames present, frames expected)."""
+        return frame_counts(meta for page in self._pages(include=["metadatas"]) for meta in page["metadatas"])
+
+    def complete_videos(self) -> set[str]:
+        """Videos whose frames are all in (a build killed mid-video leaves some that are not)."""
+        return complete_video_ids(self.video_frame_counts())
+
+    @_store_call
+    def contents(self, complete_only: bool = True) -> IndexContents:
+        """All records with their embeddings, sorted by (video_id, frame_index)."""
+        ids: list[str] = []
+        embeddings: list[np.ndarray] = []
+        metas: list[dict[str, Any]] = []
+        for page in self._pages(include=["embeddings", "metadatas"]):
+            ids.extend(page["ids"])
+            embeddings.append(np.asarray(page["embeddings"], dtype=np.float32))
+            metas.extend(page["metadatas"])
+        dim = int(self.metadata.get("embed_dim", 0))
+        matrix = np.concatenate(embeddings) if embeddings else np.zeros((0, dim), np.float32)
+        if complete_only and metas:
+            complete = complete_video_ids(frame_counts(metas))
+            keep = [i for i, m in enumerate(metas) if str(m["video_id"]) in complete]
+            ids, matrix, metas = [ids[i] for i in keep], matrix[keep], [metas[i] for i in keep]
+        order = sorted(range(len(ids)), key=lambda i: (str(metas[i]["video_id"]), int(metas[i]["frame_index"])))
+        metas = [metas[i] for i in order]
+
+        def column(key: str, dtype: Any, default: Any) -> np.ndarray:
+            return np.array([m.get(key, default) for m in metas], dtype=dtype)
+
+        return IndexContents(
+            ids=[ids[i] for i in order],
+            embeddings=matrix[order] if len(order) else matrix,
+            video_ids=column("video_id", object, ""),
+            labels=column("label", object, ""),
+            frame_index=column("frame_index", np.int64, 0),
+            timestamp_s=column("timestamp_s", np.float64, 0.0),
+            frame_paths=column("frame_path", object, ""),
+            video_paths=column("video_path", object, ""),
+            frames_in_video=column("frames_in_video", np.int64, 1),
+            video_frames=column("video_frames", np.int64, 0),
+            extra=metas,
+        )
+
+    @_store_call
+    def query(
+        self, embedding: np.ndarray, k: int, where: dict | None = None
+    ) -> list[tuple[str, float, dict[str, Any]]]:
+        """Nearest frames to `embedding`: (id, cosine similarity, metadata), most similar first.
+
+        Asking for more than the collection holds returns all of it (no count first: a round trip
+        saved on every search)."""
+        if int(k) <= 0:
+            return []
+        query = np.asarray(embedding, dtype=np.float32).reshape(1, -1)
+        result = self.collection.query(
+            query_embeddings=query, n_results=int(k), where=where, include=["metadatas", "embeddings"]
+        )
+        ids, metas = result["ids"][0], result["metadatas"][0]
+        if not ids:
+            return []
+        scores = cosine_similarities(np.asarray(result["embeddings"][0], dtype=np.float32), query)
+        order = sorted(range(len(ids)), key=lambda i: -scores[i])  # stable: Chroma's order among equals
+        return [(ids[i], float(scores[i]), metas[i] or {}) for i in order]
+
+    @_store_call
+    def labels(self) -> list[str]:
+        labels: set[str] = set()
+        for page in self._pages(include=["metadatas"]):
+            labels.update(str(m.get("label", "")) for m in page["metadatas"])
+        return sorted(labels)
+
+
+@_store_call
+def list_indexes(client: chromadb.ClientAPI) -> list[FrameIndex]:
+    """Frame collections in the store, most recently built first.
+
+    Collections of another schema are listed too, so that they can be shown with the reason
+    (`FrameIndex.schema_problem`); opening one is refused."""
+    found = [FrameIndex(client, c) for c in client.list_collections() if _is_frame_collection(c.metadata)]
+    return sorted(found, key=lambda ix: str(ix.metadata.get("built_at") or ix.metadata.get("created_at")), reverse=True)
+
+
+def open_index(
+    client: chromadb.ClientAPI,
+    spec: ModelSpec | None = None,
+    frames: str | None = None,
+    name: str | None = None,
+    where: str = "this index",
+) -> FrameIndex:
+    """The collection to read: by name, else the newest one matching `spec`/`frames` when given.
+
+    Refuses (with a sentence) a model other than the index's, since its vectors are not comparable, and
+    a collection of another schema. Unnamed, the choice is among the collections this tool can read.
+    """
+    indexes = list_indexes(client)
+    if not indexes:
+        raise IndexUnavailableError(
+            f"No index in {where} yet: build one first (python -m core build --videos DIR, or the Build page)."
+        )
+    if name:
+        for ix in indexes:
+            if ix.name == name:
+                return ix.check_schema()
+        raise IndexUnavailableError(
+            f"There is no collection '{name}' in {where}; available: {', '.join(ix.name for ix in indexes)}."
+        )
+    readable = [ix for ix in indexes if not ix.schema_problem()]
+    if not readable:
+        indexes[0].check_schema()
+    indexes = candidates = readable
+    if spec is not None:
+        candidates = [ix for ix in candidates if ix.spec.identity() == spec.identity()]
+        if not candidates:
+            built = "; ".join(sorted({ix.spec.describe() for ix in indexes}))
+            raise IndexUnavailableError(
+                f"{where.capitalize()} was built with {built}, not {spec.describe()}: vectors of different models "
+                "cannot be compared, so leave out the model options to use the index's own model, or build "
+                "a new index with this one."
+            )
+    if frames is not None:
+        matching = [ix for ix in candidates if ix.frames == frames]
+        if not matching:
+            have = ", ".join(sorted({ix.frames for ix in candidates}))
+            raise IndexUnavailableError(
+                f"{where.capitalize()} has no collection built with frames {frames} (it has {have})."
+            )
+        candidates = matching
+    return candidates[0]
+
+
+@_store_call
+def open_for_build(
+    client: chromadb.ClientAPI, spec: ModelSpec, embed_dim: int, frames: str, source: dict[str, str] | None = None
+) -> FrameIndex:
+    """The collection a build writes to, created on first use with its model, strategy and `source`
+    (the `SOURCE_VIDEOS` and `SOURCE_ANNOTATIONS` keys) recorded."""
+    meta: dict[str, Any] = {
+        **spec.to_metadata(),
+        "embed_dim": int(embed_dim),
+        "frames": frames,
+        "created_at": now_iso(),
+        "schema_version": SCHEMA_VERSION,
+        **(source or {}),
+    }
+    collection = client.get_or_create_collection(
+        name=collection_name(spec, frames),
+        metadata=meta,
+        configuration={"hnsw": HNSW_CONFIG.copy()},
+        embedding_function=None,
+    )
+    FrameIndex(client, collection).check_schema()  # an existing collection of another schema is not written into
+    existing = int((collection.metadata or {}).get("embed_dim", embed_dim))
+    if existing != int(embed_dim):
+        raise IndexUnavailableError(
+            f"The collection {collection.name} holds {existing}-dimensional vectors but the model gives "
+            f"{embed_dim}; build into another --db."
+        )
+    index = FrameIndex(client, collection)
+    if source and SOURCE_VIDEOS not in index.metadata:  # made before sources were recorded: this one is
+        index.collection.modify(metadata={**index.metadata, **source})
+    return index
+
+
+class PendingIndex(FrameIndex):
+    """The collection a build writes to, made only when its first records arrive.
+
+    A build in which every video turns out unusable leaves no empty collection behind (the sidebar
+    would otherwise select it). An existing collection is opened at once, so a schema or dimension
+    mismatch is refused before any work.
+    """
+
+    def __init__(
+        self,
+        client: chromadb.ClientAPI,
+        spec: ModelSpec,
+        embed_dim: int,
+        frames: str,
+        source: dict[str, str] | None = None,
+    ) -> None:
+        self.client = client
+        self._spec, self._embed_dim, self._frames, self._source = spec, int(embed_dim), frames, source
+        self._name = collection_name(spec, frames)
+        self._opened: FrameIndex | None = None
+        if any(c.name == self._name for c in client.list_collections()):
+            self._opened = open_for_build(client, spec, embed_dim, frames, source)
+
+    @property  # a plain attribute in FrameIndex; here it is made on first use
+    def collection(self) -> Any:
+        if self._opened is None:
+            self._opened = open_for_build(self.client, self._spec, self._embed_dim, self._frames, self._source)
+        return self._opened.collection
+
+    @property
+    def created(self) -> bool:
+        return self._opened is not None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def count(self) -> int:
+        return super().count() if self.created else 0
+
+    def complete_videos(self) -> set[str]:
+        return super().complete_videos() if self.created else set()
+
+    def mark_built(self) -> None:
+        if self.created:
+            super().mark_built()

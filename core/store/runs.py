@@ -1,0 +1,227 @@
+"""Evaluation runs, saved side by side: a JSON-lines file next to the index (``<db>/runs.jsonl``).
+
+A run records what was evaluated (index, model, frame strategy, pooling, prompts, label clean-up,
+class set) and its figures, per class included, so runs can be compared later, and against the
+reference study's published figures. A run's id is derived from those settings and the index's
+version, so evaluating the same thing twice stores it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.analysis.evaluation import Evaluation
+from core.analysis.metrics import wilson_interval
+from core.ground import now_iso
+from core.store.index import FrameIndex
+from core.store.locking import locked_append
+
+RUNS_FILENAME = "runs.jsonl"
+
+# The reference notebook's published figures (218 videos of 50 classes, OpenAI ViT-B/32, one middle
+# frame, the French prompt, cosines clamped to [0, 1]). Its intervals are computed here (Wilson).
+_REF_N = 218
+REFERENCE_RUN: dict[str, Any] = {
+    "id": "reference-study",
+    "timestamp": "",
+    "index": "reference notebook",
+    "model": "ViT-B/32 (OpenAI)",
+    "frames": "middle",
+    "pooling": "middle",
+    "prompt_set": "reference-fr",
+    "label_mode": "keep",
+    "classes": "present",
+    "n_videos": _REF_N,
+    "n_classes": 50,
+    "precision_at_1": 0.43,
+    "precision_at_3": 0.53,
+    "precision_at_5": None,
+    "mrr": None,
+    "kinetics_accuracy": None,
+    "mean_similarity_correct": 0.25,
+    "mean_similarity_incorrect": 0.20,
+    "mean_margin": None,
+    "roc_auc": None,
+    "ci95": {
+        "precision_at_1": list(wilson_interval(round(0.43 * _REF_N), _REF_N)),
+        "precision_at_3": list(wilson_interval(round(0.53 * _REF_N), _REF_N)),
+    },
+}
+
+SUMMARY_KEYS = (
+    "precision_at_1",
+    "precision_at_3",
+    "precision_at_5",
+    "mrr",
+    "kinetics_accuracy",
+    "mean_similarity_correct",
+    "mean_similarity_incorrect",
+    "mean_margin",
+    "roc_auc",
+    "n_videos",
+    "n_classes",
+    "ci95",
+)
+
+
+@dataclass
+class Run:
+    """One saved evaluation."""
+
+    id: str
+    timestamp: str
+    index: str
+    index_version: str
+    model: str
+    frames: str
+    pooling: str
+    prompt_set: str
+    templates: list[str]
+    label_mode: str
+    classes: str
+    metrics: dict[str, Any]
+    per_class: dict[str, float] = field(default_factory=dict)
+    # The settings in the form the app's deep links and requests use (core.requests.EvalSettings);
+    # empty for runs saved before it was recorded.
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        """A flat row for tables: settings and summary figures."""
+        row = {k: getattr(self, k) for k in ("id", "timestamp", "index", "model", "frames", "pooling",
+                                             "prompt_set", "label_mode", "classes")}  # fmt: skip
+        row.update({k: self.metrics.get(k) for k in SUMMARY_KEYS})
+        return row
+
+
+def run_id(settings: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:12]
+
+
+def run_from_evaluation(evaluation: Evaluation, index: FrameIndex, index_version: str = "") -> Run:
+    data = evaluation.to_json()
+    classes = evaluation.settings.get("classes", "present")
+    settings = {
+        "index": index.name,
+        "index_version": index_version,
+        "model": index.spec.identity(),
+        "pooling": evaluation.pooling,
+        "templates": list(evaluation.prompts.templates),
+        "label_mode": evaluation.label_mode,
+        "classes": classes,
+    }
+    return Run(
+        id=run_id(settings),
+        timestamp=now_iso(),
+        index=index.name,
+        index_version=index_version,
+        model=index.spec.describe(),
+        frames=index.frames,
+        pooling=evaluation.pooling,
+        prompt_set=evaluation.prompts.name,
+        templates=list(evaluation.prompts.templates),
+        label_mode=evaluation.label_mode,
+        classes=classes,
+        metrics={k: data.get(k) for k in SUMMARY_KEYS},
+        per_class=dict(data.get("per_class", {})),
+        settings=dict(evaluation.settings.get("request", {})),
+    )
+
+
+class RunStore:
+    """Append-only JSON lines; unreadable lines are skipped, not fatal."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def for_db(cls, db: Path | str, output: Path | str | None = None, server: object = None) -> RunStore:
+        """Next to the embedded index; with a Chroma server, in the output folder."""
+        return cls(Path(output if server is not None and output is not None else db) / RUNS_FILENAME)
+
+    def load(self) -> list[Run]:
+        runs: dict[str, Run] = {}
+        if not self.path.is_file():
+            return []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                data = json.loads(line)
+                run = Run(**data)
+            except (ValueError, TypeError):
+                continue
+            runs[run.id] = run
+        return sorted(runs.values(), key=lambda r: r.timestamp)
+
+    def add(self, run: Run) -> bool:
+        """Store `run` unless a run with its id is there already; True when it was added."""
+        if any(r.id == run.id for r in self.load()):
+            return False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        locked_append(self.path, json.dumps(asdict(run), ensure_ascii=False) + "\n")
+        return True
+
+    def get(self, run_id_: str) -> Run | None:
+        return next((r for r in self.load() if r.id == run_id_), None)
+
+
+def compare_per_class(a: Run, b: Run) -> list[tuple[str, float | None, float | None, float | None]]:
+    """(class, precision@1 in a, in b, b − a), largest gains first, then losses."""
+    names = sorted(set(a.per_class) | set(b.per_class))
+    rows = []
+    for name in names:
+        pa, pb = a.per_class.get(name), b.per_class.get(name)
+        delta = pb - pa if pa is not None and pb is not None else None
+        rows.append((name, pa, pb, delta))
+    return sorted(rows, key=lambda r: (-(r[3] if r[3] is not None else -9), r[0]))
+
+
+@dataclass
+class RunComparison:
+    """Two or more runs side by side (typically the same videos scored by different models).
+
+    `per_class`: (class, precision@1 in each run, gain of each run over the first), the largest gain
+    of the last run first; a class missing from a run has None there. `notes`: why the comparison may
+    mix more than the model (other videos, frames, pooling or prompts), one sentence each."""
+
+    runs: list[Run]
+    per_class: list[tuple[str, list[float | None], list[float | None]]]
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """Per class: ``a``, ``b``, ``delta`` (the first two runs, as ``runs --compare`` always wrote),
+        plus ``runs`` (run id → precision@1) and ``gains`` (run id → gain over the first run)."""
+        ids = [run.id for run in self.runs]
+        rows = []
+        for name, values, gains in self.per_class:
+            rows.append(
+                {"class": name, "a": values[0], "b": values[1], "delta": gains[1],
+                 "runs": dict(zip(ids, values, strict=True)), "gains": dict(zip(ids, gains, strict=True))}
+            )  # fmt: skip
+        return rows
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per run: what it is and its headline figures."""
+        return [run.row() for run in self.runs]
+
+
+def compare_runs_side_by_side(runs: list[Run]) -> RunComparison:
+    """Per-class precision@1 of each run and its gain over the first (see `RunComparison`)."""
+    names = sorted(set().union(*(run.per_class for run in runs)))
+    rows: list[tuple[str, list[float | None], list[float | None]]] = []
+    for name in names:
+        values = [run.per_class.get(name) for run in runs]
+        base = values[0]
+        gains = [v - base if v is not None and base is not None else None for v in values]
+        rows.append((name, values, gains))
+    rows.sort(key=lambda r: (-(r[2][-1] if r[2][-1] is not None else -9), r[0]))
+    notes = []
+    for what, value in (("samples scored", lambda r: r.metrics.get("n_videos")), ("frames", lambda r: r.frames),
+                        ("pooling", lambda r: r.pooling), ("prompt set", lambda r: r.prompt_set),
+                        ("classes", lambda r: r.classes)):  # fmt: skip
+        seen = list(dict.fromkeys(str(value(run)) for run in runs))
+        if len(seen) > 1:
+            notes.append(f"The runs differ in {what} ({', '.join(seen)}), not only in model: gains mix both.")
+    return RunComparison(list(runs), rows, notes)
