@@ -175,16 +175,16 @@ def test_fp16_stays_within_2e_3_of_fp32(vit_b32_random, tiny_model) -> None:
 def test_a_checkpoint_is_read_once_and_an_empty_one_is_one_sentence(
     tmp_path: Path, tiny_spec: ModelSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import core.model.embed
+    import core.model.loading
 
     reads = []
-    read = core.model.embed._read_weights
+    read = core.model.loading._read_weights
 
     def counting(path: str) -> dict:
         reads.append(path)
         return read(path)
 
-    monkeypatch.setattr(core.model.embed, "_read_weights", counting)
+    monkeypatch.setattr(core.model.loading, "_read_weights", counting)
     model = load_model(tiny_spec, "cpu", towers=("text",))
     model.encode_rgb([np.zeros((8, 8, 3), np.uint8)])  # the image tower comes from the same read
     assert reads == [tiny_spec.pretrained]
