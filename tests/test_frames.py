@@ -182,7 +182,7 @@ def _audio_only_mp4(path: Path) -> Path:
 
 
 def test_an_audio_only_mp4_has_no_video_stream(tmp_path: Path) -> None:
-    from core.media.frames import unusable_reason
+    from core.media.capture import unusable_reason
 
     audio = _audio_only_mp4(tmp_path / "tone.mp4")
     with pytest.raises(VideoReadError) as caught:
@@ -197,7 +197,7 @@ def test_an_audio_only_mp4_has_no_video_stream(tmp_path: Path) -> None:
 def test_the_quick_probe_takes_real_videos_and_names_what_it_refuses(tmp_path: Path) -> None:
     from PIL import Image
 
-    from core.media.frames import unusable_reason
+    from core.media.capture import unusable_reason
 
     clip = write_clip(tmp_path / "clip.mp4", (20, 200, 20), n_frames=6, size=(64, 48), fps=10)
     jpeg = tmp_path / "photo.mp4"

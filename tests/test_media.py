@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.media.frames import video_codec
+from core.media.capture import video_codec
 from core.media.samples import write_clip
 from core.media.transcode import (
     browser_playability,

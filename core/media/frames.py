@@ -29,22 +29,22 @@ the reason.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import re
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from core.ground import UserError, plural
-from core.media.sources import SkippedItem, SourceScan, VideoRecord
-from core.media.transcode import has_no_video_stream
+from core.media.capture import VideoReadError as VideoReadError
+from core.media.capture import capture_properties, check_file, open_capture
+from core.media.capture import probe_source as probe_source
+from core.media.capture import probe_video as probe_video
+from core.media.capture import video_codec as video_codec
+from core.media.sources import VideoRecord
 
 MAX_UNIFORM_FRAMES = 32
 MAX_FPS = 30.0
@@ -60,24 +60,9 @@ SEEK_MIN_GAP = 48
 # Frames larger than this (longest side, pixels) are shrunk right after decoding, so that a 4K
 # clip sampled at 32 frames does not hold gigabytes; every CLIP input size is far below it.
 DEFAULT_MAX_SIDE = 1280
-# A count beyond this is a container bug, not a clip; the frames are then counted by decoding.
-_IMPLAUSIBLE_FRAME_COUNT = 10_000_000
-NO_VIDEO_STREAM = "has no video stream (an audio-only file?)"
-# The quick check of a source before a build: each FFmpeg step of a file (open, first frame) gets this
-# long, and a few files are looked at side by side.
-PROBE_TIMEOUT_MS = 5_000
-PROBE_WORKERS = 4
 
 
 OnFrame = Callable[[np.ndarray], None]  # sees each RGB frame as it is decoded
-
-
-class VideoReadError(Exception):
-    """The video cannot be used; `reason` says why in a few words."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 _STRATEGY_FORMS = (
@@ -171,138 +156,6 @@ class VideoFrames:
         return self.n_frames / self.fps if self.fps else None
 
 
-# FFmpeg happily opens a still image as a one-frame "video"; a file with a video extension whose
-# content is an image is a mistake worth naming.
-_IMAGE_SIGNATURES = (
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
-    (b"GIF87a", "a GIF image"),
-    (b"GIF89a", "a GIF image"),
-    (b"BM", "a BMP image"),
-    (b"II*\x00", "a TIFF image"),
-    (b"MM\x00*", "a TIFF image"),
-)
-
-
-def _sniff_image(head: bytes) -> str:
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "a WebP image"
-    return next((name for signature, name in _IMAGE_SIGNATURES if head.startswith(signature)), "")
-
-
-def _check_file(path: Path) -> None:
-    try:
-        if not path.exists():
-            raise VideoReadError("file not found")
-        if not path.is_file():
-            raise VideoReadError("not a regular file")
-        if path.stat().st_size == 0:
-            raise VideoReadError("empty file (0 bytes)")
-        with path.open("rb") as fh:
-            head = fh.read(16)
-    except PermissionError:
-        raise VideoReadError("permission denied: the file cannot be read") from None
-    except OSError as exc:
-        raise VideoReadError(f"the file cannot be read ({exc.strerror or exc.__class__.__name__})") from None
-    image = _sniff_image(head)
-    if image:
-        raise VideoReadError(f"this is {image}, not a video")
-
-
-# Videos are decoded in parallel, one per worker process, each with one FFmpeg thread: FFmpeg's own
-# threads would only compete with the other workers and with the model (benchmarks/README.md has the
-# figures). `threads` 0 lets FFmpeg choose, for a caller that decodes alone. FFmpeg's log level and
-# OpenCV's thread pool are process settings: core.runtime.configure_runtime sets them.
-
-
-@contextlib.contextmanager
-def _name_opencv_takes(path: Path) -> Iterator[Path]:
-    """`path`, or a link to it in a private folder when its name is not UTF-8.
-
-    OpenCV passes file names to FFmpeg as UTF-8 and crashes on the bytes Python keeps as surrogates; the
-    link has a plain name. It is needed only while the file is opened: FFmpeg reads through its handle.
-    """
-    try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:
-        pass
-    else:
-        yield path
-        return
-    folder = tempfile.mkdtemp(prefix="clip-explorer-video-")
-    suffix = path.suffix if path.suffix.isascii() and path.suffix.isprintable() else ""
-    link = Path(folder) / f"video{suffix}"
-    try:
-        os.symlink(os.fsencode(path.absolute()), os.fsencode(link))
-        yield link
-    finally:
-        link.unlink(missing_ok=True)
-        os.rmdir(folder)
-
-
-def open_capture(path: Path | str, threads: int = 1, timeout_ms: int = 0) -> cv2.VideoCapture:
-    """The one place a video file is opened with OpenCV: an opened capture, or `VideoReadError`.
-
-    Any file name works, including one that is not UTF-8.
-    """
-    params = [cv2.CAP_PROP_N_THREADS, max(0, int(threads))]
-    if timeout_ms:  # FFmpeg gives up opening, and each read, after this long
-        params += [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
-    with _name_opencv_takes(Path(path)) as name:
-        cap = cv2.VideoCapture(str(name), cv2.CAP_FFMPEG, params)
-    if not cap.isOpened():
-        cap.release()
-        if has_no_video_stream(path):  # asked only on failure: it runs ffmpeg once
-            raise VideoReadError(NO_VIDEO_STREAM)
-        raise VideoReadError("cannot be opened as a video (not a video file, damaged, or an unsupported codec)")
-    return cap
-
-
-def video_codec(path: Path | str) -> str:
-    """The video codec's four-character code as OpenCV reports it, lower-case ('' if unreadable)."""
-    try:
-        cap = open_capture(path, threads=0)
-    except VideoReadError:
-        return ""
-    try:
-        code = int(cap.get(cv2.CAP_PROP_FOURCC))
-        return code.to_bytes(4, "little").decode("ascii", errors="replace").strip("\x00 ").lower()
-    finally:
-        cap.release()
-
-
-def unusable_reason(path: Path | str, timeout_ms: int = PROBE_TIMEOUT_MS) -> str:
-    """Why the file cannot be indexed, in a few words, or '' when it can: a quick look (its first bytes,
-    FFmpeg's open of the container, one frame decoded), each FFmpeg step bounded by `timeout_ms`."""
-    path = Path(path)
-    try:
-        _check_file(path)
-        cap = open_capture(path, 1, timeout_ms)
-    except VideoReadError as exc:
-        return exc.reason
-    try:
-        if not cap.grab():
-            return "no decodable frames (damaged file or unsupported codec)"
-    except cv2.error:
-        return "OpenCV could not decode its first frame"
-    finally:
-        cap.release()
-    return ""
-
-
-def probe_source(scan: SourceScan, workers: int = PROBE_WORKERS) -> SourceScan:
-    """`scan` with the videos that `unusable_reason` refuses moved to its skipped items, with the reason.
-
-    FFmpeg releases the GIL while it opens and decodes, so `workers` threads probe side by side."""
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        reasons = list(pool.map(lambda record: unusable_reason(record.path), scan.videos))
-    kept = [record for record, reason in zip(scan.videos, reasons, strict=True) if not reason]
-    refused = [
-        SkippedItem(str(record.path), reason) for record, reason in zip(scan.videos, reasons, strict=True) if reason
-    ]
-    return replace(scan, videos=kept, skipped=[*scan.skipped, *refused])
-
-
 def _count_decodable(path: Path, threads: int) -> int:
     cap = open_capture(path, threads)
     try:
@@ -372,26 +225,6 @@ def _timestamp(msec: float, index: int, fps: float | None) -> float:
     return index / fps if fps else 0.0
 
 
-def probe_video(path: Path | str) -> tuple[int, float | None, int, int]:
-    """(frame count reported by the container, fps or None, width, height)."""
-    path = Path(path)
-    _check_file(path)
-    cap = open_capture(path)
-    try:
-        return _properties(cap)
-    finally:
-        cap.release()
-
-
-def _properties(cap: cv2.VideoCapture) -> tuple[int, float | None, int, int]:
-    raw_count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
-    count = int(raw_count) if math.isfinite(raw_count) and 0 < raw_count < _IMPLAUSIBLE_FRAME_COUNT else 0
-    raw_fps = cap.get(cv2.CAP_PROP_FPS)
-    fps = float(raw_fps) if math.isfinite(raw_fps) and 0 < raw_fps < 1000 else None
-    width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    return count, fps, width, height
-
-
 def read_video_frames(
     record: VideoRecord,
     strategy: FrameStrategy,
@@ -418,7 +251,7 @@ def _read_video_frames(
     record: VideoRecord, strategy: FrameStrategy, max_side: int, threads: int, on_frame: OnFrame | None
 ) -> VideoFrames:
     path = Path(record.path)
-    _check_file(path)
+    check_file(path)
     if strategy.kind == "fps":
         read, n_frames, fps, width, height, notes = _read_by_time(path, strategy, max_side, threads)
     elif strategy.kind == "scenes":
@@ -453,7 +286,7 @@ def _read_by_count(
     notes: list[str] = []
     cap = open_capture(path, threads)
     try:
-        reported, fps, width, height = _properties(cap)
+        reported, fps, width, height = capture_properties(cap)
         read = None
         if reported > 0:
             read = _read_planned(cap, strategy.indices(reported), fps, True, max_side, on_frame)
@@ -532,7 +365,7 @@ def _read_by_time(path: Path, strategy: FrameStrategy, max_side: int, threads: i
     """`fps:R`: one read in order, placing the frames by their own timestamps (see the module's docstring)."""
     cap = open_capture(path, threads)
     try:
-        reported, fps, width, height = _properties(cap)
+        reported, fps, width, height = capture_properties(cap)
         # Under the cap, which planned frames to keep depends on how many there are: guess it from the
         # container, so that one read is enough whenever the container tells the truth.
         expected = _expected_picks(reported, fps, strategy.rate)
@@ -631,7 +464,7 @@ def _read_scenes(
     """`scenes:K`: the middle frame of each of the K longest shots, in time order."""
     cap = open_capture(path, threads)
     try:
-        reported, fps, width, height = _properties(cap)
+        reported, fps, width, height = capture_properties(cap)
     finally:
         cap.release()
     shots, decoded = _detect_shots(path, fps, threads)
