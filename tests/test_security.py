@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from core.ground import UserError, confine
 from core.media.samples import write_clip
 from core.media.uploads import save_upload
-from core.store.index import ChromaServer, _server_unavailable
+from core.store.chroma import ChromaServer, server_unavailable
 from tests.helpers import ROOT
 
 
@@ -55,7 +55,7 @@ def test_uploads_are_checked_by_content_and_named_safely(tmp_path: Path, monkeyp
 def test_the_server_token_is_never_shown() -> None:
     server = ChromaServer(host="chroma.example", port=8443, ssl=True, token="s3cr3t-t0ken")
     assert server.headers() == {"Authorization": "Bearer s3cr3t-t0ken"}
-    for text in (repr(server), str(server), server.describe(), str(_server_unavailable(OSError("boom")))):
+    for text in (repr(server), str(server), server.describe(), str(server_unavailable(OSError("boom")))):
         assert "s3cr3t" not in text
 
 

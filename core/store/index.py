@@ -16,25 +16,19 @@ vector: an index exported and imported elsewhere (core.store.bundle) then scores
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import functools
-import os
-import shutil
-import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import chromadb
 import numpy as np
-from chromadb.config import Settings
-from chromadb.errors import ChromaError
 
-from core.ground import IndexUnavailableError, StoreError, now_iso, plural
+from core.ground import IndexUnavailableError, now_iso, plural
 from core.model.embed import ModelSpec
+from core.store.chroma import ChromaServer as ChromaServer
+from core.store.chroma import connect as connect
+from core.store.chroma import store_call
 
 if TYPE_CHECKING:  # the type of `configuration["hnsw"]`; chromadb does not export it at the top
     from chromadb.api.collection_configuration import CreateHNSWConfiguration
@@ -59,186 +53,6 @@ HNSW_CONFIG: CreateHNSWConfiguration = {
     "max_neighbors": 16,
 }
 _PAGE = 5000
-
-
-@dataclass(frozen=True)
-class ChromaServer:
-    """A Chroma server to use instead of the embedded store (for teams, and indexes beyond one machine)."""
-
-    host: str
-    port: int = 8000
-    ssl: bool = False
-    token: str = field(default="", repr=False)  # never printed or logged
-    token_header: str = "Authorization"
-
-    def headers(self) -> dict[str, str]:
-        if not self.token:
-            return {}
-        value = f"Bearer {self.token}" if self.token_header.lower() == "authorization" else self.token
-        return {self.token_header: value}
-
-    def describe(self) -> str:
-        return f"{'https' if self.ssl else 'http'}://{self.host}:{self.port}"
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> ChromaServer | None:
-        """CLIP_EXPLORER_CHROMA_HOST (and _PORT, _SSL, _TOKEN, _TOKEN_HEADER), or None for the embedded store."""
-        env = os.environ if environ is None else environ
-        host = env.get("CLIP_EXPLORER_CHROMA_HOST", "").strip()
-        if not host:
-            return None
-        return cls(
-            host=host,
-            port=int(env.get("CLIP_EXPLORER_CHROMA_PORT", "8000")),
-            ssl=env.get("CLIP_EXPLORER_CHROMA_SSL", "").lower() in ("1", "true", "yes"),
-            token=env.get("CLIP_EXPLORER_CHROMA_TOKEN", ""),
-            token_header=env.get("CLIP_EXPLORER_CHROMA_TOKEN_HEADER", "Authorization"),
-        )
-
-    @classmethod
-    def resolve(
-        cls,
-        host: str | None = None,
-        port: int | None = None,
-        ssl: bool | None = None,
-        token_header: str | None = None,
-        environ: dict[str, str] | None = None,
-    ) -> ChromaServer | None:
-        """The server named by command-line choices, completed from the environment; else the
-        environment's; else None (the embedded store). The token only ever comes from the environment:
-        a command line is visible to other users."""
-        env = cls.from_env(environ)
-        if not host:
-            return env
-        return cls(
-            host=host,
-            port=port or (env.port if env else 8000),
-            ssl=ssl or bool(env and env.ssl),
-            token=(os.environ if environ is None else environ).get("CLIP_EXPLORER_CHROMA_TOKEN", ""),
-            token_header=token_header or (env.token_header if env else "Authorization"),
-        )
-
-
-def _server_unavailable(exc: BaseException, where: str = "The Chroma server") -> IndexUnavailableError:
-    return IndexUnavailableError(
-        f"{where} is not answering ({exc.__class__.__name__}): check that it is running and reachable, then retry."
-    )
-
-
-# What Chroma's InternalError says when the store's files cannot be used: SQLite's own codes (11: malformed,
-# 26: not a database, 13: full) and the HNSW segment reader's complaints. Anything else stays a bug.
-_DISK_FULL = ("(code: 13)", "disk is full", "no space left", "os error 28")
-_DAMAGED = ("(code: 11)", "(code: 26)", "malformed", "not a database", "hnsw", "pickle", "segment reader")
-
-
-# Chroma's compactor hides a full disk behind "Failed to apply logs": with less free space than this under
-# the folder, an error of the store is read as the full disk it almost certainly is.
-NEARLY_FULL_BYTES = 16 * 2**20
-
-
-def _nearly_full(folder: Path | None) -> bool:
-    try:
-        return folder is not None and shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
-    except OSError:
-        return False
-
-
-def store_error(exc: BaseException, where: str, folder: Path | None = None) -> StoreError | None:
-    """The sentence for a Chroma error that a damaged or full store causes, or None when it is not one.
-
-    `where` names the store ("The index folder /x/db"); `folder` is that folder, for an embedded store.
-    """
-    if not isinstance(exc, ChromaError) and not (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
-        return None
-    text = str(exc).lower()
-    if isinstance(exc, OSError) or any(mark in text for mark in _DISK_FULL) or _nearly_full(folder):
-        return StoreError.disk_full(where[:1].lower() + where[1:])
-    if any(mark in text for mark in _DAMAGED):
-        return StoreError.damaged(where, str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else "")
-    return None
-
-
-def _where(client: Any) -> tuple[str, Path | None]:
-    """The store's name for a sentence, and its folder when it is embedded."""
-    settings = client.get_settings()
-    if settings.is_persistent:
-        return f"The index folder {settings.persist_directory}", Path(settings.persist_directory)
-    return f"The Chroma server's store at {settings.chroma_server_host}", None
-
-
-def _store_call(method: Any) -> Any:
-    """Turn what a store the user can damage or fill raises into one sentence: a lost connection to a Chroma
-    server, damaged index files, a full disk."""
-
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        import httpx
-
-        try:
-            return method(*args, **kwargs)
-        except httpx.HTTPError as exc:
-            raise _server_unavailable(exc) from None
-        except (ChromaError, OSError) as exc:
-            client = getattr(args[0], "client", args[0])
-            sentence = store_error(exc, *_where(client))
-            if sentence is None:
-                raise
-            raise sentence from None
-
-    return wrapper
-
-
-_EMBEDDED_OPEN = threading.Lock()
-
-
-def _reset_stale_embedded(path: Path) -> None:
-    """Forget Chroma's cached system for `path` when the folder's database is gone.
-
-    Chroma keeps one system per folder for the whole process; if the folder was deleted since (a user
-    removed the index), that system writes into nothing ("readonly database"). Chroma has no public
-    way to drop one folder's system (`clear_system_cache` drops every folder's, under the clients other
-    threads hold), so this reaches into `SharedSystemClient`'s class attributes, as of chromadb 1.5.9.
-    The only private use of chromadb in the product; should they be renamed, nothing is dropped.
-    """
-    if (path / "chroma.sqlite3").exists():
-        return
-    from chromadb.api.shared_system_client import SharedSystemClient
-
-    systems = getattr(SharedSystemClient, "_identifier_to_system", {})
-    refcounts = getattr(SharedSystemClient, "_identifier_to_refcount", {})
-    stale = systems.pop(str(path), None)
-    refcounts.pop(str(path), None)
-    if stale is not None:
-        with contextlib.suppress(Exception):
-            stale.stop()
-
-
-def connect(db: Path | str, server: ChromaServer | None = None) -> chromadb.ClientAPI:
-    """The Chroma client: the embedded on-disk store at `db` (created when missing), or `server`.
-
-    Telemetry is off either way.
-    """
-    settings = Settings(anonymized_telemetry=False)
-    if server is not None:
-        try:
-            return chromadb.HttpClient(
-                host=server.host, port=server.port, ssl=server.ssl, headers=server.headers(), settings=settings
-            )
-        except ValueError as exc:  # chromadb's "Could not connect to a Chroma server"
-            raise _server_unavailable(exc, f"The Chroma server at {server.describe()}") from None
-    path = Path(db).expanduser().resolve()
-    # Two threads opening a new folder at once would otherwise race: one could drop, as stale, the
-    # system the other is still creating (before its chroma.sqlite3 exists).
-    with _EMBEDDED_OPEN:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            _reset_stale_embedded(path)
-            return chromadb.PersistentClient(path=str(path), settings=settings)
-        except (ChromaError, OSError) as exc:  # Chroma opens (and migrates) its database here
-            sentence = store_error(exc, f"The index folder {path}", path)
-            if sentence is None:
-                raise
-            raise sentence from None
 
 
 def version_key(count: int, built_at: str) -> str:
@@ -399,7 +213,7 @@ class FrameIndex:
             raise IndexUnavailableError(problem)
         return self
 
-    @_store_call
+    @store_call
     def count(self) -> int:
         return int(self.collection.count())
 
@@ -407,13 +221,13 @@ class FrameIndex:
         """Changes whenever the collection's content may have changed (new records, a finished build)."""
         return version_key(self.count(), str(self.metadata.get("built_at", "")))
 
-    @_store_call
+    @store_call
     def mark_built(self) -> None:
         meta = self.metadata
         meta["built_at"] = now_iso()
         self.collection.modify(metadata=meta)
 
-    @_store_call
+    @store_call
     def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict[str, Any]]) -> None:
         limit = max(1, int(self.client.get_max_batch_size()))
         for start in range(0, len(ids), limit):
@@ -433,7 +247,7 @@ class FrameIndex:
             if len(page["ids"]) < _PAGE:
                 return
 
-    @_store_call
+    @store_call
     def video_frame_counts(self) -> dict[str, tuple[int, int]]:
         """video_id → (frames present, frames expected)."""
         return frame_counts(meta for page in self._pages(include=["metadatas"]) for meta in page["metadatas"])
@@ -442,7 +256,7 @@ class FrameIndex:
         """Videos whose frames are all in (a build killed mid-video leaves some that are not)."""
         return complete_video_ids(self.video_frame_counts())
 
-    @_store_call
+    @store_call
     def contents(self, complete_only: bool = True) -> IndexContents:
         """All records with their embeddings, sorted by (video_id, frame_index)."""
         ids: list[str] = []
@@ -478,7 +292,7 @@ class FrameIndex:
             extra=metas,
         )
 
-    @_store_call
+    @store_call
     def query(
         self, embedding: np.ndarray, k: int, where: dict | None = None
     ) -> list[tuple[str, float, dict[str, Any]]]:
@@ -499,7 +313,7 @@ class FrameIndex:
         order = sorted(range(len(ids)), key=lambda i: -scores[i])  # stable: Chroma's order among equals
         return [(ids[i], float(scores[i]), metas[i] or {}) for i in order]
 
-    @_store_call
+    @store_call
     def labels(self) -> list[str]:
         labels: set[str] = set()
         for page in self._pages(include=["metadatas"]):
@@ -507,7 +321,7 @@ class FrameIndex:
         return sorted(labels)
 
 
-@_store_call
+@store_call
 def list_indexes(client: chromadb.ClientAPI) -> list[FrameIndex]:
     """Frame collections in the store, most recently built first.
 
@@ -565,7 +379,7 @@ def open_index(
     return candidates[0]
 
 
-@_store_call
+@store_call
 def open_for_build(
     client: chromadb.ClientAPI, spec: ModelSpec, embed_dim: int, frames: str, source: dict[str, str] | None = None
 ) -> FrameIndex:

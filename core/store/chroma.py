@@ -1,0 +1,201 @@
+"""Where an index lives: the Chroma client (`connect`: an embedded folder or a `ChromaServer`), and the
+conversion of what a store the user can damage, fill or lose raises into one sentence (`store_error`,
+`store_call`)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import os
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import chromadb
+from chromadb.config import Settings
+from chromadb.errors import ChromaError
+
+from core.ground import IndexUnavailableError, StoreError
+
+
+@dataclass(frozen=True)
+class ChromaServer:
+    """A Chroma server to use instead of the embedded store (for teams, and indexes beyond one machine)."""
+
+    host: str
+    port: int = 8000
+    ssl: bool = False
+    token: str = field(default="", repr=False)  # never printed or logged
+    token_header: str = "Authorization"
+
+    def headers(self) -> dict[str, str]:
+        if not self.token:
+            return {}
+        value = f"Bearer {self.token}" if self.token_header.lower() == "authorization" else self.token
+        return {self.token_header: value}
+
+    def describe(self) -> str:
+        return f"{'https' if self.ssl else 'http'}://{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ChromaServer | None:
+        """CLIP_EXPLORER_CHROMA_HOST (and _PORT, _SSL, _TOKEN, _TOKEN_HEADER), or None for the embedded store."""
+        env = os.environ if environ is None else environ
+        host = env.get("CLIP_EXPLORER_CHROMA_HOST", "").strip()
+        if not host:
+            return None
+        return cls(
+            host=host,
+            port=int(env.get("CLIP_EXPLORER_CHROMA_PORT", "8000")),
+            ssl=env.get("CLIP_EXPLORER_CHROMA_SSL", "").lower() in ("1", "true", "yes"),
+            token=env.get("CLIP_EXPLORER_CHROMA_TOKEN", ""),
+            token_header=env.get("CLIP_EXPLORER_CHROMA_TOKEN_HEADER", "Authorization"),
+        )
+
+    @classmethod
+    def resolve(
+        cls,
+        host: str | None = None,
+        port: int | None = None,
+        ssl: bool | None = None,
+        token_header: str | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> ChromaServer | None:
+        """The server named by command-line choices, completed from the environment; else the
+        environment's; else None (the embedded store). The token only ever comes from the environment:
+        a command line is visible to other users."""
+        env = cls.from_env(environ)
+        if not host:
+            return env
+        return cls(
+            host=host,
+            port=port or (env.port if env else 8000),
+            ssl=ssl or bool(env and env.ssl),
+            token=(os.environ if environ is None else environ).get("CLIP_EXPLORER_CHROMA_TOKEN", ""),
+            token_header=token_header or (env.token_header if env else "Authorization"),
+        )
+
+
+def server_unavailable(exc: BaseException, where: str = "The Chroma server") -> IndexUnavailableError:
+    return IndexUnavailableError(
+        f"{where} is not answering ({exc.__class__.__name__}): check that it is running and reachable, then retry."
+    )
+
+
+# What Chroma's InternalError says when the store's files cannot be used: SQLite's own codes (11: malformed,
+# 26: not a database, 13: full) and the HNSW segment reader's complaints. Anything else stays a bug.
+_DISK_FULL = ("(code: 13)", "disk is full", "no space left", "os error 28")
+_DAMAGED = ("(code: 11)", "(code: 26)", "malformed", "not a database", "hnsw", "pickle", "segment reader")
+
+
+# Chroma's compactor hides a full disk behind "Failed to apply logs": with less free space than this under
+# the folder, an error of the store is read as the full disk it almost certainly is.
+NEARLY_FULL_BYTES = 16 * 2**20
+
+
+def _nearly_full(folder: Path | None) -> bool:
+    try:
+        return folder is not None and shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
+    except OSError:
+        return False
+
+
+def store_error(exc: BaseException, where: str, folder: Path | None = None) -> StoreError | None:
+    """The sentence for a Chroma error that a damaged or full store causes, or None when it is not one.
+
+    `where` names the store ("The index folder /x/db"); `folder` is that folder, for an embedded store.
+    """
+    if not isinstance(exc, ChromaError) and not (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
+        return None
+    text = str(exc).lower()
+    if isinstance(exc, OSError) or any(mark in text for mark in _DISK_FULL) or _nearly_full(folder):
+        return StoreError.disk_full(where[:1].lower() + where[1:])
+    if any(mark in text for mark in _DAMAGED):
+        return StoreError.damaged(where, str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else "")
+    return None
+
+
+def _where(client: Any) -> tuple[str, Path | None]:
+    """The store's name for a sentence, and its folder when it is embedded."""
+    settings = client.get_settings()
+    if settings.is_persistent:
+        return f"The index folder {settings.persist_directory}", Path(settings.persist_directory)
+    return f"The Chroma server's store at {settings.chroma_server_host}", None
+
+
+def store_call(method: Any) -> Any:
+    """Turn what a store the user can damage or fill raises into one sentence: a lost connection to a Chroma
+    server, damaged index files, a full disk."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            return method(*args, **kwargs)
+        except httpx.HTTPError as exc:
+            raise server_unavailable(exc) from None
+        except (ChromaError, OSError) as exc:
+            client = getattr(args[0], "client", args[0])
+            sentence = store_error(exc, *_where(client))
+            if sentence is None:
+                raise
+            raise sentence from None
+
+    return wrapper
+
+
+_EMBEDDED_OPEN = threading.Lock()
+
+
+def _reset_stale_embedded(path: Path) -> None:
+    """Forget Chroma's cached system for `path` when the folder's database is gone.
+
+    Chroma keeps one system per folder for the whole process; if the folder was deleted since (a user
+    removed the index), that system writes into nothing ("readonly database"). Chroma has no public
+    way to drop one folder's system (`clear_system_cache` drops every folder's, under the clients other
+    threads hold), so this reaches into `SharedSystemClient`'s class attributes, as of chromadb 1.5.9.
+    The only private use of chromadb in the product; should they be renamed, nothing is dropped.
+    """
+    if (path / "chroma.sqlite3").exists():
+        return
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    systems = getattr(SharedSystemClient, "_identifier_to_system", {})
+    refcounts = getattr(SharedSystemClient, "_identifier_to_refcount", {})
+    stale = systems.pop(str(path), None)
+    refcounts.pop(str(path), None)
+    if stale is not None:
+        with contextlib.suppress(Exception):
+            stale.stop()
+
+
+def connect(db: Path | str, server: ChromaServer | None = None) -> chromadb.ClientAPI:
+    """The Chroma client: the embedded on-disk store at `db` (created when missing), or `server`.
+
+    Telemetry is off either way.
+    """
+    settings = Settings(anonymized_telemetry=False)
+    if server is not None:
+        try:
+            return chromadb.HttpClient(
+                host=server.host, port=server.port, ssl=server.ssl, headers=server.headers(), settings=settings
+            )
+        except ValueError as exc:  # chromadb's "Could not connect to a Chroma server"
+            raise server_unavailable(exc, f"The Chroma server at {server.describe()}") from None
+    path = Path(db).expanduser().resolve()
+    # Two threads opening a new folder at once would otherwise race: one could drop, as stale, the
+    # system the other is still creating (before its chroma.sqlite3 exists).
+    with _EMBEDDED_OPEN:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            _reset_stale_embedded(path)
+            return chromadb.PersistentClient(path=str(path), settings=settings)
+        except (ChromaError, OSError) as exc:  # Chroma opens (and migrates) its database here
+            sentence = store_error(exc, f"The index folder {path}", path)
+            if sentence is None:
+                raise
+            raise sentence from None
