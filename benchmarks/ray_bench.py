@@ -57,7 +57,7 @@ GPU_NODE_CORES = 16
 
 @dataclass
 class RaySizes:
-    build_videos: int = 160  # middle (the benchmark's sizes, benchmarks/suite.py)
+    build_videos: int = 160  # middle (the benchmark's sizes, benchmarks/workload.py)
     uniform_videos: int = 24  # uniform:8
     unique_clips: int = 16
     clip_seconds: int = 10
@@ -124,7 +124,7 @@ def one_build(
 
 def overhead(model: ClipModel, sizes: RaySizes, work: Path) -> dict[str, Any]:
     """Ray (local instance, started and stopped by each build) ÷ local, interleaved local, Ray, local, Ray..."""
-    from benchmarks.suite import Sizes, make_videos
+    from benchmarks.workload import Sizes, make_videos
 
     clip_sizes = replace(Sizes(), unique_clips=sizes.unique_clips, clip_seconds=sizes.clip_seconds)
     folders = {
@@ -163,7 +163,7 @@ def scaling(model: ClipModel, sizes: RaySizes, work: Path) -> dict[str, Any]:
     starts with a logical CPU per actor and one more, for the prepare tasks."""
     import ray
 
-    from benchmarks.suite import Sizes, make_videos
+    from benchmarks.workload import Sizes, make_videos
     from core.engines.ray_engine import worker_env
     from core.runtime import usable_cores
 
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="clip-explorer-ray-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    from benchmarks.suite import machine
+    from benchmarks.workload import machine
 
     _, model = _model(sizes)
     results: dict[str, Any] = {
@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, step in (("chroma", chroma_write_rate), ("driver", driver_intake), ("prepare", prepare_per_core)):
         results[name] = step(sizes, work)
         print(f"{name}: {json.dumps(results[name])}", flush=True)
-    from benchmarks.suite import encode_rate
+    from benchmarks.throughput import encode_rate
 
     # The machine's speed at the time, for scale: the model alone on ready batches of 32 (this process, all cores).
     results["encode_images_per_s"] = encode_rate(model, 1.0 if args.quick else 8.0, 32)
