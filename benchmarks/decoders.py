@@ -63,7 +63,7 @@ def opencv_all(path: Path, threads: int = 1) -> list[np.ndarray]:
 
 
 def opencv_planned(path: Path, strategy: FrameStrategy, threads: int = 1) -> Planned:
-    """What the build does today: core.media.frames (seek or grab forward, recount when the container lies)."""
+    """What the build does: core.media.frames (seek or grab forward, recount when the container lies)."""
     record = VideoRecord(video_id=path.stem, label="x", path=path)
     vf = read_video_frames(record, strategy, max_side=100_000, threads=threads)
     return {f.frame_index: f.rgb for f in vf.frames}

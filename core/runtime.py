@@ -42,11 +42,8 @@ def torch_threads_for(workers: int, cores: int | None = None) -> int:
 
 def decode_threads_for(workers: int, cores: int | None = None) -> int:
     """FFmpeg's threads in each frame worker: 1 while the workers take every core but one (the usual
-    `--workers auto`), else 0, FFmpeg's choice, so that fewer workers still use the cores they leave.
-
-    Measured (benchmarks/README.md): FFmpeg's threads decode ×1.22–1.34 faster than one thread for a
-    single process on 2 cores, but ×0.81–0.91 slower with one process per core.
-    """
+    `--workers auto`), else 0, FFmpeg's choice, so that fewer workers still use the cores they leave
+    (benchmarks/README.md, "Decoder comparison", has the figures behind the rule)."""
     cores = cores or usable_cores()
     return 1 if workers >= cores - 1 else 0
 
@@ -55,11 +52,7 @@ def prepare_threads_for(workers: int, cores: int | None = None) -> int:
     """Threads in each frame worker: 2 where at least as many cores are free as there are workers (the
     encoding process's core on 2 cores, idle while the workers decode for a fast model or a GPU), so that
     one makes each frame's model input and thumbnail while the other decodes the next; else 1, so that a
-    worker per core is not oversubscribed.
-
-    Measured (benchmarks/README.md): on 2 cores, one worker's `uniform:8` task takes 17.1 ms per frame
-    single-threaded against 13.7 ms of decoding alone; Pillow's resize and the thumbnail are most of the rest.
-    """
+    worker per core is not oversubscribed (benchmarks/README.md has the figures behind the rule)."""
     cores = cores or usable_cores()
     return 2 if 2 * max(1, workers) <= cores else 1
 
@@ -68,8 +61,7 @@ def configure_runtime(torch_threads: int | None = None, opencv_threads: int = 1)
     """Quiet FFmpeg/OpenCV, keep Chroma's telemetry off, and size the thread pools.
 
     OpenCV decodes one video per worker, so its own thread pool would only compete with the other
-    workers and the model (measured: about a third more CPU per video); hence one thread by default.
-    Environment variables already set by the user win.
+    workers and the model; hence one thread by default. Environment variables already set by the user win.
     """
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", FFMPEG_QUIET)
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")

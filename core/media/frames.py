@@ -1,30 +1,25 @@
-"""Pick and decode frames from a video with OpenCV.
+"""Pick and decode frames from a video with OpenCV: the frame strategies and the reading behind each.
 
 Strategies (`FrameStrategy.parse` reads them, `str()` gives the canonical name that names collections):
 
-- ``middle``: the centre frame, as the reference notebook did.
+- ``middle``: the centre frame.
 - ``uniform:K``: K frames at the centres of K equal segments of the clip (K from 1 to 32).
 - ``fps:R``: R frames per second of video (0 < R <= 30, up to 3 decimals: ``fps:0.5``), placed by the
-  decoded frames' own timestamps, so variable-frame-rate files are sampled in real time: the first frame
-  at or after each time k/R, k = 0, 1, 2, ... At most 600 frames a video: beyond that, 600 of the planned
-  frames are taken evenly over them (first and last included, so the whole video is covered), with a note.
+  decoded frames' own timestamps (the first frame at or after each time k/R), so variable-frame-rate files
+  are sampled in real time. At most 600 frames a video: beyond that, 600 of the planned frames are taken
+  evenly over them (first and last included), with a note.
 - ``scenes:K`` (``scenes`` is ``scenes:16``): the middle frame of each shot found by PySceneDetect's
-  content detector, at most K shots a video (K from 1 to 64): the K longest, in time order. A video
-  without cuts is one shot and gives its middle frame.
+  content detector, at most K shots a video (K from 1 to 64): the K longest, in time order.
 
-``middle`` and ``uniform:K`` reach their frames by seeking, or by grabbing forward when the next one is
-close, so a 10-second clip is not decoded in full to get one frame. ``fps:R`` decodes the file once in
-order (its frames can only be placed by reading their timestamps), converting only the frames it takes;
-a second read happens only when the 600-frame cap applies and the container's frame count misled the
-first. ``scenes:K`` decodes the file once for the detection, then reads the chosen frames as ``uniform``
-does. This module is the only place that knows OpenCV hands out BGR: every `Frame.rgb` is RGB.
+``middle`` and ``uniform:K`` seek, or grab forward when the next frame is close; ``fps:R`` decodes the file
+once in order, converting only the frames it takes; ``scenes:K`` decodes once for the detection, then reads
+the chosen frames as ``uniform`` does. This module is the only place that knows OpenCV hands out BGR: every
+`Frame.rgb` is RGB.
 
-Real files lie: frame counts may be missing or wrong (variable frame rate, truncated downloads,
-WebM without duration), and timestamps may be missing or go backwards. When a planned frame cannot be
-read, the decodable frames are counted and the plan is made again on that count, with a note; a
-timestamp that is missing or not after the previous one is replaced by the previous one plus one
-nominal frame, with a note; a file that cannot be opened or yields no frame raises `VideoReadError` with
-the reason.
+Real files lie about their frame counts and timestamps: a plan that cannot be read is made again on the
+decodable frames, a timestamp that is missing or not after the previous one is replaced by the previous one
+plus one nominal frame, each with a note; a file that cannot be opened or yields no frame raises
+`VideoReadError` with the reason.
 """
 
 from __future__ import annotations

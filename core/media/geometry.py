@@ -1,11 +1,10 @@
 """A model's input geometry (resize, centre crop or pad) as a small picklable value, applied with Pillow only.
 
-The build prepares frames in worker processes that hold no model and never import torch (it would add
-seconds to every worker's start): they get an `InputGeometry` and return uint8 arrays at the model's
-input size. `InputGeometry.apply` redoes the resize and crop of open_clip's eval transform bit for bit
-(same Pillow calls, same size arithmetic as torchvision's ``Resize``/``CenterCrop`` and open_clip's
-``ResizeKeepRatio``/``CenterCropOrPad``, checked against open_clip 3.3.0 and torchvision 0.29);
-``tests/test_embed.py`` compares the two on every resize mode and many frame sizes.
+The build prepares frames in worker processes that hold no model and never import torch (it would slow
+every worker's start): they get an `InputGeometry` and return uint8 arrays at the model's input size.
+`InputGeometry.apply` redoes the resize and crop of open_clip's eval transform bit for bit (same Pillow
+calls, same size arithmetic as torchvision's ``Resize``/``CenterCrop`` and open_clip's
+``ResizeKeepRatio``/``CenterCropOrPad``); ``tests/test_embed.py`` compares the two.
 """
 
 from __future__ import annotations
