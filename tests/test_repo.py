@@ -1,13 +1,33 @@
-"""The repository keeps its promises: CI runs the README's test command, core stays Streamlit-free."""
+"""The repository keeps its promises: CI runs the README's test command, core stays Streamlit-free, the layers
+show (no import circle, a row imports only from rows below it), and no file grows past what one reader takes in."""
 
 from __future__ import annotations
 
 import ast
+import fnmatch
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The layers, bottom to top: a module imports only from its own row or the rows below it. An entry names a
+# module or, with ".*", a package and everything in it; modules of one entry may import each other. The
+# entries of the parts row are separate parts: they do not import each other either. Moving a module to
+# another floor is moving its entry here.
+LAYERS: list[list[str]] = [
+    ["core", "core.ground", "core.runtime", "core.limits"],  # core itself: its package file, the version only
+    ["core.media.*"],
+    ["core.model.*"],
+    ["core.store.*"],
+    ["core.analysis.*", "core.kinetics.*", "core.engines.*"],
+    ["core.app", "core.requests", "core.share"],
+    ["core.cli*", "core.__main__", "core.resources", "core.jobs", "pages.*", "streamlit_app", "deploy.*"],
+    ["benchmarks.*"],  # they measure every layer, the front doors included
+]
+SEPARATE_PARTS = {"core.analysis.*", "core.kinetics.*", "core.engines.*"}
+MAX_LINES = 600  # of a product file
+MAX_CORE_TOP_LEVEL = 12  # .py modules directly in core/, the rest in sub-packages
 
 
 def test_ci_runs_the_readme_test_command() -> None:
@@ -18,7 +38,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_only_the_resources_module_imports_streamlit() -> None:
-    for path in (ROOT / "core").glob("*.py"):
+    for path in (ROOT / "core").rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         imported = {
             alias.name.split(".")[0]
@@ -79,11 +99,12 @@ def test_front_doors_use_only_the_application_layer() -> None:
 
 
 def test_importing_core_changes_nothing_in_the_process() -> None:
-    """os.environ, logging and OpenCV's settings are the same before and after importing every module."""
+    """os.environ, logging and OpenCV's settings are the same before and after importing every module of core,
+    its sub-packages' included."""
     import subprocess
     import sys
 
-    modules = sorted(p.stem for p in (ROOT / "core").glob("*.py") if p.stem not in ("__main__",))
+    modules = sorted(name for name in _modules() if name.startswith("core.") and name != "core.__main__")
     script = f"""
 import logging, os, sys
 import cv2
@@ -97,7 +118,7 @@ filters = list(logging.getLogger().filters)
 handlers = list(logging.getLogger().handlers)
 import importlib
 for name in {modules!r}:
-    importlib.import_module("core." + name)
+    importlib.import_module(name)
 changed = {{k for k in set(env) | set(os.environ) if env.get(k) != os.environ.get(k)}}
 assert not changed, f"environment changed: {{sorted(changed)}}"
 assert cv2.getNumThreads() == threads, "OpenCV's thread count changed"
@@ -110,3 +131,136 @@ print("unchanged")
         env={k: v for k, v in __import__("os").environ.items() if not k.startswith(("OPENCV_", "ANONYMIZED"))},
     )  # fmt: skip
     assert result.returncode == 0 and "unchanged" in result.stdout, result.stderr[-2000:]
+
+
+def _product_files() -> list[Path]:
+    files = [*(ROOT / "core").rglob("*.py"), *(ROOT / "pages").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py"),
+             *(ROOT / "deploy").rglob("*.py"), ROOT / "streamlit_app.py"]  # fmt: skip
+    return sorted(path for path in files if "__pycache__" not in path.parts)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    """The product's Python modules by dotted name (a package by its own name, for its __init__)."""
+    return {_module_name(path): path for path in _product_files()}
+
+
+def _imports_of(path: Path, known: set[str]) -> set[str]:
+    """The product modules `path` imports anywhere in it (in functions and TYPE_CHECKING blocks too):
+    `from a.b import c` counts as importing a.b.c when that is a module, else a.b."""
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the module's package, one level up per extra dot
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, *([base] if base else [])])
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
+    return {name for name in found if name in known}
+
+
+def _import_graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports_of(path, set(modules)) - {name} for name, path in modules.items()}
+
+
+def _entry(module: str) -> tuple[int, str] | None:
+    """(row, entry) of `module` in LAYERS, or None when no entry names it."""
+    for row, entries in enumerate(LAYERS):
+        for entry in entries:
+            if fnmatch.fnmatchcase(module, entry) or (entry.endswith(".*") and module == entry[:-2]):
+                return row, entry
+    return None
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import circle of `graph` as [a, b, ..., a], or [] when there is none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                return [*path[path.index(target) :], target]
+            if target not in state:
+                found = visit(target)
+                if found:
+                    return found
+        path.pop()
+        state[node] = 2
+        return []
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return []
+
+
+def test_the_cycle_finder_finds_a_circle_and_only_one() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_no_import_circle_in_core() -> None:
+    """Function-level imports count: a circle hidden in a function is still a circle between the modules."""
+    graph = {name: {t for t in targets if t.startswith("core")} for name, targets in _import_graph().items()}
+    circle = _cycle({name: targets for name, targets in graph.items() if name.startswith("core")})
+    assert not circle, "import circle: " + " → ".join(circle)
+
+
+def test_every_module_has_a_row() -> None:
+    missing = sorted(name for name in _modules() if _entry(name) is None)
+    assert not missing, f"modules in no row of LAYERS (tests/test_repo.py): {missing}"
+
+
+def _layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    violations = []
+    for source, targets in sorted(graph.items()):
+        here = _entry(source)
+        for target in sorted(targets):
+            there = _entry(target)
+            if here is None or there is None or there[0] < here[0] or there[1] == here[1]:
+                continue
+            if there[0] > here[0]:
+                violations.append(f"{source} (row {here[0]}) imports {target} from a higher row ({there[0]})")
+            elif here[1] in SEPARATE_PARTS and there[1] in SEPARATE_PARTS:
+                violations.append(f"{source} imports {target}: the parts {here[1]} and {there[1]} are separate")
+    return violations
+
+
+def test_the_layer_check_names_an_upward_import_and_one_between_parts() -> None:
+    graph = {"core.media.frames": {"core.model.embed", "core.ground"}, "core.engines.local": {"core.analysis.x"},
+             "core.store.index": {"core.store.chroma", "core.model.spec"}, "core.app": {"core.requests"}}  # fmt: skip
+    assert _layer_violations(graph) == [
+        "core.engines.local imports core.analysis.x: the parts core.engines.* and core.analysis.* are separate",
+        "core.media.frames (row 1) imports core.model.embed from a higher row (2)",
+    ]
+
+
+def test_a_row_imports_only_from_rows_below_it() -> None:
+    violations = _layer_violations(_import_graph())
+    assert not violations, "layer violations:\n" + "\n".join(violations)
+
+
+def test_no_product_file_is_over_600_lines() -> None:
+    long = {str(p.relative_to(ROOT)): n for p in _product_files() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"files over {MAX_LINES} lines (split them by concern): {long}"
+
+
+def test_core_keeps_few_modules_at_its_top_level() -> None:
+    top = sorted(path.name for path in (ROOT / "core").glob("*.py"))
+    assert len(top) <= MAX_CORE_TOP_LEVEL, (
+        f"{len(top)} modules at core/'s top level (at most {MAX_CORE_TOP_LEVEL}): {top}"
+    )
