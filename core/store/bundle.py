@@ -36,11 +36,11 @@ import chromadb
 import numpy as np
 
 import core
-from core.analysis.sweep import SWEEPS_FILENAME, SweepRow, SweepStore
 from core.ground import UserError, atomic_path, confine, now_iso, sha256_file, write_bytes_atomic
 from core.media.thumbnails import thumbnail_path
 from core.store.index import HNSW_CONFIG, FrameIndex, IndexContents
-from core.store.runs import RUNS_FILENAME, Run, RunStore
+from core.store.jsonlines import JsonLinesStore, json_lines
+from core.store.runs import RUNS_FILENAME, SWEEPS_FILENAME, Run, RunStore, SweepRow, SweepStore
 
 BUNDLE_FORMAT = 1
 MANIFEST = "bundle.json"
@@ -159,8 +159,8 @@ def export_bundle(
         else:
             thumbs.append("")
     files.append((RECORDS, _records_table(contents, thumbs)))
-    files.append((RUNS, "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in runs).encode("utf-8")))
-    files.append((SWEEPS, "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in sweeps).encode()))
+    files.append((RUNS, json_lines(runs).encode("utf-8")))
+    files.append((SWEEPS, json_lines(sweeps).encode("utf-8")))
     files = list(dict((name, data) for name, data in files).items())  # one entry per path
     digests = {name: _digest(data) for name, data in files}
     manifest = {
@@ -256,14 +256,10 @@ class Bundle:
         return table.column("id").to_pylist(), embeddings, metas, table.column("thumbnail").to_pylist()
 
     def runs(self) -> list[Run]:
-        return [Run(**json.loads(line)) for line in _lines(self.path(RUNS))]
+        return JsonLinesStore(self.path(RUNS), Run).records()
 
     def sweeps(self) -> list[SweepRow]:
-        return [SweepRow(**json.loads(line)) for line in _lines(self.path(SWEEPS))]
-
-
-def _lines(path: Path) -> list[str]:
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path.is_file() else []
+        return JsonLinesStore(self.path(SWEEPS), SweepRow).records()
 
 
 def _damaged(source: str, what: str) -> BundleError:
