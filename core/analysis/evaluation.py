@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 
@@ -246,15 +246,19 @@ def evaluate_grid(
     return results
 
 
+class EvalOptions(TypedDict, total=False):
+    """The settings `evaluate_index` passes on to `evaluate_contents` (see it for their defaults)."""
+
+    pooling: str
+    classes: str | Sequence[str]
+    label_mode: str
+
+
 def evaluate_index(
-    index: FrameIndex,
-    model: ClipModel,
-    prompts: PromptSet | str | Sequence[str] | None = None,
-    pooling: str = "mean",
-    classes: str | Sequence[str] = "present",
-    label_mode: str = "keep",
-) -> Evaluation:
+    index: FrameIndex, model: ClipModel, prompts: PromptSet | str | Sequence[str] | None = None,
+    **options: Unpack[EvalOptions],
+) -> Evaluation:  # fmt: skip
     """Read the index's complete videos and evaluate them (see `evaluate_contents`)."""
-    evaluation = evaluate_contents(index.contents(), model, prompts, pooling, classes, label_mode)
+    evaluation = evaluate_contents(index.contents(), model, prompts, **options)
     evaluation.settings.update({"index": index.name, "frames": index.frames})
     return evaluation

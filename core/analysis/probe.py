@@ -77,6 +77,16 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return (float(array.mean()), float(array.std())) if array.size else (float("nan"), float("nan"))
 
 
+class _FoldMean:
+    """A figure of the probe read as its mean over the folds (the fold attribute of the same name)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, result: ProbeResult, owner: type | None = None) -> float:
+        return result._figure(self.name)[0]
+
+
 @dataclass
 class ProbeResult:
     """The probe's figures: means and spreads over folds, per fold, per class."""
@@ -101,21 +111,10 @@ class ProbeResult:
     def _figure(self, name: str) -> tuple[float, float]:
         return _mean_std([getattr(f, name) for f in self.folds])
 
-    @property
-    def top1(self) -> float:
-        return self._figure("top1")[0]
-
-    @property
-    def top5(self) -> float:
-        return self._figure("top5")[0]
-
-    @property
-    def balanced_accuracy(self) -> float:
-        return self._figure("balanced_accuracy")[0]
-
-    @property
-    def zero_shot_top1(self) -> float:
-        return self._figure("zero_shot_top1")[0]
+    top1 = _FoldMean()
+    top5 = _FoldMean()
+    balanced_accuracy = _FoldMean()
+    zero_shot_top1 = _FoldMean()
 
     def to_json(self) -> dict[str, Any]:
         """The ``linear_probe`` key of ``evaluate --probe --json`` (keys may be added, never renamed)."""

@@ -443,8 +443,10 @@ def download_subset(
 ) -> DownloadSummary:
     """Obtain `per_class` clips of every class, trying candidates in order, `jobs` at a time.
 
-    Clips recorded as permanently unavailable are not asked for again unless `retry_failed`.
+    Clips recorded as permanently unavailable are not asked for again unless `retry_failed`. This is the
+    one download verb: the front doors pass `jobs` and `retries` as given (at least 1 and 0 are used).
     """
+    jobs, retries = max(1, jobs), max(0, retries)
     started = time.monotonic()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -495,7 +497,7 @@ def download_subset(
             in_flight[pool.submit(obtain, cand, out, retries, backoff, cancel)] = cand
 
     report()
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="download") as pool:
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="download") as pool:
         submit(pool)
         while in_flight:
             finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
