@@ -1,7 +1,6 @@
-"""Plotly figures of an evaluation: the correct-vs-incorrect similarity histogram and the confusions.
-
-Histograms are binned here with numpy (an index of 10,000 videos × 700 classes has 7 million
-incorrect pairs: far too many points to ship to a browser).
+"""Plotly figures of an evaluation: the correct-vs-incorrect similarity histogram, the runs, the sweep
+and the confusions. Histograms are binned here with numpy: an index's millions of (video, class) pairs
+are far too many points to ship to a browser.
 """
 
 from __future__ import annotations

@@ -1,13 +1,4 @@
-"""The linear probe: how much of zero-shot's error comes from the prompts rather than the embeddings.
-
-As in the CLIP paper, a multinomial logistic regression is trained on the frozen image embeddings
-(one per video, pooled the way the evaluation pools them) and scored by stratified k-fold
-cross-validation over videos, k = min(5, the smallest class's count of videos). Folds are drawn over
-videos, never frames, so no video is on both sides of a split (with ``frame`` pooling every frame is a
-sample, and its video decides its fold). The inverse regularisation C is chosen by an inner
-cross-validation on each training part. Zero-shot precision@1 is measured on the same test videos of
-the same folds, so that per class, probe minus zero-shot is the *prompt gap*.
-"""
+"""The linear probe: how much of zero-shot's error comes from the prompts rather than the embeddings."""
 
 from __future__ import annotations
 
@@ -178,6 +169,11 @@ def linear_probe(
     seed: int = 0,
 ) -> ProbeResult:
     """Cross-validated linear probe of `features` (samples × D) with their `labels` and `videos`.
+
+    As in the CLIP paper: a multinomial logistic regression on the frozen embeddings, scored by stratified
+    k-fold cross-validation, k = min(5, the smallest class's count of videos), folds drawn over videos (with
+    ``frame`` pooling a frame's video decides its fold), C chosen by an inner cross-validation on each
+    training part. Zero-shot is scored on the same folds, so probe minus zero-shot is the *prompt gap*.
 
     `zero_shot_hits[i]`: whether zero-shot ranked sample i's class first (scored on the same folds).
     """

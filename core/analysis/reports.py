@@ -1,9 +1,7 @@
 """HTML and PNG reports: the evaluation results page, the similarity histogram, search results.
 
-Every page is self-contained (thumbnails embedded as data URIs, the histogram as inline SVG) so it
-opens from disk or a download. Every string that came from a user or a file (labels, video ids,
-queries, paths, prompts) is HTML-escaped here, in one place, and report file names are derived
-from user text safely (no separators, no ``..``, bounded length, unique).
+Every page is self-contained (thumbnails and the histogram embedded as data URIs) so that it opens from
+disk or a download; every string from a user or a file is HTML-escaped here, in one place.
 """
 
 from __future__ import annotations

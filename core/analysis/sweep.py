@@ -1,10 +1,7 @@
 """The sampling sweep: what more frames per video buy in precision, and what they cost in build time.
 
-A sweep builds (or reuses) one collection per frame strategy and scores each with every pooling.
-Its rows are kept in ``sweeps.jsonl`` next to the run store (next to an embedded index; in the output
-folder with a Chroma server), so the Runs page can plot precision@1 against build seconds. A reused
-collection keeps the build time a sweep measured for it earlier; a collection built by something
-else (``python -m core build``) has no known build time, and its rows say so with ``null``.
+Its rows (`SweepRow`, kept by `SweepStore` in core.store.runs) have ``null`` build seconds for a collection
+built outside a sweep.
 """
 
 from __future__ import annotations

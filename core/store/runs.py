@@ -1,9 +1,7 @@
-"""Evaluation runs, saved side by side: a JSON-lines file next to the index (``<db>/runs.jsonl``).
+"""Saved evaluations and sweep rows: JSON-lines files next to the index (``runs.jsonl``, ``sweeps.jsonl``).
 
-A run records what was evaluated (index, model, frame strategy, pooling, prompts, label clean-up,
-class set) and its figures, per class included, so runs can be compared later, and against the
-reference study's published figures. A run's id is derived from those settings and the index's
-version, so evaluating the same thing twice stores it once.
+A run records what was evaluated and its figures, per class included, so that runs can be compared with
+each other and with the reference study's published figures.
 """
 
 from __future__ import annotations
@@ -106,6 +104,7 @@ class Run:
 
 
 def run_id(settings: dict[str, Any]) -> str:
+    """A run's id, derived from its settings and the index's version: the same evaluation is stored once."""
     return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:12]
 
 
