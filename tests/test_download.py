@@ -243,6 +243,15 @@ def test_annotations_feed_build(tmp_path: Path, server: ClipServer, tiny_model) 
     assert summary.videos_indexed == 1 and not summary.skipped
 
 
+def test_the_download_verb_takes_jobs_and_retries_as_a_front_door_passes_them(
+    tmp_path: Path, server: ClipServer
+) -> None:
+    """No worker or a negative retry count (as typed) still downloads: one at a time, without retries."""
+    candidates = {"juggling fire": [_cand(server, "juggling fire", "clip0.mp4", "yyyyyyyyyyy")]}
+    summary = download_subset(candidates, tmp_path / "videos", 1, jobs=0, retries=-1, backoff=0.05)
+    assert summary.obtained == {"juggling fire": 1} and summary.total == 1
+
+
 def test_download_from_the_build_page(tmp_path: Path, server: ClipServer) -> None:
     from streamlit.testing.v1 import AppTest
 

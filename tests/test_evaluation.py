@@ -103,23 +103,15 @@ def test_pooling_and_ensembles_match_a_naive_reference(pooling: str, templates: 
     from core.analysis.metrics import compute_metrics
     from core.model.prompts import combine_templates
 
-    rng = np.random.default_rng(7 + templates)
     n_classes, dim = 5, 16
-    videos, frames, labels = [], [], []
-    for v in range(20):
-        for f in sorted(rng.choice(np.arange(30), size=int(rng.integers(1, 5)), replace=False)):
-            videos.append(f"v{v:02d}")
-            frames.append(int(f))
-            labels.append(f"c{v % n_classes}")
-    E = rng.standard_normal((len(videos), dim))
-    E /= np.linalg.norm(E, axis=1, keepdims=True)
+    contents, E, videos, frames, _ = _random_contents(7 + templates, n_videos=20, n_classes=n_classes, dim=dim)
+    rng = np.random.default_rng(70 + templates)
     per_template = rng.standard_normal((n_classes, templates, dim))
     per_template /= np.linalg.norm(per_template, axis=2, keepdims=True)
     text = combine_templates(per_template)
     naive_text = [sum(per_template[c]) / np.linalg.norm(sum(per_template[c])) for c in range(n_classes)]
     assert np.allclose(text, naive_text, atol=1e-6)
 
-    contents = make_contents(E, videos, frames, labels)
     samples = score_samples(contents, text, pooling)
     names = [f"c{i}" for i in range(n_classes)]
     truth = [names.index(label) for label in samples.labels]

@@ -60,8 +60,9 @@ def test_results_page_and_csv(built_index: dict, tiny_model) -> None:
     page = results_html(evaluation, title=HOSTILE)
     parsed = parse(page)
     assert parsed.scripts == 0 and "<script>alert" not in page
-    assert len(parsed.images) == 12 and all(src.startswith("data:image/jpeg") for src in parsed.images)
-    assert "<svg" in page and "precision@1" in page
+    thumbnails = [src for src in parsed.images if src.startswith("data:image/jpeg")]
+    assert len(thumbnails) == 12 and len(parsed.images) == 13  # and the histogram
+    assert "precision@1" in page
     assert metrics_csv(evaluation.report).splitlines()[0] == "metric,value,ci95_low,ci95_high"
     assert len(per_video_csv(evaluation).splitlines()) == 13
     assert HOSTILE.replace('"', '""') in per_class_csv(evaluation.report)
@@ -80,21 +81,33 @@ def test_thumbnails_keep_their_shape_and_long_ids_their_tooltip(built_index: dic
     assert f"class='muted vid' title='{long_id}'>{long_id}</div>" in page
 
 
-def test_the_svg_histograms_mean_labels_stay_inside_the_picture() -> None:
-    """A mean near the right edge (correct pairs score highest) had its label run past the edge, cut off."""
-    from core.analysis.metrics import compute_metrics
-    from core.analysis.reports import histogram_svg
+def test_one_histogram_definition_drawn_by_the_figure_and_the_reports(
+    tmp_path: Path, built_index: dict, tiny_model
+) -> None:
+    """The Plotly figure draws the shared bins, colours and labels; the results page embeds the very PNG the
+    report writes (no hand-drawn SVG of its own, with bins of its own)."""
+    import base64
 
-    # Two videos, two classes: the correct similarities are the highest values, so their mean sits at the right.
-    similarity = np.array([[0.9, 0.1], [0.05, 0.88]])
-    report = compute_metrics(similarity, np.array([0, 1]), ["a", "b"])
-    svg = histogram_svg(report, width=640)
-    width = 640
-    for match in re.finditer(r"<text ([^>]*)>(mean [^<]*)</text>", svg):
-        attrs, text = match.groups()
-        x = float(re.search(r'x="([\d.]+)"', attrs).group(1))
-        size = float(re.search(r'font-size="([\d.]+)"', attrs).group(1))
-        extent = 0.6 * size * len(text)  # a generous average glyph width
-        start, end = (x - extent, x) if 'text-anchor="end"' in attrs else (x, x + extent)
-        assert start >= 0 and end <= width, (text, start, end)
-    assert "mean correct" in svg and "mean incorrect" in svg
+    from core.analysis.plots import histogram_data, similarity_histogram
+    from core.analysis.reports import HISTOGRAM_PNG, RESULTS_PAGE, write_reports
+
+    contents = open_index(connect(built_index["db"])).contents()
+    evaluation = evaluate_contents(contents, tiny_model, prompts=["a video of {label}"])
+    report = evaluation.report
+    data = histogram_data(report)
+    figure = similarity_histogram(report)
+    bars = [trace for trace in figure.data if trace.type == "bar"]
+    assert [b.name for b in bars] == [s.label for s in data.series]
+    assert [b.marker.color for b in bars] == [s.colour for s in data.series]
+    for bar, series in zip(bars, data.series, strict=True):
+        assert np.array_equal(bar.x, (data.edges[:-1] + data.edges[1:]) / 2) and np.array_equal(bar.y, series.density)
+    assert figure.layout.xaxis.title.text == data.x_title and figure.layout.yaxis.title.text == data.y_title
+    assert {s.name for s in data.series} == {"correct", "incorrect"}
+    assert any(f"mean {report.mean_similarity_correct:.3f}" in s.label for s in data.series)
+
+    written = write_reports(evaluation, tmp_path)
+    page = (tmp_path / RESULTS_PAGE).read_text(encoding="utf-8")
+    assert "<svg" not in page
+    [png] = [src for src in parse(page).images if src.startswith("data:image/png;base64,")]
+    assert base64.b64decode(png.split(",", 1)[1]) == (tmp_path / HISTOGRAM_PNG).read_bytes()
+    assert written["histogram_png"] == tmp_path / HISTOGRAM_PNG

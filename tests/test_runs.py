@@ -255,3 +255,50 @@ def test_side_by_side_of_several_runs_against_a_naive_reference() -> None:
         "The runs differ in prompt set (english, reference-fr), not only in model: gains mix both.",
         "The runs differ in classes (present, kinetics-700), not only in model: gains mix both.",
     ]
+
+
+def test_runs_and_sweeps_are_one_json_lines_store_and_read_files_written_before(tmp_path: Path) -> None:
+    """RunStore and SweepStore are the one generic store; lines in the format they always wrote still read,
+    the newest sweep row per (collection, model, pooling, prompts) wins, and unreadable lines are skipped."""
+    from core.analysis.sweep import SweepRow as AnalysisSweepRow
+    from core.analysis.sweep import SweepStore as AnalysisSweepStore
+    from core.store.jsonlines import JsonLinesStore
+    from core.store.runs import SweepRow, SweepStore
+
+    assert (AnalysisSweepRow, AnalysisSweepStore) == (SweepRow, SweepStore)  # callers' imports keep working
+    runs, sweeps = RunStore(tmp_path / "runs.jsonl"), SweepStore.beside(tmp_path / "runs.jsonl")
+    assert isinstance(runs, JsonLinesStore) and isinstance(sweeps, JsonLinesStore)
+    assert sweeps.path == tmp_path / "sweeps.jsonl"
+
+    def old(frames: str, pooling: str, p1: float, seconds: float | None) -> str:  # as the stores always wrote
+        row = {"frames": frames, "pooling": pooling, "precision_at_1": p1, "precision_at_5": 1.0, "mrr": p1,
+               "n_frames": 8, "build_seconds": seconds, "frames_per_s": None, "precision_at_1_ci95": [0.1, 0.9],
+               "n_videos": 4, "model": "m", "collection": f"c-{frames}", "prompt_set": "english",
+               "timestamp": "t"}  # fmt: skip
+        return json.dumps(row, ensure_ascii=False) + "\n"
+
+    sweeps.path.write_text(
+        old("middle", "mean", 0.25, 3.0) + "{cut sh\n" + old("middle", "max", 0.5, None) + '{"frames": "x"}\n'
+        + old("middle", "mean", 0.75, 4.0) + "[1]\n",
+        encoding="utf-8",
+    )  # fmt: skip
+    assert [(r.pooling, r.precision_at_1) for r in sweeps.load()] == [("max", 0.5), ("mean", 0.75)]
+    assert sweeps.known_build("c-middle", 8) == (4.0, 0.0) and sweeps.known_build("c-middle", 9) is None
+    sweeps.add([SweepRow("uniform:2", "mean", 1.0, 1.0, 1.0, 16, 2.0, 8.0, collection="c-u2")])
+    assert sweeps.path.read_text(encoding="utf-8").endswith(json.dumps(sweeps.load()[-1].to_json()) + "\n")
+    assert [r.frames for r in sweeps.load()] == ["middle", "middle", "uniform:2"]
+    runs.path.write_text(json.dumps(dataclasses.asdict(_run("old"))) + "\n", encoding="utf-8")
+    assert runs.load() == [_run("old")] and runs.add(_run("new", "2025-01-01T00:00:00"))
+    assert [r.id for r in runs.load()] == ["old", "new"]
+
+
+def test_the_store_layer_imports_nothing_from_the_layers_above_it() -> None:
+    """core/store sits below core/analysis: the run store, the sweep store and bundles know no evaluation."""
+    import ast
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "core" / "store").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        above = sorted(n for n in names if n.startswith(("core.analysis", "core.kinetics", "core.engines", "core.app")))
+        assert not above, f"core/store/{path.name} imports {above}"

@@ -1,19 +1,10 @@
-"""Evaluate an index: score each video against one text embedding per class, then compute metrics.
-
-The frame embeddings are read from the index once (`IndexContents`) and never re-encoded: changing
-the prompt only re-encodes the class texts, changing the pooling is arithmetic. Poolings:
-
-- ``mean``: a video is the re-normalised mean of its frames' embeddings;
-- ``max``: a video scores against a class as its best frame does;
-- ``middle``: the frame nearest the clip's centre alone (what the reference did);
-- ``frame``: every frame is a sample of its own (how much does pooling add?).
-"""
+"""Evaluate an index: score each video against one text embedding per class, then compute metrics."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 
@@ -61,7 +52,7 @@ def _reduce_videos(ufunc: np.ufunc, rows: np.ndarray, starts: np.ndarray) -> np.
     """`ufunc` (add, maximum) over each video's rows, videos being the runs of rows that begin at `starts`.
 
     Videos with the same number of frames are reduced together, as one (videos × frames × D) block:
-    numpy's `reduceat` along the rows of a wide matrix goes one row at a time, 5–7× slower on 10,000 videos.
+    numpy's `reduceat` along the rows of a wide matrix goes one row at a time (benchmarks/README.md).
     """
     lengths = np.diff(np.append(starts, len(rows)))
     out = np.empty((len(starts), rows.shape[1]), rows.dtype)
@@ -98,7 +89,15 @@ def pooled_embeddings(contents: IndexContents, pooling: str = "mean") -> np.ndar
 
 
 def score_samples(contents: IndexContents, text: np.ndarray, pooling: str = "mean") -> Samples:
-    """Similarities (samples × classes) of the index's videos to `text` (classes × D) for a pooling."""
+    """Similarities (samples × classes) of the index's videos to `text` (classes × D) for a pooling.
+
+    - ``mean``: a video is the re-normalised mean of its frames' embeddings;
+    - ``max``: a video scores against a class as its best frame does;
+    - ``middle``: the frame nearest the clip's centre alone (what the reference did);
+    - ``frame``: every frame is a sample of its own (how much does pooling add?).
+
+    The frames are never re-encoded: a new prompt re-encodes the class texts only, a new pooling is arithmetic.
+    """
     if pooling not in POOLINGS:
         raise UserError(f"Unknown pooling {pooling!r}: use one of {', '.join(POOLINGS)}.")
     E = contents.embeddings
@@ -246,15 +245,19 @@ def evaluate_grid(
     return results
 
 
+class EvalOptions(TypedDict, total=False):
+    """The settings `evaluate_index` passes on to `evaluate_contents` (see it for their defaults)."""
+
+    pooling: str
+    classes: str | Sequence[str]
+    label_mode: str
+
+
 def evaluate_index(
-    index: FrameIndex,
-    model: ClipModel,
-    prompts: PromptSet | str | Sequence[str] | None = None,
-    pooling: str = "mean",
-    classes: str | Sequence[str] = "present",
-    label_mode: str = "keep",
-) -> Evaluation:
+    index: FrameIndex, model: ClipModel, prompts: PromptSet | str | Sequence[str] | None = None,
+    **options: Unpack[EvalOptions],
+) -> Evaluation:  # fmt: skip
     """Read the index's complete videos and evaluate them (see `evaluate_contents`)."""
-    evaluation = evaluate_contents(index.contents(), model, prompts, pooling, classes, label_mode)
+    evaluation = evaluate_contents(index.contents(), model, prompts, **options)
     evaluation.settings.update({"index": index.name, "frames": index.frames})
     return evaluation

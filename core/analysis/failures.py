@@ -1,15 +1,4 @@
-"""Where and why zero-shot fails: the confusion matrix, classes that need motion, the worst videos.
-
-- The confusion matrix counts every scored sample once, at (true class, predicted class): it sums to
-  the number of samples and each row to its class's count. The heatmap shows the classes most
-  involved in confusions.
-- A class is flagged as *needing motion* when a single frame cannot tell it from its partner: an
-  opposite class by name (opening / closing, putting on / taking off...) or a class it is confused
-  with both ways, which scores at least as high as the class itself on a good share of its videos;
-  or when an index of the same model with ``uniform:K`` frames gains much over ``middle`` on it.
-- Per video, the margin is the true class's similarity minus the best wrong class's: the most
-  negative margins are the worst failures (or mislabelled videos).
-"""
+"""Where and why zero-shot fails: the confusion matrix, classes that need motion, the worst videos."""
 
 from __future__ import annotations
 
@@ -70,7 +59,8 @@ class ConfusionCounts:
 
 
 def confusion_counts(report: MetricsReport) -> ConfusionCounts:
-    """The full confusion matrix of an evaluation (top-1 prediction of every sample)."""
+    """The full confusion matrix of an evaluation: every sample counted once, at (true class, top-1
+    prediction), so it sums to the number of samples and each row to its class's count."""
     c = len(report.class_names)
     counts = np.zeros((c, c), np.int64)
     np.add.at(counts, (report.true_index, report.predicted_index), 1)
@@ -115,7 +105,10 @@ class MotionFlag:
 
 
 def motion_flags(evaluation: Evaluation, uniform_gain: Mapping[str, float] | None = None) -> list[MotionFlag]:
-    """Classes flagged as needing motion (see the module's docstring), by class name."""
+    """Classes flagged as needing motion, by class name: a single frame cannot tell them from a partner,
+    an opposite class by name (opening / closing, putting on / taking off...) or a class confused with
+    them both ways that scores at least as high as the class itself on a good share of its videos; or an
+    index of the same model with ``uniform:K`` frames gains much over ``middle`` on them (`uniform_gain`)."""
     rep = evaluation.report
     names = rep.class_names
     position = {n: i for i, n in enumerate(names)}
@@ -156,7 +149,8 @@ class VideoMargin:
 
 
 def video_margins(evaluation: Evaluation) -> list[VideoMargin]:
-    """Every sample's margin, worst (most negative) first."""
+    """Every sample's margin (the true class's similarity minus the best wrong class's), worst (most
+    negative: a failure, or a mislabelled video) first."""
     rep, samples = evaluation.report, evaluation.samples
     if rep.best_incorrect.size == 0:  # a single class: nothing to be wrong about
         return []

@@ -1,8 +1,5 @@
-"""A bounded load test of text search: N threads issue queries through `core.analysis.search.search`.
-
-It measures what several dashboard sessions searching at once get from one process (one model, one
-Chroma client): throughput, latency percentiles and errors. It stops at a request count or a time
-limit, whichever comes first.
+"""A bounded load test of text search: what several dashboard sessions searching at once get from one
+process (one model, one Chroma client): throughput, latency percentiles and errors.
 """
 
 from __future__ import annotations

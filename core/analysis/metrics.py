@@ -1,10 +1,4 @@
-"""Retrieval metrics from a similarity matrix: pure numpy, no I/O, no loops over pairs.
-
-Input: ``S`` (n samples × c classes, cosine similarities) and the index of each sample's true
-class. The true class's rank is the number of classes scoring at least as high as it (ties count
-against it, so a constant score never looks good). precision@k is the share of samples whose true
-class ranks within the first k; MRR is the mean of 1/rank.
-"""
+"""Retrieval metrics from a similarity matrix: pure numpy, no I/O, no loops over pairs."""
 
 from __future__ import annotations
 
@@ -113,7 +107,11 @@ class MetricsReport:
 def compute_metrics(
     similarity: np.ndarray, true_index: np.ndarray, class_names: Sequence[str], top: int = 5
 ) -> MetricsReport:
-    """All metrics of one (samples × classes) similarity matrix."""
+    """All metrics of one (samples × classes) similarity matrix and each sample's true class.
+
+    The true class's rank is the number of classes scoring at least as high as it (ties count against it,
+    so a constant score never looks good); precision@k is the share of samples whose true class ranks
+    within the first k; MRR is the mean of 1/rank."""
     S = np.asarray(similarity, dtype=np.float32)
     y = np.asarray(true_index, dtype=np.int64)
     if S.ndim != 2:

@@ -1,10 +1,4 @@
-"""Moments: a video's matching frames merged into time segments (MaterialSearch / whichframe style).
-
-Within one video, the sampled frames whose similarity to the query is within `margin` of that video's
-best frame are the matching ones; neighbouring matching frames (consecutive in the video's sampling
-order) join into one segment, from the first one's timestamp to the last one's. A segment's score is its
-best frame's similarity. Segments from every video are ranked by score, best first.
-"""
+"""Moments: a video's matching frames merged into time segments (MaterialSearch / whichframe style)."""
 
 from __future__ import annotations
 
@@ -40,7 +34,10 @@ class Moment:
 
 
 def video_moments(contents: IndexContents, scores: np.ndarray, rows: np.ndarray, margin: float) -> list[Moment]:
-    """The segments of one video; `rows` are its records in `contents`, in frame order."""
+    """The segments of one video; `rows` are its records in `contents`, in frame order.
+
+    Frames within `margin` of the video's best frame match; neighbouring matching frames join into one
+    segment, from the first one's timestamp to the last one's, scored as its best frame."""
     video_scores = scores[rows]
     best = float(video_scores.max())
     matching = video_scores >= best - margin

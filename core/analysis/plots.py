@@ -1,10 +1,11 @@
-"""Plotly figures of an evaluation: the correct-vs-incorrect similarity histogram and the confusions.
-
-Histograms are binned here with numpy (an index of 10,000 videos × 700 classes has 7 million
-incorrect pairs: far too many points to ship to a browser).
+"""Plotly figures of an evaluation: the correct-vs-incorrect similarity histogram, the runs, the sweep
+and the confusions. Histograms are binned here with numpy: an index's millions of (video, class) pairs
+are far too many points to ship to a browser.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
@@ -16,63 +17,89 @@ CORRECT_COLOUR = "#2a9d5c"
 INCORRECT_COLOUR = "#d1495b"
 
 
-def histogram_bins(report: MetricsReport, bins: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Shared bin edges and the density of correct and incorrect similarities over them."""
+@dataclass(frozen=True)
+class HistogramSeries:
+    """One side of the similarity histogram: its density per bin, colour, mean and legend text."""
+
+    name: str
+    density: np.ndarray
+    colour: str
+    mean: float
+    count: int
+
+    @property
+    def label(self) -> str:
+        # The mean is named in the legend (and drawn as a dashed line): a label on the plot would be cut
+        # off at the edge of the data's range.
+        shown_mean = f", mean {self.mean:.3f}" if np.isfinite(self.mean) else ""
+        return f"{self.name} pairs ({self.count:,}){shown_mean}"
+
+
+@dataclass(frozen=True)
+class SimilarityHistogram:
+    """The correct-vs-incorrect similarity histogram, defined once: the app's Plotly figure and the
+    reports' PNG both draw these bins, colours and labels."""
+
+    edges: np.ndarray
+    series: tuple[HistogramSeries, ...]  # in drawing order: incorrect first, correct over it
+    x_title: str = "cosine similarity (frame vs. prompt)"
+    y_title: str = "density"
+
+
+def histogram_data(report: MetricsReport, bins: int = 60) -> SimilarityHistogram:
+    """Shared bin edges over the data's range and the density of correct and incorrect similarities."""
     values = [v for v in (report.similarities_correct, report.similarities_incorrect) if v.size]
-    if not values:
-        edges = np.linspace(-1, 1, bins + 1)
-        return edges, np.zeros(bins), np.zeros(bins)
-    low = float(min(v.min() for v in values))
-    high = float(max(v.max() for v in values))
-    if high - low < 1e-6:
-        low, high = low - 0.05, high + 0.05
+    if values:
+        low = float(min(v.min() for v in values))
+        high = float(max(v.max() for v in values))
+        if high - low < 1e-6:
+            low, high = low - 0.05, high + 0.05
+    else:
+        low, high = -1.0, 1.0
     edges = np.linspace(low, high, bins + 1)
 
     def density(v: np.ndarray) -> np.ndarray:
         return np.histogram(v, bins=edges, density=True)[0] if v.size else np.zeros(bins)
 
-    return edges, density(report.similarities_correct), density(report.similarities_incorrect)
+    incorrect, correct = report.similarities_incorrect, report.similarities_correct
+    return SimilarityHistogram(
+        edges,
+        (
+            HistogramSeries("incorrect", density(incorrect), INCORRECT_COLOUR, report.mean_similarity_incorrect,
+                            int(incorrect.size)),
+            HistogramSeries("correct", density(correct), CORRECT_COLOUR, report.mean_similarity_correct,
+                            int(correct.size)),
+        ),
+    )  # fmt: skip
 
 
 def similarity_histogram(report: MetricsReport, bins: int = 60) -> go.Figure:
     """Overlaid densities of cosine similarity for correct and incorrect (video, prompt) pairs, means marked."""
-    edges, correct, incorrect = histogram_bins(report, bins)
+    data = histogram_data(report, bins)
+    edges = data.edges
     centres = (edges[:-1] + edges[1:]) / 2
     width = float(edges[1] - edges[0])
     fig = go.Figure()
-    series = (
-        (
-            "incorrect",
-            incorrect,
-            INCORRECT_COLOUR,
-            report.mean_similarity_incorrect,
-            report.similarities_incorrect.size,
-        ),
-        ("correct", correct, CORRECT_COLOUR, report.mean_similarity_correct, report.similarities_correct.size),
-    )
-    for name, dens, colour, mean, count in series:
-        # The mean is drawn as a dashed line and named in the legend: a label on the plot would be cut
-        # off at the edge of the data's range.
-        shown_mean = f", mean {mean:.3f}" if np.isfinite(mean) else ""
+    for series in data.series:
         fig.add_trace(
             go.Bar(
                 x=centres,
-                y=dens,
+                y=series.density,
                 width=width,
-                name=f"{name} pairs ({count:,}){shown_mean}",
-                marker_color=colour,
+                name=series.label,
+                marker_color=series.colour,
                 opacity=0.6,
-                hovertemplate=f"{name}<br>cosine %{{x:.3f}}<br>density %{{y:.2f}}<extra></extra>",
+                hovertemplate=f"{series.name}<br>cosine %{{x:.3f}}<br>density %{{y:.2f}}<extra></extra>",
             )
         )
-        if np.isfinite(mean):
-            fig.add_vline(x=mean, line_color=colour, line_dash="dash")
+        if np.isfinite(series.mean):
+            fig.add_vline(x=series.mean, line_color=series.colour, line_dash="dash")
     fig.update_layout(
         barmode="overlay",
         # The data's own range: cosines never reach the axis' automatic padding for the mean labels.
         xaxis={"range": [float(edges[0]), float(edges[-1])]},
-        xaxis_title="cosine similarity (frame vs. prompt)",
-        yaxis_title="density",
+        xaxis_title=data.x_title,
+        yaxis_title=data.y_title,
         legend={"orientation": "h", "y": -0.2},
         margin={"l": 40, "r": 20, "t": 40, "b": 40},
         height=420,

@@ -1,13 +1,4 @@
-"""The linear probe: how much of zero-shot's error comes from the prompts rather than the embeddings.
-
-As in the CLIP paper, a multinomial logistic regression is trained on the frozen image embeddings
-(one per video, pooled the way the evaluation pools them) and scored by stratified k-fold
-cross-validation over videos, k = min(5, the smallest class's count of videos). Folds are drawn over
-videos, never frames, so no video is on both sides of a split (with ``frame`` pooling every frame is a
-sample, and its video decides its fold). The inverse regularisation C is chosen by an inner
-cross-validation on each training part. Zero-shot precision@1 is measured on the same test videos of
-the same folds, so that per class, probe minus zero-shot is the *prompt gap*.
-"""
+"""The linear probe: how much of zero-shot's error comes from the prompts rather than the embeddings."""
 
 from __future__ import annotations
 
@@ -77,6 +68,16 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return (float(array.mean()), float(array.std())) if array.size else (float("nan"), float("nan"))
 
 
+class _FoldMean:
+    """A figure of the probe read as its mean over the folds (the fold attribute of the same name)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, result: ProbeResult, owner: type | None = None) -> float:
+        return result._figure(self.name)[0]
+
+
 @dataclass
 class ProbeResult:
     """The probe's figures: means and spreads over folds, per fold, per class."""
@@ -101,21 +102,10 @@ class ProbeResult:
     def _figure(self, name: str) -> tuple[float, float]:
         return _mean_std([getattr(f, name) for f in self.folds])
 
-    @property
-    def top1(self) -> float:
-        return self._figure("top1")[0]
-
-    @property
-    def top5(self) -> float:
-        return self._figure("top5")[0]
-
-    @property
-    def balanced_accuracy(self) -> float:
-        return self._figure("balanced_accuracy")[0]
-
-    @property
-    def zero_shot_top1(self) -> float:
-        return self._figure("zero_shot_top1")[0]
+    top1 = _FoldMean()
+    top5 = _FoldMean()
+    balanced_accuracy = _FoldMean()
+    zero_shot_top1 = _FoldMean()
 
     def to_json(self) -> dict[str, Any]:
         """The ``linear_probe`` key of ``evaluate --probe --json`` (keys may be added, never renamed)."""
@@ -179,6 +169,11 @@ def linear_probe(
     seed: int = 0,
 ) -> ProbeResult:
     """Cross-validated linear probe of `features` (samples × D) with their `labels` and `videos`.
+
+    As in the CLIP paper: a multinomial logistic regression on the frozen embeddings, scored by stratified
+    k-fold cross-validation, k = min(5, the smallest class's count of videos), folds drawn over videos (with
+    ``frame`` pooling a frame's video decides its fold), C chosen by an inner cross-validation on each
+    training part. Zero-shot is scored on the same folds, so probe minus zero-shot is the *prompt gap*.
 
     `zero_shot_hits[i]`: whether zero-shot ranked sample i's class first (scored on the same folds).
     """

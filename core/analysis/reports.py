@@ -1,9 +1,7 @@
 """HTML and PNG reports: the evaluation results page, the similarity histogram, search results.
 
-Every page is self-contained (thumbnails embedded as data URIs, the histogram as inline SVG) so it
-opens from disk or a download. Every string that came from a user or a file (labels, video ids,
-queries, paths, prompts) is HTML-escaped here, in one place, and report file names are derived
-from user text safely (no separators, no ``..``, bounded length, unique).
+Every page is self-contained (thumbnails and the histogram embedded as data URIs) so that it opens from
+disk or a download; every string from a user or a file is HTML-escaped here, in one place.
 """
 
 from __future__ import annotations
@@ -24,9 +22,9 @@ from core.analysis.evaluation import Evaluation
 from core.analysis.failures import FailureAnalysis, confused_samples
 from core.analysis.metrics import MetricsReport
 from core.analysis.moments import Moment
-from core.analysis.plots import CORRECT_COLOUR, INCORRECT_COLOUR, histogram_bins
+from core.analysis.plots import histogram_data
 from core.analysis.search import SearchHit
-from core.ground import atomic_path, plural, safe_name, write_text_atomic
+from core.ground import plural, safe_name, write_bytes_atomic, write_text_atomic
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1f2933;background:#fff}
@@ -84,84 +82,46 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def histogram_svg(report: MetricsReport, width: int = 640, height: int = 260, bins: int = 50) -> str:
-    """The correct-vs-incorrect density histogram as inline SVG (no script, no external file)."""
-    edges, correct, incorrect = histogram_bins(report, bins)
-    top = max(float(correct.max(initial=0)), float(incorrect.max(initial=0)), 1e-9)
-    pad, plot_w, plot_h = 30, width - 40, height - 50
-    x0, x1 = float(edges[0]), float(edges[-1])
-
-    def x(v: float) -> float:
-        return pad + (v - x0) / (x1 - x0) * plot_w
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">']
-    for dens, colour in ((incorrect, INCORRECT_COLOUR), (correct, CORRECT_COLOUR)):
-        for i, d in enumerate(dens):
-            h = d / top * plot_h
-            w = max(0.5, x(edges[i + 1]) - x(edges[i]))
-            parts.append(
-                f'<rect x="{x(edges[i]):.1f}" y="{10 + plot_h - h:.1f}" width="{w:.1f}" '
-                f'height="{h:.1f}" fill="{colour}" fill-opacity="0.55"/>'
-            )
-    for mean, colour, label in (
-        (report.mean_similarity_incorrect, INCORRECT_COLOUR, "incorrect"),
-        (report.mean_similarity_correct, CORRECT_COLOUR, "correct"),
-    ):
-        if math.isfinite(mean):
-            # The label goes on the side of its line with more room: right of a line in the plot's right half
-            # it would run past the picture's edge and be cut off.
-            right_half = x(mean) > pad + plot_w / 2
-            anchor = f'x="{x(mean) - 3:.1f}" text-anchor="end"' if right_half else f'x="{x(mean) + 3:.1f}"'
-            parts.append(
-                f'<line x1="{x(mean):.1f}" x2="{x(mean):.1f}" y1="10" y2="{10 + plot_h}" stroke="{colour}" '
-                f'stroke-dasharray="4 3"/><text {anchor} y="{22 if label == "correct" else 36}" '
-                f'font-size="11" fill="{colour}">mean {label} {mean:.3f}</text>'
-            )
-    axis_y = 10 + plot_h
-    parts.append(f'<line x1="{pad}" x2="{pad + plot_w}" y1="{axis_y}" y2="{axis_y}" stroke="#9aa5b1"/>')
-    for v in np.linspace(x0, x1, 5):
-        parts.append(f'<text x="{x(v):.1f}" y="{axis_y + 14}" font-size="10" text-anchor="middle">{v:.2f}</text>')
-    parts.append(
-        f'<text x="{pad + plot_w / 2}" y="{height - 4}" font-size="11" text-anchor="middle">'
-        "cosine similarity</text></svg>"
-    )
-    return "".join(parts)
-
-
-def histogram_png(report: MetricsReport, path: Path, width: int = 900, height: int = 480, bins: int = 60) -> Path:
-    """The same histogram as a static PNG (drawn with Pillow: no plotting stack needed)."""
-    edges, correct, incorrect = histogram_bins(report, bins)
-    top = max(float(correct.max(initial=0)), float(incorrect.max(initial=0)), 1e-9)
+def histogram_png_bytes(report: MetricsReport, width: int = 900, height: int = 480) -> bytes:
+    """The similarity histogram (`histogram_data`, as the app's Plotly figure draws it) as a PNG, drawn
+    with Pillow: Plotly's own image export needs a browser engine this tool does not ship."""
+    data = histogram_data(report)
+    edges = data.edges
+    top = max([float(s.density.max(initial=0)) for s in data.series] + [1e-9])
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image, "RGBA")
-    left, right, upper, lower = 60, width - 20, 40, height - 60
+    left, right, upper, lower = 60, width - 20, 20 + 14 * len(data.series), height - 60
     x0, x1 = float(edges[0]), float(edges[-1])
 
     def x(v: float) -> float:
         return left + (v - x0) / (x1 - x0) * (right - left)
 
-    def rgba(colour: str) -> tuple[int, int, int, int]:
-        return (int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16), 140)
+    def rgb(colour: str) -> tuple[int, int, int]:
+        return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
 
-    for dens, colour in ((incorrect, INCORRECT_COLOUR), (correct, CORRECT_COLOUR)):
-        for i, d in enumerate(dens):
+    for series in data.series:
+        for i, d in enumerate(series.density):
             h = d / top * (lower - upper)
-            draw.rectangle([x(edges[i]), lower - h, x(edges[i + 1]), lower], fill=rgba(colour))
+            draw.rectangle([x(edges[i]), lower - h, x(edges[i + 1]), lower], fill=(*rgb(series.colour), 140))
     draw.line([left, lower, right, lower], fill="black")
     draw.line([left, upper, left, lower], fill="black")
     for v in np.linspace(x0, x1, 6):
         draw.text((x(v) - 12, lower + 6), f"{v:.2f}", fill="black")
-    for mean, colour, label, y in (
-        (report.mean_similarity_correct, CORRECT_COLOUR, "correct", upper - 30),
-        (report.mean_similarity_incorrect, INCORRECT_COLOUR, "incorrect", upper - 16),
-    ):
-        if math.isfinite(mean):
-            draw.line([x(mean), upper, x(mean), lower], fill=rgba(colour)[:3], width=2)
-            draw.text((left, y), f"{label} pairs: mean cosine {mean:.3f}", fill=rgba(colour)[:3])
-    draw.text(((left + right) / 2 - 60, height - 30), "cosine similarity (frame vs. prompt)", fill="black")
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
-    return path
+    for row, series in enumerate(reversed(data.series)):
+        if math.isfinite(series.mean):
+            draw.line([x(series.mean), upper, x(series.mean), lower], fill=rgb(series.colour), width=2)
+        # The legend sits above the plot, as in the app: a label beside a line could run past the edge.
+        draw.text((left, 6 + 14 * row), series.label, fill=rgb(series.colour))
+    draw.text(((left + right) / 2 - 90, height - 30), data.x_title, fill="black")
+    draw.text((4, upper), data.y_title, fill="black")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def histogram_png(report: MetricsReport, path: Path) -> Path:
+    """`histogram_png_bytes` written to `path`."""
+    return write_bytes_atomic(path, histogram_png_bytes(report))
 
 
 def metrics_rows(report: MetricsReport) -> list[tuple[str, str, str]]:
@@ -263,10 +223,12 @@ def results_html(
         for name in sorted(rep.per_class, key=lambda n: (-rep.per_class[n], n))
     )
     shown = f" (first {len(rows)} of {rep.n_videos})" if len(rows) < rep.n_videos else ""
+    png = base64.b64encode(histogram_png_bytes(rep)).decode("ascii")
+    histogram_img = f'<img src="data:image/png;base64,{png}" alt="similarity histogram" style="max-width:100%">'
     body = (
         f"<h2>Settings</h2><table>{settings}</table>"
         f"<h2>Metrics</h2><table>{figures}</table>"
-        f"<h2>Cosine similarity, correct vs. incorrect prompts</h2>{histogram_svg(rep)}"
+        f"<h2>Cosine similarity, correct vs. incorrect prompts</h2>{histogram_img}"
         f"<h2>Per video{esc(shown)}</h2><table><tr><th>video</th><th>frame</th><th>true label</th>"
         f"<th>best-matching prompt</th><th>rank of truth</th><th>cosine (truth)</th><th>top scores</th></tr>"
         f"{''.join(body_rows)}</table>"

@@ -1,17 +1,7 @@
 """Get a Kinetics subset: fetch clips with yt-dlp, cut and re-encode them to H.264/AAC MP4, resumably.
 
-For every class, candidates are tried in their order until the class has its count: a clip that is
-permanently unavailable (private, removed, geo-blocked, 404) is replaced by the next candidate;
-transient failures (network, 5xx) are retried with backoff first. Only the clip's section is
-downloaded where the source allows it (yt-dlp ``download_ranges``, cut on exact times); otherwise
-the whole source is fetched and cut here. Every file is checked (it must decode and last as long as
-the clip) before it takes its final name, so a truncated download is never kept.
-
-The manifest (``OUT/manifest.jsonl``, JSON Lines) records each clip's state, reason, checksum and
-file, one line appended per change (the last line for a clip wins): a rerun skips what is done and
-verified, and nothing half-written is ever left under a final name. At the
-end ``OUT/annotations.json`` lists what was obtained, so ``python -m core build --videos OUT`` runs
-next. The ffmpeg used is the one the ``imageio-ffmpeg`` package ships.
+The manifest (``OUT/manifest.jsonl``) records each clip's state, so a rerun skips what is done and
+verified; ``OUT/annotations.json`` lists what was obtained, for ``python -m core build --videos OUT``.
 """
 
 from __future__ import annotations
@@ -215,7 +205,9 @@ def _ensure_ffmpeg_on_path() -> str:
 
 
 def fetch(candidate: Candidate, workdir: Path, timeout: float = 60.0) -> Path:
-    """Download the clip's section (or the whole source when sections are not possible) into `workdir`."""
+    """Download the clip's section (yt-dlp ``download_ranges``, cut on exact times) into `workdir`, or the
+    whole source when the site does not allow sections (`finish_clip` cuts it then), with the ffmpeg that
+    the ``imageio-ffmpeg`` package ships."""
     import yt_dlp
     from yt_dlp.utils import download_range_func
 
@@ -443,8 +435,14 @@ def download_subset(
 ) -> DownloadSummary:
     """Obtain `per_class` clips of every class, trying candidates in order, `jobs` at a time.
 
-    Clips recorded as permanently unavailable are not asked for again unless `retry_failed`.
+    A permanently unavailable clip (private, removed, geo-blocked, 404) is replaced by the next candidate;
+    transient failures (network, 5xx) are retried with backoff first. Every file is checked (it decodes and
+    lasts as long as the clip) before it takes its final name, so nothing half-written is ever kept.
+
+    Clips recorded as permanently unavailable are not asked for again unless `retry_failed`. This is the
+    one download verb: the front doors pass `jobs` and `retries` as given (at least 1 and 0 are used).
     """
+    jobs, retries = max(1, jobs), max(0, retries)
     started = time.monotonic()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -495,7 +493,7 @@ def download_subset(
             in_flight[pool.submit(obtain, cand, out, retries, backoff, cancel)] = cand
 
     report()
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="download") as pool:
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="download") as pool:
         submit(pool)
         while in_flight:
             finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)

@@ -1,8 +1,5 @@
-"""The class subset to study, with ordered candidate clips per class from an official Kinetics CSV.
-
-`annotations/selected_subset.json` is made by ``python -m core subset``: the reference study's 50
-classes and, for each, more candidate clips than needed (the first ones that download are used,
-later ones replace clips that are no longer on YouTube).
+"""The class subset to study, with ordered candidate clips per class from an official Kinetics CSV
+(``annotations/selected_subset.json``, made by ``python -m core subset``).
 """
 
 from __future__ import annotations

@@ -1,20 +1,8 @@
 """Bundles: the portable form of one collection, written by `export` and read by `import` and share mode.
 
-A bundle is a folder, or the same files in one ``.zip``:
-
-- ``bundle.json``: the format version, the tool version, the collection's name and metadata, counts,
-  the creation time, the model (its checkpoint's file name and sha256 when it is a local file) and a
-  sha256 for every other file of the bundle;
-- ``records.parquet``: one row per record: ``id``, ``embedding`` (float32), ``metadata`` (the record's
-  metadata as JSON, so every value keeps its type) and ``thumbnail`` (its path in the bundle, or "");
-- ``thumbnails/frames/<video>/<NNNNNN>.jpg``: the frames' thumbnails, laid out as a build lays them out;
-- ``runs.jsonl`` and ``sweeps.jsonl``: the collection's saved evaluations and sweep rows;
-- ``model/``: with `include_model`, the checkpoint and the custom config.
-
-Everything read from a bundle is checked first (format, every sha256, every path inside the bundle),
-so a damaged or newer bundle is refused in one sentence before anything is written. An import
-re-creates the collection under the same name with the same ids, metadata and embeddings; only paths
-that do not exist on this machine (thumbnails, checkpoint, config) are pointed at the imported copies.
+A bundle is a folder, or the same files in one ``.zip``: ``bundle.json`` (format and tool version, the
+collection's metadata, counts, the model, a sha256 per file), ``records.parquet``, ``thumbnails/``,
+``runs.jsonl``, ``sweeps.jsonl`` and, with `include_model`, ``model/``.
 """
 
 from __future__ import annotations
@@ -36,11 +24,11 @@ import chromadb
 import numpy as np
 
 import core
-from core.analysis.sweep import SWEEPS_FILENAME, SweepRow, SweepStore
 from core.ground import UserError, atomic_path, confine, now_iso, sha256_file, write_bytes_atomic
 from core.media.thumbnails import thumbnail_path
 from core.store.index import HNSW_CONFIG, FrameIndex, IndexContents
-from core.store.runs import RUNS_FILENAME, Run, RunStore
+from core.store.jsonlines import JsonLinesStore, json_lines
+from core.store.runs import RUNS_FILENAME, SWEEPS_FILENAME, Run, RunStore, SweepRow, SweepStore
 
 BUNDLE_FORMAT = 1
 MANIFEST = "bundle.json"
@@ -159,8 +147,8 @@ def export_bundle(
         else:
             thumbs.append("")
     files.append((RECORDS, _records_table(contents, thumbs)))
-    files.append((RUNS, "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in runs).encode("utf-8")))
-    files.append((SWEEPS, "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in sweeps).encode()))
+    files.append((RUNS, json_lines(runs).encode("utf-8")))
+    files.append((SWEEPS, json_lines(sweeps).encode("utf-8")))
     files = list(dict((name, data) for name, data in files).items())  # one entry per path
     digests = {name: _digest(data) for name, data in files}
     manifest = {
@@ -256,14 +244,10 @@ class Bundle:
         return table.column("id").to_pylist(), embeddings, metas, table.column("thumbnail").to_pylist()
 
     def runs(self) -> list[Run]:
-        return [Run(**json.loads(line)) for line in _lines(self.path(RUNS))]
+        return JsonLinesStore(self.path(RUNS), Run).records()
 
     def sweeps(self) -> list[SweepRow]:
-        return [SweepRow(**json.loads(line)) for line in _lines(self.path(SWEEPS))]
-
-
-def _lines(path: Path) -> list[str]:
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path.is_file() else []
+        return JsonLinesStore(self.path(SWEEPS), SweepRow).records()
 
 
 def _damaged(source: str, what: str) -> BundleError:
@@ -291,7 +275,8 @@ def _extract(archive_path: Path, into: Path, source: str) -> None:
 
 def open_bundle(path: Path | str, into: Path | str | None = None, source: str = "") -> Bundle:
     """The bundle at `path` (a folder or a zip, unpacked into `into` or a new temporary folder), with
-    its format and every file's sha256 checked."""
+    its format, every file's sha256 and every path checked, so that a damaged or newer bundle is refused
+    in one sentence before anything is written."""
     path = Path(path).expanduser()
     source = source or str(path)
     if path.is_file():
@@ -469,8 +454,10 @@ def import_bundle(
     pretrained: str | None = None,
 ) -> BundleSummary:
     """Re-create the bundle's collection in `client` (as `collection` when given), its thumbnails under
-    `output`, its runs in `run_store` and its sweeps beside them. Importing the same bundle again adds
-    nothing; a failure while writing the records removes the collection it had just made."""
+    `output`, its runs in `run_store` and its sweeps beside them, with the same ids, metadata and
+    embeddings; only paths that do not exist here (thumbnails, checkpoint, config) point at the imported
+    copies. Importing the same bundle again adds nothing; a failure while writing the records removes the
+    collection it had just made."""
     output = Path(output).expanduser().resolve()
     name = collection or bundle.collection
     meta = _resolve_model(bundle, output, pretrained)

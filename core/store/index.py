@@ -1,17 +1,8 @@
 """The frame index: ChromaDB collections of frame embeddings, one per model identity and frame strategy.
 
-A record's id is ``<video_id>:<frame_index>`` and it is written with ``upsert``, so a rebuild never
-adds a frame twice. Its metadata: ``video_id, label, frame_index, timestamp_s, video_path,
-frame_path`` plus ``frames_in_video`` (how many frames the video contributes), which lets a video
-count as indexed only once all its frames are in. The collection's metadata records the model
-(name, pretrained tag or absolute checkpoint path, custom config), the embedding size and the frame
-strategy, so `evaluate`, `search` and the app use the right model without being told, and refuse
-another one. It also records `schema_version`, the layout of records and metadata that this module
-writes; a collection of another schema is listed but refused on open, with a sentence.
-
-Chroma finds the nearest frames; their similarity (the cosine, in [−1, 1]) is computed here from the
-vectors Chroma gives back, not taken from its float32 distances, which depend on how Chroma stored each
-vector: an index exported and imported elsewhere (core.store.bundle) then scores every frame exactly as before.
+Records are ``<video_id>:<frame_index>``, written with ``upsert``; a video counts as indexed once all its
+``frames_in_video`` frames are in. The collection's metadata names the model, the embedding size, the
+frame strategy and the ``schema_version`` checked on open.
 """
 
 from __future__ import annotations
@@ -42,10 +33,8 @@ SCHEMA_VERSION = 1
 # paths; the annotations key is "" without an annotations file).
 SOURCE_VIDEOS = "source_videos"
 SOURCE_ANNOTATIONS = "source_annotations"
-# HNSW settings, measured by the benchmark (benchmarks/README.md): on 100,000 frames structured like
-# CLIP embeddings (classes, videos, frames; text queries offset from the images), recall@10 against
-# exact cosine is 1.0 with these, queries take about 2 ms, and insertion stays cheap (about 0.5 ms a
-# frame, where M=32 and construction 200 cost three times more for no recall gained).
+# HNSW settings chosen on the benchmark's recall and insertion figures (benchmarks/README.md, "Figures
+# behind settings in the code"): larger ones cost insertion time and gain no recall.
 HNSW_CONFIG: CreateHNSWConfiguration = {
     "space": "cosine",
     "ef_construction": 100,
@@ -297,6 +286,9 @@ class FrameIndex:
         self, embedding: np.ndarray, k: int, where: dict | None = None
     ) -> list[tuple[str, float, dict[str, Any]]]:
         """Nearest frames to `embedding`: (id, cosine similarity, metadata), most similar first.
+
+        The cosine is computed from the vectors Chroma gives back, not taken from its float32 distances,
+        which depend on how Chroma stored each vector: an exported and imported index scores the same.
 
         Asking for more than the collection holds returns all of it (no count first: a round trip
         saved on every search)."""

@@ -1,14 +1,4 @@
-"""One build per index folder at a time, across processes.
-
-The lock is an OS advisory lock on a file in the index folder: the kernel drops it when the
-holding process ends, however it ends (even SIGKILL), so a crashed build never leaves the index
-locked. The file also records who holds it, for the refusal message.
-
-It covers the whole embedded folder, every collection in it: a build of another model or frame strategy
-into the same folder waits its turn too, since Chroma supports one writing process per folder. With a
-Chroma server the build locks a folder of its own under the output folder instead (one build per server
-from this machine; builds from other machines are not seen).
-"""
+"""One build per index folder at a time, across processes, and appends that never interleave."""
 
 from __future__ import annotations
 
@@ -57,7 +47,13 @@ else:
 
 
 class BuildLock:
-    """``with BuildLock(db_dir):`` — raises `IndexLockedError` if another build holds `db_dir`."""
+    """``with BuildLock(db_dir):`` — raises `IndexLockedError` if another build holds `db_dir`.
+
+    An OS advisory lock on a file in the folder: the kernel drops it when the holder ends, however it
+    ends (even SIGKILL), so a crash never leaves the index locked; the file names the holder for the
+    refusal. It covers the whole embedded folder, since Chroma supports one writing process per folder.
+    With a Chroma server the build locks a folder of its own under the output folder (builds from other
+    machines are not seen)."""
 
     def __init__(self, folder: Path | str, owner: str = "") -> None:
         self.path = Path(folder) / LOCK_FILENAME

@@ -1,9 +1,7 @@
-"""Evaluation runs, saved side by side: a JSON-lines file next to the index (``<db>/runs.jsonl``).
+"""Saved evaluations and sweep rows: JSON-lines files next to the index (``runs.jsonl``, ``sweeps.jsonl``).
 
-A run records what was evaluated (index, model, frame strategy, pooling, prompts, label clean-up,
-class set) and its figures, per class included, so runs can be compared later, and against the
-reference study's published figures. A run's id is derived from those settings and the index's
-version, so evaluating the same thing twice stores it once.
+A run records what was evaluated and its figures, per class included, so that runs can be compared with
+each other and with the reference study's published figures.
 """
 
 from __future__ import annotations
@@ -12,18 +10,19 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from core.analysis.evaluation import Evaluation
-from core.analysis.metrics import wilson_interval
 from core.ground import now_iso
+from core.model.prompts import PromptSet
 from core.store.index import FrameIndex
-from core.store.locking import locked_append
+from core.store.jsonlines import JsonLinesStore
 
 RUNS_FILENAME = "runs.jsonl"
+SWEEPS_FILENAME = "sweeps.jsonl"
 
 # The reference notebook's published figures (218 videos of 50 classes, OpenAI ViT-B/32, one middle
-# frame, the French prompt, cosines clamped to [0, 1]). Its intervals are computed here (Wilson).
+# frame, the French prompt, cosines clamped to [0, 1]). Its intervals are the Wilson intervals of 94 and 116
+# hits out of 218, written out because the store sits below the metrics (tests check them against the formula).
 _REF_N = 218
 REFERENCE_RUN: dict[str, Any] = {
     "id": "reference-study",
@@ -47,8 +46,8 @@ REFERENCE_RUN: dict[str, Any] = {
     "mean_margin": None,
     "roc_auc": None,
     "ci95": {
-        "precision_at_1": list(wilson_interval(round(0.43 * _REF_N), _REF_N)),
-        "precision_at_3": list(wilson_interval(round(0.53 * _REF_N), _REF_N)),
+        "precision_at_1": [0.3672036603967875, 0.4975646288153392],
+        "precision_at_3": [0.4658919469558669, 0.5972161847451407],
     },
 }
 
@@ -89,6 +88,13 @@ class Run:
     # empty for runs saved before it was recorded.
     settings: dict[str, Any] = field(default_factory=dict)
 
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def key(self) -> str:
+        """What a newer record of the same run replaces."""
+        return self.id
+
     def row(self) -> dict[str, Any]:
         """A flat row for tables: settings and summary figures."""
         row = {k: getattr(self, k) for k in ("id", "timestamp", "index", "model", "frames", "pooling",
@@ -98,10 +104,22 @@ class Run:
 
 
 def run_id(settings: dict[str, Any]) -> str:
+    """A run's id, derived from its settings and the index's version: the same evaluation is stored once."""
     return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:12]
 
 
-def run_from_evaluation(evaluation: Evaluation, index: FrameIndex, index_version: str = "") -> Run:
+class Evaluated(Protocol):
+    """What a run is made from: an evaluation (core.analysis.evaluation.Evaluation)."""
+
+    prompts: PromptSet
+    pooling: str
+    label_mode: str
+    settings: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+def run_from_evaluation(evaluation: Evaluated, index: FrameIndex, index_version: str = "") -> Run:
     data = evaluation.to_json()
     classes = evaluation.settings.get("classes", "present")
     settings = {
@@ -131,11 +149,11 @@ def run_from_evaluation(evaluation: Evaluation, index: FrameIndex, index_version
     )
 
 
-class RunStore:
-    """Append-only JSON lines; unreadable lines are skipped, not fatal."""
+class RunStore(JsonLinesStore[Run]):
+    """The saved runs of one index folder; a run's id is stored once."""
 
     def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
+        super().__init__(path, Run)
 
     @classmethod
     def for_db(cls, db: Path | str, output: Path | str | None = None, server: object = None) -> RunStore:
@@ -143,28 +161,70 @@ class RunStore:
         return cls(Path(output if server is not None and output is not None else db) / RUNS_FILENAME)
 
     def load(self) -> list[Run]:
-        runs: dict[str, Run] = {}
-        if not self.path.is_file():
-            return []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                data = json.loads(line)
-                run = Run(**data)
-            except (ValueError, TypeError):
-                continue
-            runs[run.id] = run
-        return sorted(runs.values(), key=lambda r: r.timestamp)
+        """The runs in time order (a run written twice by hand reads as its last record)."""
+        return sorted(self.latest(), key=lambda r: r.timestamp)
 
     def add(self, run: Run) -> bool:
         """Store `run` unless a run with its id is there already; True when it was added."""
-        if any(r.id == run.id for r in self.load()):
+        if any(r.id == run.id for r in self.records()):
             return False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        locked_append(self.path, json.dumps(asdict(run), ensure_ascii=False) + "\n")
+        self.append([run])
         return True
 
     def get(self, run_id_: str) -> Run | None:
         return next((r for r in self.load() if r.id == run_id_), None)
+
+
+@dataclass
+class SweepRow:
+    """One strategy × pooling of a sweep (see core.analysis.sweep)."""
+
+    frames: str
+    pooling: str
+    precision_at_1: float
+    precision_at_5: float
+    mrr: float
+    n_frames: int
+    build_seconds: float | None  # None: the collection was built outside a sweep and its time is unknown
+    frames_per_s: float | None
+    precision_at_1_ci95: list[float] = field(default_factory=list)
+    n_videos: int = 0  # samples scored (frames with `frame` pooling)
+    model: str = ""
+    collection: str = ""
+    prompt_set: str = ""
+    timestamp: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def key(self) -> tuple[str, str, str, str]:
+        """What a newer row replaces: the same collection, pooling and prompts."""
+        return (self.collection, self.model, self.pooling, self.prompt_set)
+
+
+class SweepStore(JsonLinesStore[SweepRow]):
+    """The sweep rows beside a run store; the newest row per collection, pooling and prompts wins."""
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(path, SweepRow)
+
+    @classmethod
+    def beside(cls, runs_file: Path | str) -> SweepStore:
+        """The sweep file in the run store's folder."""
+        return cls(Path(runs_file).parent / SWEEPS_FILENAME)
+
+    def load(self) -> list[SweepRow]:
+        return self.latest()
+
+    def add(self, rows: list[SweepRow]) -> None:
+        self.append(rows)
+
+    def known_build(self, collection: str, n_frames: int) -> tuple[float, float] | None:
+        """(build seconds, frames/s) a sweep measured for this collection at this size, if any."""
+        for row in reversed(self.load()):
+            if row.collection == collection and row.n_frames == n_frames and row.build_seconds is not None:
+                return row.build_seconds, row.frames_per_s or 0.0
+        return None
 
 
 def compare_per_class(a: Run, b: Run) -> list[tuple[str, float | None, float | None, float | None]]:
