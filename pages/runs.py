@@ -5,18 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.app import (
-    CLASS_SETS,
-    LABEL_MODES,
-    POOLINGS,
-    PROMPT_SETS,
-    REFERENCE_RUN,
-    EvalSettings,
-    UserError,
-    plural,
-    runs_chart,
-    sweep_chart,
-)
+from core.analysis.plots import runs_chart, sweep_chart
+from core.ground import UserError, plural
+from core.model.prompts import PROMPT_SETS
+from core.requests import CLASS_SETS, LABEL_MODES, POOLINGS, EvalSettings
+from core.store.runs import REFERENCE_RUN
 from pages.common import current_index, explorer, index_model, require_navigation, store_ref
 
 require_navigation()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import os
 import shutil
 import threading
 from collections import Counter
@@ -35,6 +34,7 @@ from chromadb.errors import ChromaError
 
 from core.ground import IndexUnavailableError, StoreError, now_iso, plural
 from core.model.embed import ModelSpec
+from core.requests import SOURCE_ANNOTATIONS, SOURCE_VIDEOS, ChromaServer
 
 if TYPE_CHECKING:  # the type of `configuration["hnsw"]`; chromadb does not export it at the top
     from chromadb.api.collection_configuration import CreateHNSWConfiguration
@@ -44,10 +44,6 @@ COLLECTION_PREFIX = "frames"
 # layout changes, and then either migrate older collections in `FrameIndex.check_schema` or keep
 # refusing them there. Every collection this tool ever wrote says 1; none recorded means another tool.
 SCHEMA_VERSION = 1
-# Collection metadata added within schema 1: the source a collection was first built from (absolute
-# paths; the annotations key is "" without an annotations file).
-SOURCE_VIDEOS = "source_videos"
-SOURCE_ANNOTATIONS = "source_annotations"
 # HNSW settings, measured by the benchmark (benchmarks/README.md): on 100,000 frames structured like
 # CLIP embeddings (classes, videos, frames; text queries offset from the images), recall@10 against
 # exact cosine is 1.0 with these, queries take about 2 ms, and insertion stays cheap (about 0.5 ms a
@@ -59,64 +55,6 @@ HNSW_CONFIG: CreateHNSWConfiguration = {
     "max_neighbors": 16,
 }
 _PAGE = 5000
-
-
-@dataclass(frozen=True)
-class ChromaServer:
-    """A Chroma server to use instead of the embedded store (for teams, and indexes beyond one machine)."""
-
-    host: str
-    port: int = 8000
-    ssl: bool = False
-    token: str = field(default="", repr=False)  # never printed or logged
-    token_header: str = "Authorization"
-
-    def headers(self) -> dict[str, str]:
-        if not self.token:
-            return {}
-        value = f"Bearer {self.token}" if self.token_header.lower() == "authorization" else self.token
-        return {self.token_header: value}
-
-    def describe(self) -> str:
-        return f"{'https' if self.ssl else 'http'}://{self.host}:{self.port}"
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> ChromaServer | None:
-        """CLIP_EXPLORER_CHROMA_HOST (and _PORT, _SSL, _TOKEN, _TOKEN_HEADER), or None for the embedded store."""
-        env = os.environ if environ is None else environ
-        host = env.get("CLIP_EXPLORER_CHROMA_HOST", "").strip()
-        if not host:
-            return None
-        return cls(
-            host=host,
-            port=int(env.get("CLIP_EXPLORER_CHROMA_PORT", "8000")),
-            ssl=env.get("CLIP_EXPLORER_CHROMA_SSL", "").lower() in ("1", "true", "yes"),
-            token=env.get("CLIP_EXPLORER_CHROMA_TOKEN", ""),
-            token_header=env.get("CLIP_EXPLORER_CHROMA_TOKEN_HEADER", "Authorization"),
-        )
-
-    @classmethod
-    def resolve(
-        cls,
-        host: str | None = None,
-        port: int | None = None,
-        ssl: bool | None = None,
-        token_header: str | None = None,
-        environ: dict[str, str] | None = None,
-    ) -> ChromaServer | None:
-        """The server named by command-line choices, completed from the environment; else the
-        environment's; else None (the embedded store). The token only ever comes from the environment:
-        a command line is visible to other users."""
-        env = cls.from_env(environ)
-        if not host:
-            return env
-        return cls(
-            host=host,
-            port=port or (env.port if env else 8000),
-            ssl=ssl or bool(env and env.ssl),
-            token=(os.environ if environ is None else environ).get("CLIP_EXPLORER_CHROMA_TOKEN", ""),
-            token_header=token_header or (env.token_header if env else "Authorization"),
-        )
 
 
 def _server_unavailable(exc: BaseException, where: str = "The Chroma server") -> IndexUnavailableError:
