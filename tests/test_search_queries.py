@@ -125,7 +125,10 @@ def test_min_similarity_and_adaptive_on_the_index(explorer, ref) -> None:
     floored = explorer.search(ref, SearchQuery(text=QUERY_TEXT, k=36, min_similarity=floor)).hits
     assert floored and all(h.similarity >= floor for h in floored)
     assert len(floored) == int((every.scores >= floor).sum())
-    assert explorer.search(ref, SearchQuery(text=QUERY_TEXT, k=36, min_similarity=1.01)).hits == []
+    assert explorer.search(ref, SearchQuery(text=QUERY_TEXT, k=36, min_similarity=1.0)).hits == []
+    # The app layer checks the floor with the command line's range: beyond a cosine's reach is one sentence.
+    with pytest.raises(UserError, match=r"^The minimum similarity must be a number from -1 to 1, not 1\.01\.$"):
+        explorer.search(ref, SearchQuery(text=QUERY_TEXT, k=36, min_similarity=1.01))
     # Six classes of equal size are not "a few matches in a bulk": nothing stands out, nothing is kept.
     adaptive = explorer.search(ref, SearchQuery(text=QUERY_TEXT, k=36, adaptive=True))
     assert adaptive.cutoff is not None and adaptive.cutoff.value is not None and adaptive.hits == []
