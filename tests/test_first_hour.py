@@ -154,7 +154,7 @@ def test_explorer_records_a_setting_once_and_searches(built_index: dict, tmp_pat
     assert len(lines) == 2 and {json.loads(line)["pooling"] for line in lines} == {"mean", "max"}
     explorer.grid(ref, settings, save=True)
     assert len((db / "runs.jsonl").read_text().splitlines()) == 2
-    hits = explorer.search(ref, SearchQuery("juggling fire", k=3))
+    hits = explorer.search(ref, SearchQuery("juggling fire", k=3)).hits
     assert len(hits) == 3 and hits[0].label == "juggling fire"
 
 
