@@ -5,8 +5,8 @@ Chroma clients) and one build and download manager per server process, an `Explo
 session choices, and the derived tables (an evaluation, an index's labels) keyed by the index's
 version, so they refresh as a build adds videos.
 
-Importing it is light: the application layer (torch, open_clip, chromadb: seconds on a cold start)
-is imported by `load_library`, once per process, so that a page can say it is loading before that.
+Importing it is light: the application layer (torch, open_clip, chromadb) is imported by
+`load_library`, once per process, so that a page can say it is loading before that.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """Search over indexed frames: a query → its embedding → nearest frames in Chroma, or moments.
 
-`search` is the plain text search (also what the load test runs). `run_query` answers a composed query
-(texts, images and frames added or subtracted: `core.analysis.query`), with an optional cut-off (`core.analysis.cutoff`)
-and, when asked, the matches merged into time segments (`core.analysis.moments`). The cut-off and the moments
-need the query's similarity to every frame: they read the index's contents (cached by the caller) and
-score them exactly, instead of Chroma's approximate nearest neighbours.
+`check_query` is the one check of a `SearchQuery` (its terms, and its numbers against core/limits.py),
+cheap enough to run before a model loads. `run_query` answers a query: its terms (texts, images and
+frames added or subtracted: `core.analysis.query`) composed into one vector, an optional cut-off
+(`core.analysis.cutoff`) and, when asked, the matches merged into time segments
+(`core.analysis.moments`). The cut-off and the moments need the query's similarity to every frame: they
+read the index's contents (cached by the caller) and score them exactly, instead of Chroma's approximate
+nearest neighbours. `search` is the plain text search that the load test runs.
 """
 
 from __future__ import annotations
