@@ -75,7 +75,7 @@ if not library_loaded():
     load_library()
     loading.empty()
 
-from core.app import configure_runtime  # noqa: E402
+from core.runtime import configure_runtime  # noqa: E402
 from pages.common import init_state, new_run, open_share, run_page, sidebar  # noqa: E402
 
 configure_runtime()

@@ -1,25 +1,230 @@
-"""The values that cross layers: where an index lives, what to build, how to evaluate.
+"""The values that cross layers: where an index lives, which model, what to build, how to evaluate, what
+to search for.
 
 Each round-trips through JSON (`to_json` / `from_json`), so the run store, the app's deep links, a
 background job and a Ray job all carry the same form. A Chroma server's token never enters that
-form: it comes from the environment of the process that uses it.
+form: it comes from the environment of the process that uses it. This module is on the ground floor:
+it imports no model, store or video library, so the command line can import it at its start.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from core.analysis.evaluation import CLASS_SETS, POOLINGS, check_prompt_cost
-from core.analysis.moments import DEFAULT_MARGIN
-from core.analysis.query import QueryPart
-from core.analysis.search import QueryOptions
-from core.ground import UserError, kinetics_classes
-from core.model.embed import ModelSpec
-from core.model.prompts import LABEL_MODES, resolve_prompts
-from core.store.index import SOURCE_ANNOTATIONS, SOURCE_VIDEOS, ChromaServer
+from core.ground import ModelError, UserError
+
+# The choices of an evaluation, as the front doors offer them.
+POOLINGS = ("mean", "max", "middle", "frame")
+LABEL_MODES = ("keep", "strip")
+CLASS_SETS = ("present", "all")
+# Cosine similarity within this much of a video's best frame still matches: CLIP's scores for frames of
+# one action vary by about a hundredth from frame to frame, a different scene by several.
+DEFAULT_MARGIN = 0.02
+
+DEFAULT_MODEL = "ViT-B-32-quickgelu"
+DEFAULT_PRETRAINED = "openai"
+RANDOM_WEIGHTS = "none"
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+def _looks_like_path(value: str) -> bool:
+    return os.sep in value or "/" in value or value.lower().endswith(CHECKPOINT_SUFFIXES)
+
+
+def _config_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def register_model_config(path: Path | str) -> str:
+    """Register an open_clip JSON config and return the model name it defines (its file stem)."""
+    import open_clip
+
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise ModelError(f"The model config {path} does not exist.")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelError(f"The model config {path} is not a readable JSON file.") from None
+    if not isinstance(config, dict) or not all(k in config for k in ("embed_dim", "vision_cfg", "text_cfg")):
+        raise ModelError(
+            f"The model config {path} is not an open_clip config (it needs embed_dim, vision_cfg and text_cfg)."
+        )
+    open_clip.add_model_config(path)
+    return path.stem
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which CLIP model: an open_clip name, its weights, and an optional custom config file."""
+
+    name: str = DEFAULT_MODEL
+    pretrained: str = DEFAULT_PRETRAINED  # a tag, an absolute checkpoint path, or "none"
+    config_path: str = ""  # absolute path of a custom JSON config ("" for built-in architectures)
+    config_json: str = ""  # that config's text, kept so an index still loads if the file moves
+
+    @classmethod
+    def resolve(
+        cls, model: str | None = None, pretrained: str | None = None, model_config: str | Path | None = None
+    ) -> ModelSpec:
+        """Apply defaults to command-line style choices and check them, without loading anything."""
+        import open_clip
+
+        config_path, config_json = "", ""
+        if model_config:
+            stem = register_model_config(model_config)
+            config_path = str(Path(model_config).expanduser().resolve())
+            config_json = Path(config_path).read_text(encoding="utf-8")
+            if model and model != stem:
+                raise ModelError(
+                    f"--model {model} does not match the config file {Path(config_path).name}: open_clip "
+                    f"names a config after its file, so use --model {stem} or leave --model out."
+                )
+            model = stem
+        name = (model or DEFAULT_MODEL).strip()
+        if open_clip.get_model_config(name) is None:
+            raise ModelError(
+                f"Unknown model '{name}': it is not an open_clip architecture (see open_clip.list_models()); "
+                "for a custom one pass its JSON config with --model-config."
+            )
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if not pretrained:
+            if name == DEFAULT_MODEL:
+                pretrained = DEFAULT_PRETRAINED
+            else:
+                known = f"one of its tags ({', '.join(tags)})" if tags else "a checkpoint file"
+                raise ModelError(
+                    f"Model '{name}' needs --pretrained: {known}, a checkpoint file, or 'none' for random "
+                    "weights (useful only for tests)."
+                )
+        pretrained = pretrained.strip()
+        if pretrained.lower() == RANDOM_WEIGHTS:
+            pretrained = RANDOM_WEIGHTS
+        elif Path(pretrained).expanduser().is_file():
+            pretrained = str(Path(pretrained).expanduser().resolve())
+        elif _looks_like_path(pretrained):
+            raise ModelError(f"The checkpoint file {pretrained} does not exist.")
+        elif pretrained not in tags:
+            known = f"its tags are {', '.join(tags)}" if tags else "it has no published weights"
+            raise ModelError(
+                f"'{pretrained}' is neither a pretrained tag of {name} ({known}) nor an existing checkpoint file."
+            )
+        return cls(name=name, pretrained=pretrained, config_path=config_path, config_json=config_json)
+
+    @property
+    def is_checkpoint(self) -> bool:
+        return self.pretrained not in (RANDOM_WEIGHTS, "") and Path(self.pretrained).is_absolute()
+
+    def describe(self) -> str:
+        weights = Path(self.pretrained).name if self.is_checkpoint else self.pretrained
+        return f"{self.name} ({weights})"
+
+    def identity(self) -> str:
+        """A stable key: same name, weights and config text mean the same embeddings."""
+        parts = [self.name, self.pretrained, _config_digest(self.config_json) if self.config_json else ""]
+        return hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()[:12]
+
+    def to_metadata(self) -> dict[str, str]:
+        return {
+            "model_name": self.name,
+            "pretrained": self.pretrained,
+            "model_config": self.config_path,
+            "model_config_json": self.config_json,
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict) -> ModelSpec:
+        return cls(
+            name=str(meta.get("model_name", DEFAULT_MODEL)),
+            pretrained=str(meta.get("pretrained", DEFAULT_PRETRAINED)),
+            config_path=str(meta.get("model_config", "") or ""),
+            config_json=str(meta.get("model_config_json", "") or ""),
+        )
+
+    def ensure_registered(self) -> None:
+        """Make a custom architecture known to open_clip (from its file, or the copy kept in the index)."""
+        import open_clip
+
+        if not self.config_json or open_clip.get_model_config(self.name) is not None:
+            return
+        path = Path(self.config_path)
+        if not (path.is_file() and path.read_text(encoding="utf-8") == self.config_json):
+            folder = Path(tempfile.gettempdir()) / "clip-explorer-configs" / _config_digest(self.config_json)
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{self.name}.json"
+            path.write_text(self.config_json, encoding="utf-8")
+        register_model_config(path)
+
+
+# Collection metadata added within schema 1: the source a collection was first built from (absolute
+# paths; the annotations key is "" without an annotations file).
+SOURCE_VIDEOS = "source_videos"
+SOURCE_ANNOTATIONS = "source_annotations"
+
+
+@dataclass(frozen=True)
+class ChromaServer:
+    """A Chroma server to use instead of the embedded store (for teams, and indexes beyond one machine)."""
+
+    host: str
+    port: int = 8000
+    ssl: bool = False
+    token: str = field(default="", repr=False)  # never printed or logged
+    token_header: str = "Authorization"
+
+    def headers(self) -> dict[str, str]:
+        if not self.token:
+            return {}
+        value = f"Bearer {self.token}" if self.token_header.lower() == "authorization" else self.token
+        return {self.token_header: value}
+
+    def describe(self) -> str:
+        return f"{'https' if self.ssl else 'http'}://{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ChromaServer | None:
+        """CLIP_EXPLORER_CHROMA_HOST (and _PORT, _SSL, _TOKEN, _TOKEN_HEADER), or None for the embedded store."""
+        env = os.environ if environ is None else environ
+        host = env.get("CLIP_EXPLORER_CHROMA_HOST", "").strip()
+        if not host:
+            return None
+        return cls(
+            host=host,
+            port=int(env.get("CLIP_EXPLORER_CHROMA_PORT", "8000")),
+            ssl=env.get("CLIP_EXPLORER_CHROMA_SSL", "").lower() in ("1", "true", "yes"),
+            token=env.get("CLIP_EXPLORER_CHROMA_TOKEN", ""),
+            token_header=env.get("CLIP_EXPLORER_CHROMA_TOKEN_HEADER", "Authorization"),
+        )
+
+    @classmethod
+    def resolve(
+        cls,
+        host: str | None = None,
+        port: int | None = None,
+        ssl: bool | None = None,
+        token_header: str | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> ChromaServer | None:
+        """The server named by command-line choices, completed from the environment; else the
+        environment's; else None (the embedded store). The token only ever comes from the environment:
+        a command line is visible to other users."""
+        env = cls.from_env(environ)
+        if not host:
+            return env
+        return cls(
+            host=host,
+            port=port or (env.port if env else 8000),
+            ssl=ssl or bool(env and env.ssl),
+            token=(os.environ if environ is None else environ).get("CLIP_EXPLORER_CHROMA_TOKEN", ""),
+            token_header=token_header or (env.token_header if env else "Authorization"),
+        )
+
 
 DEFAULT_PROMPTS: tuple[str, ...] = ("english",)
 EVAL_SETTINGS_KEYS = ("prompts", "pooling", "label_mode", "classes")
@@ -124,7 +329,8 @@ class EvalSettings:
     def loads(cls, text: str) -> EvalSettings:
         """The JSON form back from a link, which anyone can write: anything but a valid, affordable
         setting (too long, not JSON, nested, unknown keys or types, more prompt texts than one request
-        may encode) is one sentence."""
+        may encode) is one sentence. The cost of the prompts on every class is checked by
+        `Explorer.link_settings`, which knows the prompt sets."""
         if len(text) > MAX_LINK_CHARS:
             raise UserError(
                 f"The link's evaluation settings are {len(text):,} characters long, more than the "
@@ -150,8 +356,6 @@ class EvalSettings:
                 f"The link's evaluation settings hold {len(settings.prompts)} prompts; at most {MAX_TEMPLATES} of "
                 f"at most {MAX_TEMPLATE_CHARS} characters each are allowed: open the page without them."
             )
-        if settings.classes == "all":  # the cost is known before the index is read: say it now
-            check_prompt_cost(len(resolve_prompts(list(settings.prompts)).templates), len(kinetics_classes()))
         return settings
 
 
@@ -244,20 +448,3 @@ class SearchQuery:
     moments: bool = False
     margin: float = DEFAULT_MARGIN
     distribution: bool = False  # also score every frame (the app's histogram)
-
-    def parts(self) -> list[QueryPart]:
-        """The query's terms in order: text, image, frame, additions (+1 each), subtractions (-1 each)."""
-        parts = [QueryPart("text", self.text)] if (self.text or "").strip() else []
-        if self.image:
-            parts.append(QueryPart("image", self.image))
-        if self.like is not None:
-            parts.append(QueryPart("frame", self.like[0], 1, int(self.like[1])))
-        parts += [QueryPart("text", text) for text in self.add]
-        parts += [QueryPart("text", text, -1) for text in self.subtract]
-        return parts
-
-    def options(self) -> QueryOptions:
-        return QueryOptions(
-            k=self.k, one_per_video=self.one_per_video, label=self.label, min_similarity=self.min_similarity,
-            adaptive=self.adaptive, moments=self.moments, margin=self.margin, distribution=self.distribution,
-        )  # fmt: skip

@@ -5,8 +5,8 @@ Chroma clients) and one build and download manager per server process, an `Explo
 session choices, and the derived tables (an evaluation, an index's labels) keyed by the index's
 version, so they refresh as a build adds videos.
 
-Importing it is light: the application layer (torch, open_clip, chromadb: seconds on a cold start)
-is imported by `load_library`, once per process, so that a page can say it is loading before that.
+Importing it is light: the application layer (torch, open_clip, chromadb) is imported by
+`load_library`, once per process, so that a page can say it is loading before that.
 """
 
 from __future__ import annotations
@@ -18,17 +18,14 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 if TYPE_CHECKING:
-    from core.app import (
-        EvalSettings,
-        Evaluation,
-        Explorer,
-        FailureAnalysis,
-        IndexRef,
-        ProbeResult,
-        ProcessCache,
-        SharedExplorer,
-    )
+    from core.analysis.evaluation import Evaluation
+    from core.analysis.failures import FailureAnalysis
+    from core.analysis.probe import ProbeResult
+    from core.app import Explorer
     from core.jobs import BuildManager, DownloadManager
+    from core.reader import ProcessCache
+    from core.requests import EvalSettings, IndexRef
+    from core.share import SharedExplorer
 
 _LIBRARY_LOADED = threading.Event()
 
@@ -48,7 +45,7 @@ def load_library() -> None:
 
 @st.cache_resource
 def get_process_cache() -> ProcessCache:
-    from core.app import ProcessCache
+    from core.reader import ProcessCache
 
     return ProcessCache()
 
@@ -73,7 +70,7 @@ def get_shared_explorer(source: str, device: str, pretrained: str) -> SharedExpl
         size = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
         bar.progress(min(1.0, done / total) if total else 0.0, text=f"Downloading the bundle: {size}")
 
-    from core.app import open_shared
+    from core.share import open_shared
 
     shared = open_shared(source, device, get_process_cache(), progress, pretrained or None)
     bar.empty()
@@ -121,6 +118,6 @@ def get_labels(_explorer: Explorer, ref: IndexRef, version: str) -> list[str]:
 @st.cache_data(max_entries=20_000, show_spinner=False)
 def thumbnail_uri(path: str, mtime: float, max_side: int = 160) -> str:
     """A thumbnail as a data URI for tables (cached per file and modification time)."""
-    from core.app import image_data_uri
+    from core.analysis.reports import image_data_uri
 
     return image_data_uri(path, max_side)

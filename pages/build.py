@@ -7,26 +7,15 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.app import (
-    DEFAULT_MODEL,
-    DEFAULT_PRETRAINED,
-    DEFAULT_SCENES,
-    DEFAULT_SUBSET,
-    DEMO_MODEL_NAME,
-    MAX_FPS,
-    MAX_FPS_FRAMES,
-    MAX_SCENES,
-    MAX_UNIFORM_FRAMES,
-    VIDEO_EXTENSIONS,
-    BuildRequest,
-    UserError,
-    check_weights_available,
-    demo_model,
-    plan_from,
-    plural,
-    sample_videos,
-)
+from core.ground import DEFAULT_SUBSET, UserError, plural
 from core.jobs import DownloadRequest, Job
+from core.kinetics.download import plan_from
+from core.kinetics.reference import demo_model, sample_videos
+from core.media.frames import DEFAULT_SCENES, MAX_FPS, MAX_FPS_FRAMES, MAX_SCENES, MAX_UNIFORM_FRAMES
+from core.media.sources import VIDEO_EXTENSIONS
+from core.model.demo_model import DEMO_MODEL_NAME
+from core.model.embed import check_weights_available
+from core.requests import DEFAULT_MODEL, DEFAULT_PRETRAINED, BuildRequest
 from core.resources import get_build_manager, get_download_manager
 from pages.common import (
     bound,

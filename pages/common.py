@@ -13,9 +13,13 @@ from typing import Any
 
 import streamlit as st
 
-from core.app import ChromaServer, ClipModel, Explorer, IndexInfo, IndexRef, ListedIndex, UserError, plural
+from core.app import Explorer, ListedIndex
+from core.ground import UserError, plural
 from core.jobs import Job
+from core.model.embed import ClipModel
+from core.requests import ChromaServer, IndexRef
 from core.resources import get_build_manager, get_explorer, get_shared_explorer
+from core.store.index import IndexInfo
 
 BUILD_PAGE = Path(__file__).resolve().parent / "build.py"  # absolute: the entrypoint may live elsewhere
 _MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_{}[]()#+-.!|<>~$"})

@@ -8,24 +8,12 @@ import os
 import pandas as pd
 import streamlit as st
 
-from core.app import (
-    CLASS_SETS,
-    DEFAULT_PROMPT,
-    LABEL_MODES,
-    POOLINGS,
-    PROMPT_SETS,
-    EvalSettings,
-    UserError,
-    confused_samples,
-    confusion_counts_heatmap,
-    metrics_csv,
-    metrics_rows,
-    per_class_csv,
-    per_video_csv,
-    plural,
-    results_html,
-    similarity_histogram,
-)
+from core.analysis.failures import confused_samples
+from core.analysis.plots import confusion_counts_heatmap, similarity_histogram
+from core.analysis.reports import metrics_csv, metrics_rows, per_class_csv, per_video_csv, results_html
+from core.ground import UserError, plural
+from core.model.prompts import DEFAULT_PROMPT, PROMPT_SETS
+from core.requests import CLASS_SETS, LABEL_MODES, POOLINGS, EvalSettings
 from core.resources import get_evaluation, get_failures, get_probe, thumbnail_uri
 from pages.common import build_in_progress_note, current_index, explorer, index_model, md, require_navigation
 
@@ -70,7 +58,7 @@ linked = st.query_params.get("settings")
 if linked and st.session_state.get("applied_link") != linked:
     st.session_state.applied_link = linked
     try:
-        wanted = EvalSettings.loads(linked)
+        wanted = explorer().link_settings(linked)
     except UserError as exc:
         st.warning(str(exc))
     else:

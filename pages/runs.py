@@ -1,36 +1,31 @@
-"""Runs page: evaluations side by side, against the reference study; run the whole grid; compare two runs."""
+"""Runs page: evaluations side by side, against the reference study; run the whole grid; compare two runs.
+
+Each section is a function of what it shows; the page's body at the bottom calls them in order.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from core.app import (
-    CLASS_SETS,
-    LABEL_MODES,
-    POOLINGS,
-    PROMPT_SETS,
-    REFERENCE_RUN,
-    EvalSettings,
-    UserError,
-    plural,
-    runs_chart,
-    sweep_chart,
-)
+from core.analysis.plots import runs_chart, sweep_chart
+from core.app import Explorer, ListedIndex
+from core.ground import UserError, plural
+from core.model.prompts import PROMPT_SETS
+from core.requests import CLASS_SETS, LABEL_MODES, POOLINGS, EvalSettings
+from core.store.runs import REFERENCE_RUN, Run
 from pages.common import current_index, explorer, index_model, require_navigation, store_ref
 
-require_navigation()
+CHART_RUNS = 24  # runs drawn on the chart; the table has them all
+NUMBER = st.column_config.NumberColumn(format="%.3f")
+NUMERIC = ("precision@1", "precision@3", "precision@5", "MRR", "Kinetics acc.", "cos correct", "cos incorrect",
+           "margin", "ROC-AUC")  # fmt: skip
 
-st.header("Runs side by side")
-st.caption(
-    "Every evaluation you save (Metrics page, the grid below, or python -m core evaluate) is kept in runs.jsonl next "
-    "to the index. Precision figures carry "
-    "95% intervals: two runs whose intervals overlap widely are not shown to differ."
-)
-app = explorer()
-listed = current_index()
 
-if listed is not None and app.offers("save_run"):
+def grid_form(app: Explorer, listed: ListedIndex) -> None:
+    """Evaluate every prompt set × pooling on the selected collection, saving the runs."""
     index = listed.info
     with st.container(border=True):
         st.markdown(
@@ -52,103 +47,109 @@ if listed is not None and app.offers("save_run"):
                 added = len(app.runs(listed.ref)) - before
                 st.success(f"{plural(len(results), 'evaluation')}, {plural(added, 'new run')} saved.")
 
-runs = app.runs(store_ref())
-rows = [{**REFERENCE_RUN, "name": "reference study"}]
-for run in runs:
-    rows.append({**run.row(), "name": f"{run.prompt_set} · {run.pooling} · {run.frames} · {run.classes}"})
 
-table = pd.DataFrame(
-    [
-        {
-            "run": row["name"],
-            "model": row["model"],
-            "frames": row["frames"],
-            "pooling": row["pooling"],
-            "prompt set": row["prompt_set"],
-            "labels": row["label_mode"],
-            "classes": row["classes"],
-            "videos": row["n_videos"],
-            "precision@1": row["precision_at_1"],
-            "p@1 95% CI": "–".join(f"{v:.3f}" for v in row["ci95"].get("precision_at_1", [])),
-            "precision@3": row["precision_at_3"],
-            "p@3 95% CI": "–".join(f"{v:.3f}" for v in row["ci95"].get("precision_at_3", [])),
-            "precision@5": row["precision_at_5"],
-            "MRR": row["mrr"],
-            "Kinetics acc.": row["kinetics_accuracy"],
-            "cos correct": row["mean_similarity_correct"],
-            "cos incorrect": row["mean_similarity_incorrect"],
-            "margin": row["mean_margin"],
-            "ROC-AUC": row["roc_auc"],
-            "when": row["timestamp"],
-        }
-        for row in rows
-    ]
-)
-number = st.column_config.NumberColumn(format="%.3f")
-numeric = ["precision@1", "precision@3", "precision@5", "MRR", "Kinetics acc.", "cos correct", "cos incorrect"]
-st.dataframe(
-    table, hide_index=True, width="stretch", column_config={c: number for c in [*numeric, "margin", "ROC-AUC"]}
-)
+def run_rows(runs: list[Run]) -> list[dict[str, Any]]:
+    """The reference study, then each saved run, as the table and the chart show them."""
+    rows = [{**REFERENCE_RUN, "name": "reference study"}]
+    for run in runs:
+        rows.append({**run.row(), "name": f"{run.prompt_set} · {run.pooling} · {run.frames} · {run.classes}"})
+    return rows
 
-st.subheader("Sampling sweep: precision@1 against build time")
-sweeps = app.sweeps(store_ref())
-if sweeps:
-    st.plotly_chart(sweep_chart([row.to_json() for row in sweeps]), width="stretch")
-    sweep_table = pd.DataFrame([row.to_json() for row in sweeps]).drop(columns=["precision_at_1_ci95", "timestamp"])
-    st.dataframe(sweep_table, hide_index=True, width="stretch")
-    if any(row.build_seconds is None for row in sweeps):
-        st.caption("Collections built outside a sweep have no known build time: their rows are not on the chart.")
-else:
+
+def runs_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "run": row["name"],
+                "model": row["model"],
+                "frames": row["frames"],
+                "pooling": row["pooling"],
+                "prompt set": row["prompt_set"],
+                "labels": row["label_mode"],
+                "classes": row["classes"],
+                "videos": row["n_videos"],
+                "precision@1": row["precision_at_1"],
+                "p@1 95% CI": "–".join(f"{v:.3f}" for v in row["ci95"].get("precision_at_1", [])),
+                "precision@3": row["precision_at_3"],
+                "p@3 95% CI": "–".join(f"{v:.3f}" for v in row["ci95"].get("precision_at_3", [])),
+                "precision@5": row["precision_at_5"],
+                "MRR": row["mrr"],
+                "Kinetics acc.": row["kinetics_accuracy"],
+                "cos correct": row["mean_similarity_correct"],
+                "cos incorrect": row["mean_similarity_incorrect"],
+                "margin": row["mean_margin"],
+                "ROC-AUC": row["roc_auc"],
+                "when": row["timestamp"],
+            }
+            for row in rows
+        ]
+    )
+
+
+def sweep_section(app: Explorer) -> None:
+    """The sampling sweep's points (precision@1 against build time) and rows, or how to make one."""
+    st.subheader("Sampling sweep: precision@1 against build time")
+    sweeps = app.sweeps(store_ref())
+    if sweeps:
+        st.plotly_chart(sweep_chart([row.to_json() for row in sweeps]), width="stretch")
+        rows = pd.DataFrame([row.to_json() for row in sweeps]).drop(columns=["precision_at_1_ci95", "timestamp"])
+        st.dataframe(rows, hide_index=True, width="stretch")
+        if any(row.build_seconds is None for row in sweeps):
+            st.caption("Collections built outside a sweep have no known build time: their rows are not on the chart.")
+    else:
+        st.caption(
+            "No sweep yet: `python -m core sweep --videos DIR --frames middle,uniform:4,uniform:8` builds one "
+            "collection per strategy, scores each with every pooling, and its points appear here."
+        )
+
+
+def gains_section(app: Explorer, runs: list[Run], labels_by_id: dict[str, str]) -> None:
+    """Per class, precision@1 of two chosen runs and the difference."""
+    st.subheader("Which classes gain or lose between two runs")
+    left, right = st.columns(2)
+    run_ids: list[str] = list(labels_by_id)
+    first = left.selectbox("Run A", run_ids, format_func=lambda i: labels_by_id[i], index=0)
+    second = right.selectbox("Run B", run_ids, format_func=lambda i: labels_by_id[i], index=len(runs) - 1)
+    if first and second:
+        diff = pd.DataFrame(
+            app.compare_runs(store_ref(), first, second), columns=["class", "precision@1 A", "precision@1 B", "B − A"]
+        )
+        gains, losses = int((diff["B − A"] > 0).sum()), int((diff["B − A"] < 0).sum())
+        st.caption(
+            f"{plural(gains, 'class', 'classes')} gain, {losses:,} lose, {len(diff) - gains - losses:,} unchanged or "
+            "not comparable."
+        )
+        st.dataframe(diff, hide_index=True, width="stretch", column_config={"B − A": NUMBER})
+
+
+def default_comparison(runs: list[Run]) -> list[str]:
+    """The newest run of each model with the newest run's prompt set, pooling and classes (else the first and
+    the newest run)."""
+    newest = runs[-1]
+    latest_per_model: dict[str, str] = {}
+    for run in runs:
+        if (run.prompt_set, run.pooling, run.classes) == (newest.prompt_set, newest.pooling, newest.classes):
+            latest_per_model[run.model] = run.id
+    chosen = list(latest_per_model.values()) if len(latest_per_model) > 1 else [runs[0].id, newest.id]
+    return list(dict.fromkeys(chosen))
+
+
+def models_section(app: Explorer, runs: list[Run], labels_by_id: dict[str, str]) -> None:
+    """Two or more runs side by side, and per class the gain of each over the first."""
+    st.subheader("Models side by side")
     st.caption(
-        "No sweep yet: `python -m core sweep --videos DIR --frames middle,uniform:4,uniform:8` builds one collection "
-        "per strategy, scores each with every pooling, and its points appear here."
+        "Runs of the same videos with different models (or any runs): their figures, and per class the gain of each "
+        "over the first. python -m core runs --compare RUN_A RUN_B ... prints the same."
     )
-
-if not runs:
-    st.info("No run yet: evaluate on the Metrics page, run the grid above, or `python -m core evaluate`.")
-    st.stop()
-
-shown = rows[: 1 + 24] if len(rows) > 25 else rows
-st.plotly_chart(runs_chart(shown[1:], reference=REFERENCE_RUN), width="stretch")
-if len(rows) > 25:
-    st.caption("The chart shows the first 24 runs; the table has them all.")
-
-st.subheader("Which classes gain or lose between two runs")
-labels_by_id = {run.id: f"{run.prompt_set} · {run.pooling} · {run.frames} · {run.timestamp}" for run in runs}
-left, right = st.columns(2)
-run_ids: list[str] = list(labels_by_id)
-first = left.selectbox("Run A", run_ids, format_func=lambda i: labels_by_id[i], index=0)
-second = right.selectbox("Run B", run_ids, format_func=lambda i: labels_by_id[i], index=len(runs) - 1)
-if first and second:
-    diff = pd.DataFrame(
-        app.compare_runs(store_ref(), first, second), columns=["class", "precision@1 A", "precision@1 B", "B − A"]
+    chosen = st.multiselect(
+        "Runs to compare (the first is the baseline)",
+        list(labels_by_id),
+        default=default_comparison(runs),
+        format_func=lambda i: f"{next(r.model for r in runs if r.id == i)} · {labels_by_id[i]}",
     )
-    gains, losses = int((diff["B − A"] > 0).sum()), int((diff["B − A"] < 0).sum())
-    st.caption(
-        f"{plural(gains, 'class', 'classes')} gain, {losses:,} lose, {len(diff) - gains - losses:,} unchanged or "
-        "not comparable."
-    )
-    st.dataframe(diff, hide_index=True, width="stretch", column_config={"B − A": number})
-
-st.subheader("Models side by side")
-st.caption(
-    "Runs of the same videos with different models (or any runs): their figures, and per class the gain of each "
-    "over the first. python -m core runs --compare RUN_A RUN_B ... prints the same."
-)
-# By default, the newest run of each model with the newest run's prompt set, pooling and classes.
-newest = runs[-1]
-latest_per_model: dict[str, str] = {}
-for run in runs:
-    if (run.prompt_set, run.pooling, run.classes) == (newest.prompt_set, newest.pooling, newest.classes):
-        latest_per_model[run.model] = run.id
-default = list(latest_per_model.values()) if len(latest_per_model) > 1 else [runs[0].id, newest.id]
-chosen = st.multiselect(
-    "Runs to compare (the first is the baseline)",
-    run_ids,
-    default=list(dict.fromkeys(default)),
-    format_func=lambda i: f"{next(r.model for r in runs if r.id == i)} · {labels_by_id[i]}",
-)
-if len(chosen) >= 2:
+    if len(chosen) < 2:
+        st.caption("Pick at least two runs.")
+        return
     comparison = app.compare_models(store_ref(), chosen)
     for note in comparison.notes:
         st.caption(note)
@@ -164,7 +165,7 @@ if len(chosen) >= 2:
         ),
         hide_index=True,
         width="stretch",
-        column_config={c: number for c in ("precision@1", "precision@5", "MRR")},
+        column_config={c: NUMBER for c in ("precision@1", "precision@5", "MRR")},
     )  # fmt: skip
     names = [f"{chr(ord('A') + i)}: {run.model}" for i, run in enumerate(comparison.runs)]
     per_class_rows = []
@@ -177,7 +178,33 @@ if len(chosen) >= 2:
         pd.DataFrame(per_class_rows),
         hide_index=True,
         width="stretch",
-        column_config={c: number for c in per_class_rows[0] if c != "class"} if per_class_rows else None,
+        column_config={c: NUMBER for c in per_class_rows[0] if c != "class"} if per_class_rows else None,
     )
+
+
+require_navigation()
+
+st.header("Runs side by side")
+st.caption(
+    "Every evaluation you save (Metrics page, the grid below, or python -m core evaluate) is kept in runs.jsonl next "
+    "to the index. Precision figures carry "
+    "95% intervals: two runs whose intervals overlap widely are not shown to differ."
+)
+app = explorer()
+listed = current_index()
+if listed is not None and app.offers("save_run"):
+    grid_form(app, listed)
+runs = app.runs(store_ref())
+rows = run_rows(runs)
+st.dataframe(runs_table(rows), hide_index=True, width="stretch", column_config={c: NUMBER for c in NUMERIC})
+sweep_section(app)
+if not runs:
+    st.info("No run yet: evaluate on the Metrics page, run the grid above, or `python -m core evaluate`.")
 else:
-    st.caption("Pick at least two runs.")
+    shown = rows[: 1 + CHART_RUNS] if len(rows) > CHART_RUNS + 1 else rows
+    st.plotly_chart(runs_chart(shown[1:], reference=REFERENCE_RUN), width="stretch")
+    if len(rows) > CHART_RUNS + 1:
+        st.caption(f"The chart shows the first {CHART_RUNS} runs; the table has them all.")
+    labels_by_id = {run.id: f"{run.prompt_set} · {run.pooling} · {run.frames} · {run.timestamp}" for run in runs}
+    gains_section(app, runs, labels_by_id)
+    models_section(app, runs, labels_by_id)

@@ -8,22 +8,15 @@ from typing import Literal
 
 import streamlit as st
 
-from core.app import (
-    IMAGE_FORMATS,
-    IMAGE_SUFFIXES,
-    MAX_K,
-    Moment,
-    SearchHit,
-    SearchQuery,
-    SearchResult,
-    UserError,
-    browser_playability,
-    check_query,
-    plural,
-    safe_report_name,
-    score_histogram,
-    search_html,
-)
+from core.analysis.moments import Moment
+from core.analysis.plots import score_histogram
+from core.analysis.query import IMAGE_FORMATS, IMAGE_SUFFIXES
+from core.analysis.reports import safe_report_name, search_html
+from core.analysis.search import SearchHit, SearchResult, check_query
+from core.ground import UserError, plural
+from core.limits import MAX_K
+from core.media.transcode import browser_playability
+from core.requests import SearchQuery
 from core.resources import get_labels
 from pages.common import build_in_progress_note, current_index, explorer, index_model, md, require_navigation
 
@@ -172,7 +165,7 @@ wanted = SearchQuery(
     add=plus, subtract=minus, like=like, min_similarity=floor, adaptive=adaptive, moments=moments, distribution=True,
 )  # fmt: skip
 try:
-    result: SearchResult = explorer().find(listed.ref, wanted)
+    result: SearchResult = explorer().search(listed.ref, wanted)
 except UserError as exc:
     st.warning(str(exc))
     st.stop()

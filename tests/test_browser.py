@@ -161,7 +161,7 @@ def test_html_export_keeps_thumbnails_in_shape_and_ids_inside_their_card(built_i
     from core.app import Explorer, IndexRef, SearchHit, SearchQuery
 
     explorer = Explorer(output=tmp_path)
-    hits = explorer.search(IndexRef(db=str(built_index["db"])), SearchQuery("juggling fire", k=4))
+    hits = explorer.search(IndexRef(db=str(built_index["db"])), SearchQuery("juggling fire", k=4)).hits
     wide = tmp_path / "wide.jpg"
     Image.new("RGB", (384, 96), (200, 40, 30)).save(wide)  # 4:1, far from any card's shape
     long_id = "a-very-long-video-identifier-" * 6

@@ -126,8 +126,8 @@ def test_a_bundle_from_another_machine_brings_its_thumbnails_and_model(original,
         assert {k: v for k, v in meta.items() if k != "frame_path"} == {
             k: v for k, v in source[rid][1].items() if k != "frame_path"
         }
-    a = Explorer().search(IndexRef(db=str(original["db"])), _query())
-    b = Explorer().search(IndexRef(db=str(tmp_path / "db2")), _query())
+    a = Explorer().search(IndexRef(db=str(original["db"])), _query()).hits
+    b = Explorer().search(IndexRef(db=str(tmp_path / "db2")), _query()).hits
     assert [(h.video_id, h.frame_index, h.similarity) for h in a] == [
         (h.video_id, h.frame_index, h.similarity) for h in b
     ]

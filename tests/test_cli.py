@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 
-from core.app import BuildRequest, Explorer, IndexLockedError, ModelSpec, ProcessCache
+from core.app import Explorer
 from core.cli import main
+from core.ground import IndexLockedError
+from core.reader import ProcessCache
+from core.requests import BuildRequest, ModelSpec
 from core.store.locking import BuildLock
 from tests.helpers import EVALUATE_KEYS, ROOT, free_port, make_broken_files, run_cli
 from tests.tiny_model import CONFIG

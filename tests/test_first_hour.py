@@ -11,9 +11,10 @@ import pytest
 
 from core.analysis.metrics import compute_metrics
 from core.analysis.plots import runs_chart, similarity_histogram
-from core.app import EvalSettings, Explorer, IndexRef, NoUsableVideoError, SearchQuery, UserError
+from core.app import Explorer, NoUsableVideoError
 from core.cli import main
-from core.requests import BuildRequest
+from core.ground import UserError
+from core.requests import BuildRequest, EvalSettings, IndexRef, SearchQuery
 from core.store.index import connect, list_indexes
 from core.store.runs import REFERENCE_RUN
 from tests.helpers import SHARED_CLIPS, build_into, make_broken_files
@@ -153,13 +154,13 @@ def test_explorer_records_a_setting_once_and_searches(built_index: dict, tmp_pat
     assert len(lines) == 2 and {json.loads(line)["pooling"] for line in lines} == {"mean", "max"}
     explorer.grid(ref, settings, save=True)
     assert len((db / "runs.jsonl").read_text().splitlines()) == 2
-    hits = explorer.search(ref, SearchQuery("juggling fire", k=3))
+    hits = explorer.search(ref, SearchQuery("juggling fire", k=3)).hits
     assert len(hits) == 3 and hits[0].label == "juggling fire"
 
 
 def test_models_load_once_for_concurrent_callers(tiny_spec, tmp_path: Path) -> None:
-    from core.app import ProcessCache
     from core.model.embed import load_model
+    from core.reader import ProcessCache
 
     started = threading.Barrier(4)
     loads: list[int] = []
@@ -266,7 +267,7 @@ def test_an_uploaded_query_image_keeps_its_name_in_the_search_header(built_index
     saved = explorer.save_query_image(buffer.getvalue(), "my holiday photo.png")
     assert saved.name == "my holiday photo.png" and saved.is_file()
     assert explorer.save_query_image(buffer.getvalue(), "my holiday photo.png") == saved  # one copy per content
-    result = explorer.find(IndexRef(db=str(built_index["db"])), SearchQuery("", k=2, image=str(saved)))
+    result = explorer.search(IndexRef(db=str(built_index["db"])), SearchQuery("", k=2, image=str(saved)))
     assert "my holiday photo.png" in result.query and len(result.hits) == 2
     odd = explorer.save_query_image(buffer.getvalue(), "C:\\Users\\me\\nul\x00byte.png")  # no ValueError
     assert odd.name == "nul_byte.png"

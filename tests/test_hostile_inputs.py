@@ -451,8 +451,10 @@ def _url_one_sentence(text: str) -> None:
 
 @pytest.mark.parametrize(("link", "phrase"), _URL_BAD_LINKS, ids=lambda v: str(v)[:30])
 def test_url_a_bad_settings_link_is_one_sentence(link: str, phrase: str) -> None:
+    from core.app import Explorer
+
     with pytest.raises(UserError) as caught:
-        EvalSettings.loads(link)
+        Explorer(output="unused").link_settings(link)  # the link's form, then its prompts' cost
     _url_one_sentence(str(caught.value))
     assert phrase in str(caught.value)
 

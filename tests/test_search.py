@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from core.analysis.search import MAX_K, SearchHit, check_k, normalise_query, search
+from core.analysis.query import normalise_query
+from core.analysis.search import SearchHit, check_query, search
 from core.ground import QueryError
+from core.limits import MAX_K
+from core.requests import SearchQuery
 from core.store.index import IndexContents, connect, open_index
 from tests.stand_ins import MemoryIndex, TextModel, make_contents, unit_vector
 
@@ -41,10 +45,10 @@ def test_bad_queries(index, tiny_model) -> None:
     for empty in ("", "   \n\t"):
         with pytest.raises(QueryError, match="empty"):
             search(tiny_model, index, empty)
-    for k in (0, -3):
-        with pytest.raises(QueryError, match="at least 1"):
+    for k in (0, -3, MAX_K + 1, 10**9):
+        with pytest.raises(QueryError, match=f"^The number of results must be a whole number from 1 to {MAX_K}"):
             search(tiny_model, index, "fire", k=k)
-    assert len(search(tiny_model, index, "fire", k=10**9)) == 36 <= MAX_K
+    assert len(search(tiny_model, index, "fire", k=MAX_K)) == 36
     long_query = "juggling fire 🔥 النار <script>alert(1)</script> " * 400
     assert search(tiny_model, index, long_query, k=3)
 
@@ -141,15 +145,16 @@ def test_query_and_k_are_checked() -> None:
         with pytest.raises(QueryError) as error:
             normalise_query(empty)
         assert str(error.value) == "The query is empty: type a few words describing an action, e.g. 'juggling fire'."
-    assert [check_k(k) for k in (1, 2, "7", 7.9, 999, 1000, 1001, 10**9)] == [1, 2, 7, 7, 999, 1000, 1000, 1000]
-    for bad in ("seven", None, [3]):
-        with pytest.raises(
-            QueryError, match=rf"^The number of results must be a whole number, not {re.escape(repr(bad))}\.$"
-        ):
-            check_k(bad)
-    for small in (0, -3):
-        with pytest.raises(QueryError, match=rf"^The number of results must be at least 1 \(got {small}\)\.$"):
-            check_k(small)
+    # One check, one range (core/limits.py): k is refused outside 1..MAX_K, never silently capped.
+    assert [check_query(SearchQuery("fire", k=k))[1] for k in (1, 2, "7", 999, MAX_K)] == [1, 2, 7, 999, MAX_K]  # type: ignore[arg-type]
+    for bad, shown in (("seven", "seven"), (None, "None"), ([3], "[3]"), (7.9, "7.9"), (0, "0"), (-3, "-3"),
+                       (MAX_K + 1, str(MAX_K + 1)), (10**9, str(10**9))):  # fmt: skip
+        message = rf"^The number of results must be a whole number from 1 to {MAX_K}, not {re.escape(shown)}\.$"
+        with pytest.raises(QueryError, match=message):
+            check_query(SearchQuery("fire", k=bad))  # type: ignore[arg-type]
+    for margin, floor in ((-0.01, None), (2.5, None), (0.02, 1.5), (0.02, float("nan"))):
+        with pytest.raises(QueryError, match=r"^The (moment margin|minimum similarity) must be a number from"):
+            check_query(SearchQuery("fire", margin=margin, min_similarity=floor))
     with pytest.raises(QueryError):
         search(TextModel(), MemoryIndex(_records()), "fire", k=0)
 
@@ -240,18 +245,17 @@ def _naive_segments(contents: IndexContents, scores: np.ndarray, margin: float, 
 
 
 def test_run_query_composes_its_parts_and_ranks_like_brute_force() -> None:
-    from core.analysis.query import QueryPart
-    from core.analysis.search import QueryOptions, run_query
+    from core.analysis.search import run_query
 
     index, contents = _lab()
-    parts = [QueryPart("text", "  a   dog "), QueryPart("text", "grass", -1), QueryPart("frame", "v4", 1, 20)]
+    query = SearchQuery("  a   dog ", subtract=("grass",), like=("v4", 20), k=4)
     stored = _Contents(contents)
-    result = run_query(TextModel(8), index, parts, QueryOptions(k=4), stored)
+    result = run_query(TextModel(8), index, query, stored)
     expected = _naive_vector(
         [(unit_vector("a dog", 8), 1), (unit_vector("grass", 8), -1), (contents.embeddings[22], 1)]
     )
     assert result.vector.dtype == np.float32 and np.allclose(result.vector, expected, atol=1e-6)
-    assert result.query == '"a dog" − "grass" + [frame v4 #20]'
+    assert result.query == '"a dog" + [frame v4 #20] − "grass"'
     assert stored.calls == 1 and result.scores is None and result.moments is None  # the frame part's lookup only
     ranked = sorted(range(len(contents)), key=lambda i: -float(contents.embeddings[i] @ expected))[:4]
     naive = [(contents.video_ids[i], contents.frame_index[i], float(contents.embeddings[i] @ expected)) for i in ranked]
@@ -260,18 +264,15 @@ def test_run_query_composes_its_parts_and_ranks_like_brute_force() -> None:
     assert result.cutoff is not None and result.cutoff.value is None
     # A text-only query never reads the index's contents; one per video and a label reach the index.
     text_only = _Contents(contents)
-    hits = run_query(
-        TextModel(8), index, parts[:1], QueryOptions(k=3, one_per_video=True, label="cats"), text_only
-    ).hits
+    hits = run_query(TextModel(8), index, SearchQuery(" a dog", k=3, one_per_video=True, label="cats"), text_only).hits
     assert text_only.calls == 0 and len({h.video_id for h in hits}) == 3 and {h.label for h in hits} == {"cats"}
 
 
 def test_run_query_cutoffs_and_the_score_distribution() -> None:
-    from core.analysis.query import QueryPart
-    from core.analysis.search import QueryOptions, run_query
+    from core.analysis.search import run_query
 
     index, contents = _lab()
-    parts = [QueryPart("text", "a dog"), QueryPart("text", "grass", -1)]
+    query = SearchQuery("a dog", subtract=("grass",))
     vector = _naive_vector([(unit_vector("a dog", 8), 1), (unit_vector("grass", 8), -1)])
     scores = contents.embeddings @ vector
     ordered = np.sort(scores)[::-1]
@@ -279,7 +280,7 @@ def test_run_query_cutoffs_and_the_score_distribution() -> None:
     # An absolute floor between the 3rd and 4th best keeps exactly three hits, whatever k is.
     floor = float((ordered[2] + ordered[3]) / 2)
     stored = _Contents(contents)
-    result = run_query(model, index, parts, QueryOptions(k=10, min_similarity=floor, distribution=True), stored)
+    result = run_query(model, index, replace(query, k=10, min_similarity=floor, distribution=True), stored)
     assert len(result.hits) == 3 and all(h.similarity >= floor for h in result.hits)
     assert result.cutoff is not None and result.cutoff.value == floor
     assert result.scores is not None and np.allclose(result.scores, scores, atol=1e-6) and stored.calls == 1
@@ -290,7 +291,7 @@ def test_run_query_cutoffs_and_the_score_distribution() -> None:
     cut = median + max(3.5, NormalDist().inv_cdf(1 - 0.05 / len(scores))) * 1.4826 * float(
         np.median(np.abs(scores - median))
     )
-    adaptive = run_query(model, index, parts, QueryOptions(k=30, adaptive=True), _Contents(contents))
+    adaptive = run_query(model, index, replace(query, k=30, adaptive=True), _Contents(contents))
     assert adaptive.cutoff is not None and adaptive.cutoff.value == pytest.approx(cut, abs=1e-6)
     assert len(adaptive.hits) == int((scores >= cut).sum()) == 5
     assert {(h.video_id, h.frame_index) for h in adaptive.hits} == {
@@ -302,7 +303,7 @@ def test_run_query_cutoffs_and_the_score_distribution() -> None:
     }
     # Both: the stricter one applies.
     strict = float(ordered[1] - 1e-6)
-    both = run_query(model, index, parts, QueryOptions(k=30, adaptive=True, min_similarity=strict), _Contents(contents))
+    both = run_query(model, index, replace(query, k=30, adaptive=True, min_similarity=strict), _Contents(contents))
     assert both.cutoff is not None and both.cutoff.value == strict and len(both.hits) == 2
 
 
@@ -310,14 +311,13 @@ def test_run_query_cutoffs_and_the_score_distribution() -> None:
 @pytest.mark.parametrize("one_per_video", [False, True])
 @pytest.mark.parametrize("margin", [0.0, 0.05, 0.3])
 def test_run_query_moments_against_a_naive_segmentation(margin: float, one_per_video: bool, label: str | None) -> None:
-    from core.analysis.query import QueryPart
-    from core.analysis.search import QueryOptions, run_query
+    from core.analysis.search import run_query
 
     index, contents = _lab()
-    parts = [QueryPart("text", "a dog"), QueryPart("text", "grass", -1)]
+    query = SearchQuery("a dog", subtract=("grass",))
     scores = contents.embeddings @ _naive_vector([(unit_vector("a dog", 8), 1), (unit_vector("grass", 8), -1)])
-    options = QueryOptions(k=4, moments=True, margin=margin, one_per_video=one_per_video, label=label)
-    result = run_query(TextModel(8), index, parts, options, _Contents(contents))
+    options = replace(query, k=4, moments=True, margin=margin, one_per_video=one_per_video, label=label)
+    result = run_query(TextModel(8), index, options, _Contents(contents))
     expected = _naive_segments(contents, scores, margin, label)
     if one_per_video:
         expected = [m for i, m in enumerate(expected) if m[0] not in {e[0] for e in expected[:i]}]
@@ -334,20 +334,19 @@ def test_run_query_moments_against_a_naive_segmentation(margin: float, one_per_v
 
 def test_run_query_checks_before_any_work() -> None:
     from core.analysis.query import QueryPart
-    from core.analysis.search import QueryOptions, check_request, frame_vector, run_query
+    from core.analysis.search import frame_vector, run_query
 
     index, contents = _lab()
-    text = [QueryPart("text", "a dog")]
     never = _Contents(contents)
     model = TextModel(8)
-    with pytest.raises(QueryError, match="margin must be 0 or more"):
-        run_query(model, index, text, QueryOptions(margin=-0.01, moments=True), never)
-    with pytest.raises(QueryError, match="at least 1"):
-        run_query(model, index, text, QueryOptions(k=0), never)
+    with pytest.raises(QueryError, match=r"^The moment margin must be a number from 0 to 2, not -0\.01\.$"):
+        run_query(model, index, SearchQuery("a dog", margin=-0.01, moments=True), never)
+    with pytest.raises(QueryError, match=r"^The number of results must be a whole number from 1 to"):
+        run_query(model, index, SearchQuery("a dog", k=0), never)
     with pytest.raises(QueryError, match="Nothing to search for"):
-        run_query(model, index, [QueryPart("text", "grass", -1)], QueryOptions(), never)
+        run_query(model, index, SearchQuery("", subtract=("grass",)), never)
     assert never.calls == 0 and model.batches == []
-    parts, k = check_request([QueryPart("text", " a  dog ")], QueryOptions(k=7, margin=0.0))
+    parts, k = check_query(SearchQuery(" a  dog ", k=7, margin=0.0))
     assert k == 7 and parts == [QueryPart("text", "a dog")]
     assert np.array_equal(frame_vector(contents, "v3", 30), contents.embeddings[18])
     for video, frame in (("v3", 35), ("v9", 30)):
@@ -371,38 +370,36 @@ class _ImageTextModel(TextModel):
 def test_run_query_with_an_image_part_and_at_the_floor_itself(tmp_path) -> None:
     from PIL import Image
 
-    from core.analysis.query import QueryPart
-    from core.analysis.search import QueryOptions, run_query
+    from core.analysis.search import run_query
 
     index, contents = _lab()
     image = tmp_path / "red.png"
     Image.new("RGB", (12, 9), (200, 10, 10)).save(image)
     model = _ImageTextModel(8)
-    parts = [QueryPart("text", "a dog"), QueryPart("image", str(image))]
-    result = run_query(model, index, parts, QueryOptions(k=30), _Contents(contents))
+    query = SearchQuery("a dog", image=str(image), k=30)
+    result = run_query(model, index, query, _Contents(contents))
     assert model.images == [(200, 10, 10)]  # RGB order, as the file holds it
     expected = _naive_vector([(unit_vector("a dog", 8), 1), (unit_vector("colour (200, 10, 10)", 8), 1)])
     assert np.allclose(result.vector, expected, atol=1e-6) and result.query == '"a dog" + [image red.png]'
     # A floor equal to a hit's own similarity keeps that hit, for frames and for moments alike.
     third = result.hits[2].similarity
-    at_floor = run_query(model, index, parts, QueryOptions(k=30, min_similarity=third), _Contents(contents))
+    at_floor = run_query(model, index, replace(query, min_similarity=third), _Contents(contents))
     assert [h.similarity for h in at_floor.hits] == [h.similarity for h in result.hits[:3]]
-    moments = run_query(model, index, parts, QueryOptions(k=30, moments=True), _Contents(contents)).moments
+    moments = run_query(model, index, replace(query, moments=True), _Contents(contents)).moments
     assert moments is not None
     floor = moments[1].score
-    kept = run_query(model, index, parts, QueryOptions(k=30, moments=True, min_similarity=floor), _Contents(contents))
+    kept = run_query(model, index, replace(query, moments=True, min_similarity=floor), _Contents(contents))
     assert kept.moments == moments[:2]
 
 
 def test_run_query_on_an_empty_index() -> None:
-    from core.analysis.query import QueryPart
-    from core.analysis.search import QueryOptions, run_query
+    from core.analysis.search import run_query
 
     empty = make_contents(np.zeros((0, 8)), [], [], [])
     index = MemoryIndex([], contents=empty)
-    parts = [QueryPart("text", "a dog")]
-    for options in (QueryOptions(distribution=True), QueryOptions(moments=True), QueryOptions(adaptive=True)):
-        result = run_query(TextModel(8), index, parts, options, _Contents(empty))
+    base = SearchQuery("a dog")
+    for options in (replace(base, distribution=True), replace(base, moments=True), replace(base, adaptive=True)):
+        result = run_query(TextModel(8), index, options, _Contents(empty))
         assert result.hits == [] and result.scores is not None
         assert result.scores.shape == (0,) and result.scores.dtype == np.float32
         assert result.moments == ([] if options.moments else None)

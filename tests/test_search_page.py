@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.analysis.query import read_query_image
-from core.app import IMAGE_FORMATS, IMAGE_SUFFIXES, Explorer, QueryError
+from core.analysis.query import IMAGE_FORMATS, IMAGE_SUFFIXES, read_query_image
+from core.app import Explorer
 from core.cli import main
+from core.ground import QueryError
 from tests.test_app import make_app, run_page
 from tests.tiny_model import COLOURS
 

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.analysis.cutoff import MAD_TO_SIGMA, adaptive_cutoff, combined_cutoff, z_threshold
 from core.analysis.moments import find_moments
 from core.analysis.query import QueryPart, compose_vector, describe
-from core.app import Explorer, IndexRef, SearchQuery, UserError, safe_report_name
+from core.analysis.reports import safe_report_name
+from core.app import Explorer
+from core.ground import UserError
+from core.requests import IndexRef, SearchQuery
 from tests.helpers import ROOT, build_into, run_cli
 from tests.tiny_model import COLOURS
 
@@ -43,7 +45,7 @@ def _solid_image(path: Path, rgb: tuple[int, int, int], size: tuple[int, int] = 
 def test_an_image_of_a_class_ranks_that_class_first(explorer, ref, tmp_path: Path) -> None:
     for label in ("wading through water", "wood burning (art)"):  # blue, and yellow (a BGR swap makes it cyan)
         image = _solid_image(tmp_path / f"{label[:4]}.png", COLOURS[label])
-        result = explorer.find(ref, SearchQuery(text="", image=str(image), k=6))
+        result = explorer.search(ref, SearchQuery(text="", image=str(image), k=6))
         assert [h.label for h in result.hits] == [label] * 6, label
         assert result.query == f"[image {image.name}]"
 
@@ -52,9 +54,9 @@ def test_an_indexed_frame_as_the_image_finds_itself_first(explorer, ref) -> None
     contents = explorer.contents(ref)
     i = 7
     thumbnail = contents.frame_paths[i]
-    by_image = explorer.find(ref, SearchQuery(text="", image=thumbnail, k=3))
+    by_image = explorer.search(ref, SearchQuery(text="", image=thumbnail, k=3))
     assert by_image.hits[0].label == contents.labels[i]
-    like = explorer.find(ref, SearchQuery(text="", like=(contents.video_ids[i], int(contents.frame_index[i])), k=3))
+    like = explorer.search(ref, SearchQuery(text="", like=(contents.video_ids[i], int(contents.frame_index[i])), k=3))
     top = like.hits[0]
     assert (top.video_id, top.frame_index) == (contents.video_ids[i], contents.frame_index[i])
     assert top.similarity == pytest.approx(1.0, abs=1e-4)  # its own stored vector, nothing re-encoded
@@ -62,7 +64,7 @@ def test_an_indexed_frame_as_the_image_finds_itself_first(explorer, ref) -> None
 
 def test_arithmetic_is_the_normalised_sum_of_normalised_parts(explorer, ref, tiny_model) -> None:
     query = SearchQuery(text="juggling fire", add=("carving ice",), subtract=("golf chipping", "bathing dog"), k=36)
-    result = explorer.find(ref, query)
+    result = explorer.search(ref, query)
     a, b, c, d = tiny_model.encode_texts(["juggling fire", "carving ice", "golf chipping", "bathing dog"])
     unit = [v / np.linalg.norm(v) for v in (a, b, c, d)]
     reference = unit[0] + unit[1] - unit[2] - unit[3]
@@ -80,8 +82,8 @@ def test_arithmetic_is_the_normalised_sum_of_normalised_parts(explorer, ref, tin
 
 
 def test_subtracting_a_class_moves_it_to_the_bottom(explorer, ref) -> None:
-    plain = explorer.find(ref, SearchQuery(text="juggling fire", k=36)).hits
-    minus = explorer.find(ref, SearchQuery(text="juggling fire", subtract=("wood burning (art)",), k=36)).hits
+    plain = explorer.search(ref, SearchQuery(text="juggling fire", k=36)).hits
+    minus = explorer.search(ref, SearchQuery(text="juggling fire", subtract=("wood burning (art)",), k=36)).hits
 
     def mean_rank(hits: list, label: str) -> float:
         return float(np.mean([i for i, h in enumerate(hits) if h.label == label]))
@@ -96,54 +98,39 @@ def test_compose_vector_refuses_cancelled_and_empty_queries() -> None:
         compose_vector([v, 2 * v], [1, -1])
     assert describe([QueryPart("text", "a dog"), QueryPart("text", "grass", -1)]) == '"a dog" − "grass"'
     with pytest.raises(UserError, match="Nothing to search for"):
-        Explorer(output="unused").find(IndexRef(db="unused"), SearchQuery(text="", subtract=("grass",)))
+        Explorer(output="unused").search(IndexRef(db="unused"), SearchQuery(text="", subtract=("grass",)))
     with pytest.raises(UserError, match="query is empty"):
-        Explorer(output="unused").find(IndexRef(db="unused"), SearchQuery(text="  "))
+        Explorer(output="unused").search(IndexRef(db="unused"), SearchQuery(text="  "))
 
 
 def test_a_bad_image_is_one_sentence(explorer, ref, tmp_path: Path) -> None:
     fake = tmp_path / "notes.png"
     fake.write_text("not an image")
     with pytest.raises(UserError, match=r"notes\.png is not an image file that can be read"):
-        explorer.find(ref, SearchQuery(text="", image=str(fake)))
+        explorer.search(ref, SearchQuery(text="", image=str(fake)))
     with pytest.raises(UserError, match="Cannot read the query image"):
-        explorer.find(ref, SearchQuery(text="", image=str(tmp_path / "missing.jpg")))
+        explorer.search(ref, SearchQuery(text="", image=str(tmp_path / "missing.jpg")))
     result = run_cli("search", "--image", str(fake), "--db", str(ref.db))
     assert result.returncode == 2 and result.stderr.startswith("error: The query image notes.png")
     assert result.stderr.count("\n") == 1
 
 
-# ---- cut-offs ----------------------------------------------------------------------------------------
-
-
-def test_adaptive_cutoff_against_a_naive_robust_z_score() -> None:
-    rng = np.random.default_rng(0)
-    noise = rng.normal(0.20, 0.02, 10_000)
-    planted = np.array([0.45, 0.42, 0.40, 0.39, 0.38])
-    scores = np.concatenate([noise, planted])
-    cut = adaptive_cutoff(scores)
-    median = np.median(scores)
-    sigma = MAD_TO_SIGMA * np.median(np.abs(scores - median))
-    assert cut.value == pytest.approx(median + z_threshold(scores.size) * sigma)
-    assert z_threshold(100) == 3.5 and z_threshold(10_000) == pytest.approx(4.4172, abs=1e-3)
-    assert int((scores >= cut.value).sum()) == 5  # the planted matches, nothing of the noise
-    assert int((noise >= adaptive_cutoff(noise).value).sum()) == 0  # "are there any real matches?": no
-    assert adaptive_cutoff(np.array([0.1, 0.2])).value is None
-    assert combined_cutoff(scores, 0.41, adaptive=True).value == pytest.approx(0.41)  # the stricter one
-    assert combined_cutoff(scores, 0.10, adaptive=True).value == pytest.approx(cut.value)
-    assert combined_cutoff(None, None, adaptive=False).value is None
+# ---- cut-offs (the rule itself: tests/test_cutoff.py) -----------------------------------------------
 
 
 def test_min_similarity_and_adaptive_on_the_index(explorer, ref) -> None:
-    every = explorer.find(ref, SearchQuery(text=QUERY_TEXT, k=36, distribution=True))
+    every = explorer.search(ref, SearchQuery(text=QUERY_TEXT, k=36, distribution=True))
     assert every.scores is not None and every.scores.size == 36
     floor = float(np.median(every.scores))
-    floored = explorer.find(ref, SearchQuery(text=QUERY_TEXT, k=36, min_similarity=floor)).hits
+    floored = explorer.search(ref, SearchQuery(text=QUERY_TEXT, k=36, min_similarity=floor)).hits
     assert floored and all(h.similarity >= floor for h in floored)
     assert len(floored) == int((every.scores >= floor).sum())
-    assert explorer.find(ref, SearchQuery(text=QUERY_TEXT, k=36, min_similarity=1.01)).hits == []
+    assert explorer.search(ref, SearchQuery(text=QUERY_TEXT, k=36, min_similarity=1.0)).hits == []
+    # The app layer checks the floor with the command line's range: beyond a cosine's reach is one sentence.
+    with pytest.raises(UserError, match=r"^The minimum similarity must be a number from -1 to 1, not 1\.01\.$"):
+        explorer.search(ref, SearchQuery(text=QUERY_TEXT, k=36, min_similarity=1.01))
     # Six classes of equal size are not "a few matches in a bulk": nothing stands out, nothing is kept.
-    adaptive = explorer.find(ref, SearchQuery(text=QUERY_TEXT, k=36, adaptive=True))
+    adaptive = explorer.search(ref, SearchQuery(text=QUERY_TEXT, k=36, adaptive=True))
     assert adaptive.cutoff is not None and adaptive.cutoff.value is not None and adaptive.hits == []
 
 
@@ -175,7 +162,7 @@ def test_moments_cover_the_middle_third(tmp_path: Path, tiny_model, frames: str,
     build_into(videos, tmp_path / "db", tmp_path / "out", model=tiny_model, frames=frames, batch_size=8)
     inside = [t for t in times if 3.0 <= t < 6.0]  # the sampled frames of the middle third
     explorer = Explorer(output=str(tmp_path / "out"), device="cpu")
-    result = explorer.find(IndexRef(db=str(tmp_path / "db")), SearchQuery(text=QUERY_TEXT, k=5, moments=True))
+    result = explorer.search(IndexRef(db=str(tmp_path / "db")), SearchQuery(text=QUERY_TEXT, k=5, moments=True))
     assert result.moments is not None and result.hits == []
     best = result.moments[0]
     # One frame a second (one step = 1 s); the middle third is [3 s, 6 s).
@@ -189,10 +176,10 @@ def test_moments_cover_the_middle_third(tmp_path: Path, tiny_model, frames: str,
     assert result.moments == sorted(result.moments, key=lambda m: -m.score)
     # Three matching frames in a bulk of fifteen others: the adaptive cut-off keeps exactly those.
     ref = IndexRef(db=str(tmp_path / "db"))
-    adaptive = explorer.find(ref, SearchQuery(text=QUERY_TEXT, k=10, adaptive=True))
+    adaptive = explorer.search(ref, SearchQuery(text=QUERY_TEXT, k=10, adaptive=True))
     kept = sorted(adaptive.hits, key=lambda h: h.timestamp_s)
     assert [(h.video_id, h.timestamp_s) for h in kept] == [("juggling_fire/thirds", t) for t in inside]
-    only_moment = explorer.find(ref, SearchQuery(text=QUERY_TEXT, k=10, adaptive=True, moments=True)).moments
+    only_moment = explorer.search(ref, SearchQuery(text=QUERY_TEXT, k=10, adaptive=True, moments=True)).moments
     assert only_moment is not None and [(m.start_s, m.end_s) for m in only_moment] == [(inside[0], inside[-1])]
 
 
@@ -269,24 +256,24 @@ def test_interactive_prompt_leaves_at_end_of_input(built_index: dict) -> None:
 def test_text_queries_and_metrics_need_no_image_tower(built_index: dict, ref: IndexRef, tmp_path: Path) -> None:
     """An Explorer loads what is asked of it: text search, "more like this" (stored vectors) and an evaluation
     leave the image tower unloaded; the first image query loads it."""
-    from core.app import EvalSettings
+    from core.requests import EvalSettings
 
     explorer = Explorer(output=str(tmp_path), device="cpu")  # a process of its own: nothing loaded yet
-    assert explorer.find(ref, SearchQuery(text=QUERY_TEXT, k=3)).hits[0].label == "juggling fire"
+    assert explorer.search(ref, SearchQuery(text=QUERY_TEXT, k=3)).hits[0].label == "juggling fire"
     contents = explorer.contents(ref)
-    explorer.find(ref, SearchQuery(text="", like=(contents.video_ids[0], int(contents.frame_index[0])), k=3))
+    explorer.search(ref, SearchQuery(text="", like=(contents.video_ids[0], int(contents.frame_index[0])), k=3))
     explorer.evaluate(ref, EvalSettings())
     model = explorer.model(explorer.open(ref).spec)
     assert not model.has_image_tower
     image = _solid_image(tmp_path / "red.png", COLOURS["juggling fire"])
-    assert explorer.find(ref, SearchQuery(text="", image=str(image), k=3)).hits[0].label == "juggling fire"
+    assert explorer.search(ref, SearchQuery(text="", image=str(image), k=3)).hits[0].label == "juggling fire"
     assert model.has_image_tower
 
 
 def test_a_build_loads_the_image_tower_before_it_indexes(video_root: Path, tiny_spec, tmp_path: Path) -> None:
     import threading
 
-    from core.app import BuildRequest
+    from core.requests import BuildRequest
 
     explorer = Explorer(output=str(tmp_path / "out"), device="cpu")
     request = BuildRequest(videos=str(video_root), db=str(tmp_path / "db"), output=str(tmp_path / "out"),

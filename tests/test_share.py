@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.app import EvalSettings, Explorer, IndexRef, SearchQuery, UserError, open_shared
+from core.app import Explorer
+from core.ground import UserError
+from core.requests import EvalSettings, IndexRef, SearchQuery
+from core.share import open_shared
 from tests.helpers import ROOT, free_port, wait_for_streamlit
 
 APP = str(ROOT / "streamlit_app.py")
@@ -62,8 +65,8 @@ def test_a_shared_bundle_searches_like_the_original_and_refuses_writes(built_ind
     assert downloaded and downloaded[-1][0] == downloaded[-1][1] > 0  # progress, up to the whole file
     assert shared.shared_bundle == "my-index.zip" and not shared.offers("build") and not shared.offers("save_run")
     assert Explorer().offers("build")
-    here = shared.find(shared.ref, SearchQuery(QUERY, k=8)).hits
-    there = Explorer().find(IndexRef(db=str(built_index["db"])), SearchQuery(QUERY, k=8)).hits
+    here = shared.search(shared.ref, SearchQuery(QUERY, k=8)).hits
+    there = Explorer().search(IndexRef(db=str(built_index["db"])), SearchQuery(QUERY, k=8)).hits
     assert [(h.video_id, h.frame_index, h.similarity) for h in here] == [
         (h.video_id, h.frame_index, h.similarity) for h in there
     ]

@@ -12,9 +12,8 @@ from core.analysis.metrics import MetricsReport, compute_metrics
 from core.ground import UserError, kinetics_classes
 from core.model.embed import ClipModel
 from core.model.prompts import PromptSet, class_text_embeddings, resolve_prompts
+from core.requests import CLASS_SETS, POOLINGS  # noqa: F401  (importable from here)
 from core.store.index import FrameIndex, IndexContents
-
-POOLINGS = ("mean", "max", "middle", "frame")
 
 
 @dataclass
@@ -164,7 +163,6 @@ class Evaluation:
         return rows
 
 
-CLASS_SETS = ("present", "all")
 # What one evaluation may encode: templates × candidate classes. It admits the CLIP authors' 28 Kinetics
 # templates on all 700 classes (plus some labels of the index's own); more would keep a shared server busy
 # for minutes.

@@ -7,11 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from core.requests import DEFAULT_MARGIN
 from core.store.index import IndexContents
-
-# Cosine similarity within this much of a video's best frame still matches: CLIP's scores for frames of
-# one action vary by about a hundredth from frame to frame, a different scene by several.
-DEFAULT_MARGIN = 0.02
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ model's own resize and crop), so an image query and the frames live in the same 
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from core.ground import QueryError
+from core.ground import QueryError, safe_name, write_bytes_atomic
+from core.requests import SearchQuery
 
 MAX_QUERY_CHARS = 10_000  # the tokenizer truncates to the model's context anyway; this bounds the work
 MAX_IMAGE_PIXELS = 80_000_000  # a larger "image" is a decompression bomb, not a query
@@ -47,6 +49,18 @@ class QueryPart:
         if self.kind == "image":
             return f"[image {Path(self.value).name}]"
         return f"[frame {self.value} #{self.frame_index}]"
+
+
+def query_parts(query: SearchQuery) -> list[QueryPart]:
+    """The query's terms in order: text, image, frame, additions (+1 each), subtractions (-1 each)."""
+    parts = [QueryPart("text", query.text)] if (query.text or "").strip() else []
+    if query.image:
+        parts.append(QueryPart("image", query.image))
+    if query.like is not None:
+        parts.append(QueryPart("frame", query.like[0], 1, int(query.like[1])))
+    parts += [QueryPart("text", text) for text in query.add]
+    parts += [QueryPart("text", text, -1) for text in query.subtract]
+    return parts
 
 
 def shorten_query(text: str, limit: int = SHOWN_QUERY_CHARS) -> str:
@@ -125,6 +139,19 @@ def read_query_image(source: str | Path | bytes, name: str = "") -> np.ndarray:
             f"The query image {label} is not an image file that can be read (use a "
             f"{', '.join(IMAGE_FORMATS[:-1])} or {IMAGE_FORMATS[-1]})."
         ) from None
+
+
+def save_query_image(data: bytes, name: str, output: Path) -> Path:
+    """An uploaded query image, kept as ``<output>/queries/<sha1>/<its name>`` (checked as an image first):
+    one copy per content, under the name the person knows, which the search header shows."""
+    read_query_image(data, name)
+    base = Path(name.replace("\\", "/")).name  # a browser may send a Windows path
+    suffix = Path(base).suffix.lower() if Path(base).suffix.lower() in IMAGE_SUFFIXES else ".img"
+    stem = safe_name(Path(base).stem, readable=True) or "image"
+    path = output / "queries" / hashlib.sha1(data).hexdigest() / f"{stem}{suffix}"
+    if not path.exists():
+        write_bytes_atomic(path, data)
+    return path
 
 
 def compose_vector(vectors: Sequence[np.ndarray], signs: Sequence[int]) -> np.ndarray:

@@ -1,22 +1,24 @@
 """Search over indexed frames: a query → its embedding → nearest frames in Chroma, or moments.
 
-`search` is the plain text search (also what the load test runs). `run_query` answers a composed query
-(texts, images and frames added or subtracted: `core.analysis.query`), with an optional cut-off (`core.analysis.cutoff`)
-and, when asked, the matches merged into time segments (`core.analysis.moments`). The cut-off and the moments
-need the query's similarity to every frame: they read the index's contents (cached by the caller) and
-score them exactly, instead of Chroma's approximate nearest neighbours.
+`check_query` is the one check of a `SearchQuery` (its terms, and its numbers against core/limits.py),
+cheap enough to run before a model loads. `run_query` answers a query: its terms (texts, images and
+frames added or subtracted: `core.analysis.query`) composed into one vector, an optional cut-off
+(`core.analysis.cutoff`) and, when asked, the matches merged into time segments
+(`core.analysis.moments`). The cut-off and the moments need the query's similarity to every frame: they
+read the index's contents (cached by the caller) and score them exactly, instead of Chroma's approximate
+nearest neighbours. `search` is the plain text search that the load test runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from core.analysis.cutoff import Cutoff, combined_cutoff
-from core.analysis.moments import DEFAULT_MARGIN, Moment, find_moments
+from core.analysis.moments import Moment, find_moments
 from core.analysis.query import (
     QueryPart,
     check_parts,
@@ -24,11 +26,13 @@ from core.analysis.query import (
     describe,
     embed_parts,
     long_text_notice,
-    normalise_query,
+    query_parts,
+    read_query_image,
 )
-from core.ground import QueryError
-from core.limits import MAX_K
+from core.ground import QueryError, UserError
+from core.limits import check_setting
 from core.model.embed import ClipModel
+from core.requests import SearchQuery
 from core.store.index import FrameIndex, IndexContents
 
 
@@ -46,16 +50,6 @@ class SearchHit:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def check_k(k: int) -> int:
-    try:
-        k = int(k)
-    except (TypeError, ValueError):
-        raise QueryError(f"The number of results must be a whole number, not {k!r}.") from None
-    if k < 1:
-        raise QueryError(f"The number of results must be at least 1 (got {k}).")
-    return min(k, MAX_K)
 
 
 def _hit(similarity: float, meta: dict[str, Any]) -> SearchHit:
@@ -79,9 +73,8 @@ def search(
     label: str | None = None,
 ) -> list[SearchHit]:
     """The `k` frames most similar to `text` (cosine, highest first); optionally one per video or one label."""
-    query = normalise_query(text)
-    k = check_k(k)
-    return nearest(index, model.encode_texts([query])[0], k, one_per_video, label)
+    parts, k = check_query(SearchQuery(text, k=k))
+    return nearest(index, model.encode_texts([parts[0].value])[0], k, one_per_video, label)
 
 
 def nearest(
@@ -120,20 +113,6 @@ class SearchResult:
     notes: list[str] = field(default_factory=list)  # sentences to show once beside the results
 
 
-@dataclass(frozen=True)
-class QueryOptions:
-    """How to answer a composed query (what `SearchQuery` asks for, once its parts are made)."""
-
-    k: int = 5
-    one_per_video: bool = False
-    label: str | None = None
-    min_similarity: float | None = None
-    adaptive: bool = False
-    moments: bool = False
-    margin: float = DEFAULT_MARGIN
-    distribution: bool = False  # compute every frame's score even without a cut-off or moments
-
-
 def frame_vector(contents: IndexContents, video_id: str, frame_index: int) -> np.ndarray:
     """The stored embedding of one indexed frame ("more like this")."""
     rows = np.flatnonzero((contents.video_ids == video_id) & (contents.frame_index == int(frame_index)))
@@ -142,23 +121,36 @@ def frame_vector(contents: IndexContents, video_id: str, frame_index: int) -> np
     return contents.embeddings[rows[0]]
 
 
-def check_request(parts: Sequence[QueryPart], options: QueryOptions) -> tuple[list[QueryPart], int]:
-    """The parts (texts normalised) and k, or the sentence saying why the query cannot be answered; cheap,
-    so that callers run it before loading a model."""
-    if options.margin < 0:
-        raise QueryError(f"The moment margin must be 0 or more (got {options.margin}).")
-    return check_parts(parts), check_k(options.k)
+def check_query(query: SearchQuery) -> tuple[list[QueryPart], int]:
+    """The query's parts (texts normalised) and k, or the sentence saying why it cannot be answered
+    (nothing to look for, k, the margin or the floor out of range, an unreadable image). Cheap: the front
+    doors and `Explorer.search` run it before a model or index is loaded."""
+    k = int(_in_range("k", query.k, "The number of results"))
+    _in_range("margin", query.margin, "The moment margin")
+    if query.min_similarity is not None:
+        _in_range("min_similarity", query.min_similarity, "The minimum similarity")
+    parts = check_parts(query_parts(query))
+    if query.image:
+        read_query_image(query.image)
+    return parts, k
+
+
+def _in_range(setting: str, value: object, label: str) -> int | float | str:
+    """`value` checked against the range of `setting` (core/limits.py); outside it, a query's error."""
+    try:
+        return check_setting(setting, value, label)
+    except UserError as exc:
+        raise QueryError(str(exc)) from None
 
 
 def run_query(
     model: ClipModel,
     index: FrameIndex,
-    parts: Sequence[QueryPart],
-    options: QueryOptions,
+    query: SearchQuery,
     contents: Callable[[], IndexContents],
 ) -> SearchResult:
-    """Answer a composed query; `contents` gives the index's records with embeddings (called once at most)."""
-    parts, k = check_request(parts, options)
+    """Answer a query; `contents` gives the index's records with embeddings (called once at most)."""
+    parts, k = check_query(query)
     records: list[IndexContents] = []
 
     def stored() -> IndexContents:
@@ -172,19 +164,19 @@ def run_query(
     notes = [long_text_notice(cut)] if cut else []
     vector = compose_vector(list(vectors), [p.sign for p in parts])
     scores = None
-    if options.adaptive or options.moments or options.distribution:
+    if query.adaptive or query.moments or query.distribution:
         scores = stored().embeddings @ vector
-    cutoff = combined_cutoff(scores, options.min_similarity, options.adaptive)
+    cutoff = combined_cutoff(scores, query.min_similarity, query.adaptive)
     floor = -np.inf if cutoff.value is None else cutoff.value
-    if options.moments:
+    if query.moments:
         assert scores is not None
-        mask = stored().labels == options.label if options.label else None
-        moments = [m for m in find_moments(stored(), scores, options.margin, mask) if m.score >= floor]
-        if options.one_per_video:  # each video's best segment (they are ranked, so its first)
+        mask = stored().labels == query.label if query.label else None
+        moments = [m for m in find_moments(stored(), scores, query.margin, mask) if m.score >= floor]
+        if query.one_per_video:  # each video's best segment (they are ranked, so its first)
             best: dict[str, Moment] = {}
             for moment in moments:
                 best.setdefault(moment.video_id, moment)
             moments = list(best.values())
         return SearchResult(describe(parts), [], vector, moments[:k], cutoff, scores, notes)
-    hits = [h for h in nearest(index, vector, k, options.one_per_video, options.label) if h.similarity >= floor]
+    hits = [h for h in nearest(index, vector, k, query.one_per_video, query.label) if h.similarity >= floor]
     return SearchResult(describe(parts), hits, vector, None, cutoff, scores, notes)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.ground import ModelError
-from core.model.spec import RANDOM_WEIGHTS, ModelSpec
+from core.requests import RANDOM_WEIGHTS, ModelSpec
 
 if TYPE_CHECKING:
     import torch

@@ -15,6 +15,7 @@ import numpy as np
 
 from core.ground import UserError
 from core.model.embed import ClipModel
+from core.requests import LABEL_MODES  # noqa: F401  (importable from here)
 
 PLACEHOLDER = "{label}"
 
@@ -100,9 +101,6 @@ def clean_label(label: str, mode: str = "keep") -> str:
     if mode == "strip":
         return " ".join(_PARENTHESIS.sub("", label).split()) or label
     raise UserError(f"Unknown label clean-up {mode!r}: use keep or strip.")
-
-
-LABEL_MODES = ("keep", "strip")
 
 
 def combine_templates(per_template: np.ndarray) -> np.ndarray:

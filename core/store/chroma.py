@@ -19,64 +19,7 @@ from chromadb.config import Settings
 from chromadb.errors import ChromaError
 
 from core.ground import IndexUnavailableError, StoreError
-
-
-@dataclass(frozen=True)
-class ChromaServer:
-    """A Chroma server to use instead of the embedded store (for teams, and indexes beyond one machine)."""
-
-    host: str
-    port: int = 8000
-    ssl: bool = False
-    token: str = field(default="", repr=False)  # never printed or logged
-    token_header: str = "Authorization"
-
-    def headers(self) -> dict[str, str]:
-        if not self.token:
-            return {}
-        value = f"Bearer {self.token}" if self.token_header.lower() == "authorization" else self.token
-        return {self.token_header: value}
-
-    def describe(self) -> str:
-        return f"{'https' if self.ssl else 'http'}://{self.host}:{self.port}"
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> ChromaServer | None:
-        """CLIP_EXPLORER_CHROMA_HOST (and _PORT, _SSL, _TOKEN, _TOKEN_HEADER), or None for the embedded store."""
-        env = os.environ if environ is None else environ
-        host = env.get("CLIP_EXPLORER_CHROMA_HOST", "").strip()
-        if not host:
-            return None
-        return cls(
-            host=host,
-            port=int(env.get("CLIP_EXPLORER_CHROMA_PORT", "8000")),
-            ssl=env.get("CLIP_EXPLORER_CHROMA_SSL", "").lower() in ("1", "true", "yes"),
-            token=env.get("CLIP_EXPLORER_CHROMA_TOKEN", ""),
-            token_header=env.get("CLIP_EXPLORER_CHROMA_TOKEN_HEADER", "Authorization"),
-        )
-
-    @classmethod
-    def resolve(
-        cls,
-        host: str | None = None,
-        port: int | None = None,
-        ssl: bool | None = None,
-        token_header: str | None = None,
-        environ: dict[str, str] | None = None,
-    ) -> ChromaServer | None:
-        """The server named by command-line choices, completed from the environment; else the
-        environment's; else None (the embedded store). The token only ever comes from the environment:
-        a command line is visible to other users."""
-        env = cls.from_env(environ)
-        if not host:
-            return env
-        return cls(
-            host=host,
-            port=port or (env.port if env else 8000),
-            ssl=ssl or bool(env and env.ssl),
-            token=(os.environ if environ is None else environ).get("CLIP_EXPLORER_CHROMA_TOKEN", ""),
-            token_header=token_header or (env.token_header if env else "Authorization"),
-        )
+from core.requests import ChromaServer as ChromaServer
 
 
 def server_unavailable(exc: BaseException, where: str = "The Chroma server") -> IndexUnavailableError:

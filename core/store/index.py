@@ -16,7 +16,9 @@ import chromadb
 import numpy as np
 
 from core.ground import IndexUnavailableError, now_iso, plural
-from core.model.embed import ModelSpec
+from core.requests import SOURCE_ANNOTATIONS as SOURCE_ANNOTATIONS
+from core.requests import SOURCE_VIDEOS as SOURCE_VIDEOS
+from core.requests import ModelSpec
 from core.store.chroma import ChromaServer as ChromaServer
 from core.store.chroma import connect as connect
 from core.store.chroma import store_call
@@ -29,10 +31,6 @@ COLLECTION_PREFIX = "frames"
 # layout changes, and then either migrate older collections in `FrameIndex.check_schema` or keep
 # refusing them there. Every collection this tool ever wrote says 1; none recorded means another tool.
 SCHEMA_VERSION = 1
-# Collection metadata added within schema 1: the source a collection was first built from (absolute
-# paths; the annotations key is "" without an annotations file).
-SOURCE_VIDEOS = "source_videos"
-SOURCE_ANNOTATIONS = "source_annotations"
 # HNSW settings chosen on the benchmark's recall and insertion figures (benchmarks/README.md, "Figures
 # behind settings in the code"): larger ones cost insertion time and gain no recall.
 HNSW_CONFIG: CreateHNSWConfiguration = {
