@@ -71,8 +71,8 @@ def check_engine(request: BuildRequest) -> None:
 
 
 def check_build(request: BuildRequest, model: ModelSource = None) -> BuildConfig:
-    """Every check a build makes before any work, each once, with one sentence per refusal; the settings
-    every stage then reads. The Ray engine's device and precision are resolved per cluster, so only their
+    """Every check of the request a build makes before any work, each once, with one sentence per refusal;
+    the settings every stage then reads. The Ray engine's device and precision are resolved per cluster, so only their
     values are checked here."""
     check_engine(request)
     if request.batch_size is not None:
@@ -84,8 +84,6 @@ def check_build(request: BuildRequest, model: ModelSource = None) -> BuildConfig
         resolve_precision(request.precision, torch.device("cpu"))
     else:
         resolve_precision(request.precision, resolve_device(request.device))
-    if not isinstance(model, ClipModel):
-        check_weights_available(request.spec)  # offline without the weights: said now, not after a minute
     return BuildConfig(
         strategy=strategy,
         output_dir=Path(request.output).expanduser().resolve(),
@@ -275,6 +273,8 @@ def run_build(
     scan = scan or read_source(request, progress)
     if check_source is not None:
         check_source(scan)
+    if not isinstance(model, ClipModel):  # after the source's own sentence, which comes first when both apply
+        check_weights_available(request.spec)  # offline without the weights: said now, not after a minute
     server = request.server.describe() if request.server else None
     with BuildLock.for_store(request.db, config.output_dir, server, owner=lock_owner):
         try:
