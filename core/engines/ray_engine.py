@@ -58,7 +58,7 @@ INSTALL_HINT = "pip install -r requirements-ray.txt"
 # (a block is an object the driver creates up front; 545k of them would cost more than they balance).
 MAX_INPUT_BLOCKS = 4096
 CORE_DIR = Path(__file__).resolve().parents[1]
-PREPARE_BASE_BYTES = 192 * 2**20  # a prepare task's memory: its process (measured: 115 MiB), plus per planned frame
+PREPARE_BASE_BYTES = 192 * 2**20  # a prepare task's memory: its process, plus per planned frame
 PREPARE_FRAME_BYTES = 4 * 2**20  # a 1280×720 RGB frame, its model input and its thumbnail, rounded up
 _ONE_BUILD = threading.Lock()  # one Ray connection per process: one Ray build at a time in it
 
