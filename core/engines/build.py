@@ -133,7 +133,7 @@ def start_up(
 def load_build_model(request: BuildRequest, config: BuildConfig, engine: Engine, model: ModelSource) -> ClipModel:
     """The model this process encodes with, in the request's precision; or, for an engine whose workers
     load their own (`encodes_here` False), the one that gives the input geometry and embedding size."""
-    here = getattr(engine, "encodes_here", True)
+    here = engine.encodes_here
     if model is None:
         model = load_model(request.spec, request.device, config.precision) if here else _driver_model(request)
     elif not isinstance(model, ClipModel):

@@ -42,6 +42,8 @@ class Engine(Protocol):
     (always), then `finish` on the summary. Everything else (checks, lock, scan, index, writer, progress,
     summary) is the skeleton's."""
 
+    encodes_here: bool  # whether this process encodes (else the engine's workers load their own model)
+
     def start(self, config: BuildConfig) -> None:
         """Start what needs no model (worker processes, a cluster connection), so that it starts while the
         model loads."""
