@@ -70,10 +70,10 @@ def check_engine(request: BuildRequest) -> None:
         check_ray_request(request)
 
 
-def check_build(request: BuildRequest, model: ModelSource = None) -> BuildConfig:
+def check_build(request: BuildRequest) -> BuildConfig:
     """Every check of the request a build makes before any work, each once, with one sentence per refusal;
-    the settings every stage then reads. The Ray engine's device and precision are resolved per cluster, so only their
-    values are checked here."""
+    the settings every stage then reads. The Ray engine's device and precision are resolved per cluster,
+    so only their values are checked here."""
     check_engine(request)
     if request.batch_size is not None:
         check_setting("batch_size", request.batch_size)  # 0 or -5 refused, not taken for the default
@@ -268,7 +268,7 @@ def run_build(
     the output folder (one build per server from this machine). `scan`: the source as the caller read it
     (read here otherwise); `check_source` may refuse it before anything loads. `engine`: the request's
     (`request.engine`) unless given (the benchmark's tuned Ray engine)."""
-    config = check_build(request, model)
+    config = check_build(request)
     engine = engine or engine_for(request)
     scan = scan or read_source(request, progress)
     if check_source is not None:
