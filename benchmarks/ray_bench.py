@@ -98,7 +98,7 @@ def one_build(
 ) -> dict[str, Any]:
     """A build through `run_build` (`overrides` go to the Ray engine: actors, actor_threads)."""
     from core.engines.build import run_build
-    from core.engines.ray_engine import run_ray_build
+    from core.engines.ray_engine import RayEngine
     from core.requests import BuildRequest
 
     request = BuildRequest(
@@ -111,7 +111,8 @@ def one_build(
         engine=engine,
     )
     started = time.perf_counter()
-    summary: Any = run_ray_build(request, model=model, **overrides) if overrides else run_build(request, model=model)
+    tuned = RayEngine(request, **overrides) if overrides else None
+    summary: Any = run_build(request, model=model, engine=tuned)
     wall = time.perf_counter() - started
     return {
         "frames": summary.frames,
@@ -243,7 +244,7 @@ def _write_records(port: int, first: int, count: int, dim: int = 512) -> list[tu
     settings and writer call; (records, seconds) per batch."""
     import numpy as np
 
-    from core.engines.local import UPSERT_BATCH
+    from core.engines.writer import UPSERT_BATCH
     from core.model.embed import ModelSpec
     from core.store.index import ChromaServer, connect, open_for_build
 
@@ -274,7 +275,7 @@ def chroma_write_rate(sizes: RaySizes, work: Path) -> dict[str, Any]:
     number of records from two writer processes at once, into another server (does the rate scale?)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from core.engines.local import UPSERT_BATCH
+    from core.engines.writer import UPSERT_BATCH
 
     with chroma_server(work / "chroma-write") as (port, pid):
         server_cpu, client_cpu = _cpu_seconds(pid), time.process_time()

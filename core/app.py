@@ -36,7 +36,7 @@ from core.analysis.query import save_query_image
 from core.analysis.reports import write_reports, write_search_report
 from core.analysis.search import SearchHit, SearchResult, check_query, run_query
 from core.analysis.sweep import SWEEP_KEYS, SweepRow, SweepStore, parse_strategies
-from core.engines.build import BuildProgress, BuildSummary, check_engine, run_build
+from core.engines.build import BuildProgress, BuildSummary, run_build
 from core.ground import IndexLockedError, QueryError, SourceError, UserError, kinetics_classes
 from core.kinetics.download import Candidate
 from core.kinetics.download import download_subset as download
@@ -142,22 +142,29 @@ class Explorer(IndexReader):
         """Index the request's videos. A source with no usable video is refused with the reasons,
         before any collection is made."""
         request = self.confined_request(request)
-        FrameStrategy.parse(request.frames)  # a typo fails here, before a model loads
-        check_engine(request)  # Ray missing, or an embedded index with a cluster: said before any work
         self.refuse_if_building(request.target, request.output)
-        say = on_stage or (lambda _stage: None)
-        say("scanning videos")
-        scan = scan_source(request.videos, request.annotations, allowed_roots=request.allowed_roots)
-        if not scan.videos:
-            raise NoUsableVideoError(no_usable_video(request.videos, scan))
-        check_weights_available(request.spec)  # offline without the weights: said now, not after a minute
-        say(f"loading the model {request.spec.describe()}")
-        model = self.model(request.spec, request.device)
-        model.load_image_tower()  # here, not in the encoding loop: a build encodes nothing but images
-        say("indexing")
-        summary = run_build(
-            request, model=model, progress=progress, cancel=cancel, lock_owner=lock_owner, scan=scan
-        )  # the source is read once
+
+        def refuse_empty(scan: SourceScan) -> None:
+            if not scan.videos:
+                raise NoUsableVideoError(no_usable_video(request.videos, scan))
+
+        def load() -> ClipModel:  # the process's model, loaded while the build's workers start
+            model = self.model(request.spec, request.device)
+            model.load_image_tower()  # here, not in the encoding loop: a build encodes nothing but images
+            return model
+
+        said: set[str] = set()
+
+        def report(event: BuildProgress) -> None:
+            text = event.describe()  # `on_stage`: each stage in words, once
+            if on_stage is not None and text and text not in said:
+                said.add(text)
+                on_stage(text)
+            if progress is not None:
+                progress(event)
+
+        summary = run_build(request, model=load, progress=report, cancel=cancel, lock_owner=lock_owner,
+                            check_source=refuse_empty)  # fmt: skip
         if summary.videos_indexed == 0 and summary.videos_already_indexed == 0 and not summary.cancelled:
             raise NoUsableVideoError(no_usable_video(request.videos, summary), summary)
         return summary

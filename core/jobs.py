@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.app import BuildRequest, Candidate, Explorer, IndexLockedError, UserError, download
+from core.app import BuildProgress, BuildRequest, Candidate, Explorer, IndexLockedError, UserError, download
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,18 @@ class Job:
         return eta() if callable(eta) else "–"
 
     def report(self, snapshot: Any) -> None:
+        """A job's progress event. A build's says its stage too: before its videos, the stage is what
+        the job shows (its state and words), and the counts are kept from then on."""
+        if isinstance(snapshot, BuildProgress):
+            self.stage = snapshot.describe()
+            self.state = _BUILD_STATES.get(snapshot.stage.value, "running")
+            if not snapshot.counting:
+                return
         self.progress = snapshot
+
+
+# A build's stage (`BuildStage` values) as a job's state; a build that indexes is "running".
+_BUILD_STATES = {"scanning": "scanning videos", "starting": "loading model"}
 
 
 def _key(target: str) -> str:
@@ -118,15 +129,7 @@ class BuildManager(JobManager):
         """Build in the background with `explorer` (the caller's: its roots confine the request)."""
 
         def work(job: Job) -> Any:
-            def stage(text: str) -> None:
-                job.stage = text
-                job.state = next(
-                    (s for s in ("scanning videos", "loading model") if text.startswith(s.split()[0])), "running"
-                )
-
-            return explorer.build(
-                request, progress=job.report, cancel=job.cancel_event, lock_owner="dashboard", on_stage=stage
-            )
+            return explorer.build(request, progress=job.report, cancel=job.cancel_event, lock_owner="dashboard")
 
         return self._start(request.target.key(), request, work)
 

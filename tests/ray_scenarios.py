@@ -110,6 +110,8 @@ def local_scenario(args: dict[str, Any], work: Path) -> dict[str, Any]:
         seen: list[int] = []
 
         def stop_after_first(progress: Any) -> None:
+            if not progress.counting:  # scanning, starting: no counts yet
+                return
             seen.append(progress.videos_done)
             if progress.videos_done >= 1:
                 cancel.set()

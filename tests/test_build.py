@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from core.app import Explorer, ProcessCache
 from core.engines.build import build_index
+from core.engines.local import FramePool
+from core.engines.records import BuildProgress, BuildStage
 from core.ground import IndexLockedError
 from core.media.frames import FrameStrategy
 from core.media.sources import scan_source
+from core.requests import BuildRequest
 from core.store.index import connect, open_for_build, open_index
 from core.store.locking import BuildLock
-from tests.helpers import build_into, make_broken_files
+from tests.helpers import ROOT, build_into, make_broken_files
 from tests.tiny_model import COLOURS
+
+WAIT_S = 120  # a bound on every wait, so that a bug fails instead of hanging the suite
 
 
 def test_built_index_contents_and_thumbnails(built_index: dict) -> None:
@@ -112,19 +120,64 @@ def test_second_build_on_the_same_index_is_refused(tmp_path: Path, video_root: P
     assert build_into(video_root, tmp_path / "db", tmp_path / "out", model=tiny_model).videos_indexed == 12
 
 
-def test_one_eta_format_and_a_cancelled_job_never_says_done() -> None:
-    from core.engines.records import BuildProgress
-    from core.ground import format_duration
-    from core.jobs import Job
+def test_the_app_loads_its_model_while_the_workers_start_and_reports_each_stage(
+    tmp_path: Path, video_root: Path, tiny_model, tiny_spec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every front door builds through `Explorer.build`: its model loader runs while the frame workers start
+    (it waits here until they have started, so a build that loads first never gets there), once per
+    process, and the build says each stage before its counts."""
+    workers_started = threading.Event()
+    start = FramePool.start
 
-    assert [format_duration(s) for s in (None, 0.4, 45, 65, 3599, 3720)] == [
-        "–", "0 s", "45 s", "1 min 05 s", "59 min 59 s", "1 h 02 min"
-    ]  # fmt: skip
-    p = BuildProgress(videos_done=35, videos_total=38, videos_indexed=0, frames_done=0, elapsed_s=125.0,
-                      frames_per_s=0.0, eta_s=65.0, skipped=[])  # fmt: skip
-    assert (p.eta(), p.elapsed()) == ("1 min 05 s", "2 min 05 s")
-    job = Job(key="k", kind="build", request=None, state="running", progress=p)
-    assert job.eta() == "1 min 05 s"
-    for state in ("cancelled", "failed", "done"):
-        job.state = state
-        assert job.eta() == state
+    def start_and_say_so(pool: FramePool) -> FramePool:
+        started = start(pool)
+        workers_started.set()
+        return started
+
+    monkeypatch.setattr(FramePool, "start", start_and_say_so)
+    loads: list[bool] = []
+
+    def loader(*_: Any) -> Any:
+        loads.append(workers_started.wait(WAIT_S))
+        return tiny_model
+
+    explorer = Explorer(output=str(tmp_path / "out"), cache=ProcessCache(model_loader=loader))
+    request = BuildRequest(videos=str(video_root), db=str(tmp_path / "db"), output=str(tmp_path / "out"),
+                           spec=tiny_spec, frames="middle", workers=1)  # fmt: skip
+    events: list[BuildProgress] = []
+    summary = explorer.build(request, progress=events.append)
+    assert loads == [True] and summary.videos_indexed == 12
+    stages = [e.stage for e in events]
+    assert stages[:3] == [BuildStage.SCANNING, BuildStage.STARTING, BuildStage.INDEXING]
+    assert set(stages[3:-1]) == {BuildStage.INDEXING} and stages[-1] is BuildStage.FINISHED
+    assert [e.describe() for e in events[:3]] == ["scanning videos", f"loading the model {tiny_spec.describe()}",
+                                                  "indexing"]  # fmt: skip
+    assert not any(e.counting for e in events[:2])
+    last = events[-1]
+    assert (last.videos_done, last.videos_total, last.videos_indexed, last.frames_done) == (12, 12, 12, 12)
+    # The next build reuses the process's model: no second load.
+    again = explorer.build(request)
+    assert again.videos_already_indexed == 12 and loads == [True]
+
+
+def test_the_engines_import_neither_the_skeleton_nor_each_other_in_a_circle() -> None:
+    """The build skeleton imports the engines, which import only what lies below them (the settings, the
+    records, the writer): no circle, at the top of a module or inside a function."""
+    folder = ROOT / "core" / "engines"
+    graph: dict[str, set[str]] = {}
+    for path in folder.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("core.engines."):
+                found.add(node.module.rsplit(".", 1)[1])
+        graph[path.stem] = found
+
+    def reaches(start: str, seen: set[str]) -> set[str]:
+        for name in graph.get(start, set()) - seen:
+            seen.add(name)
+            reaches(name, seen)
+        return seen
+
+    circles = sorted(name for name in graph if name in reaches(name, set()))
+    assert not circles, circles
+    assert "build" not in set().union(*(graph[name] for name in graph if name != "build"))

@@ -7,8 +7,6 @@ and every wait has a generous bound only so that a bug fails the test instead of
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,14 +16,13 @@ import pytest
 from core.analysis.loadtest import run_search_load
 from core.analysis.search import search
 from core.app import Explorer, ProcessCache
-from core.ground import IndexLockedError
 from core.jobs import BuildManager
 from core.media.samples import write_clip
 from core.model.embed import ClipModel
 from core.requests import BuildRequest
 from core.store.index import FrameIndex, connect, open_index
 from core.store.locking import BuildLock
-from tests.helpers import ROOT, run_cli
+from tests.helpers import run_cli
 from tests.tiny_model import COLOURS, CONFIG
 
 WAIT_S = 120  # a bound on every wait, so that a deadlock fails instead of hanging the suite
@@ -131,29 +128,6 @@ def test_searches_answer_while_a_build_runs(
     assert open_index(connect(db)).count() == 3 * N_VIDEOS
 
 
-def test_a_second_build_in_the_same_process_is_refused(tmp_path: Path, video_root: Path, tiny_model, tiny_spec) -> None:
-    loading, release = threading.Event(), threading.Event()
-
-    def slow_loader(*_: Any) -> Any:  # holds the first build in "loading model"
-        loading.set()
-        release.wait(WAIT_S)
-        return tiny_model
-
-    manager, explorer = BuildManager(), explorer_with(slow_loader)
-    request = BuildRequest(videos=str(video_root), db=str(tmp_path / "db"), output=str(tmp_path / "out"),
-                           spec=tiny_spec, frames="middle", batch_size=32)  # fmt: skip
-    first = manager.start(explorer, request)
-    try:
-        assert loading.wait(WAIT_S)
-        with pytest.raises(IndexLockedError, match=r"^A build is already running on .*: wait for it to finish"):
-            manager.start(explorer, request)
-        assert manager.active_jobs() == [first]
-    finally:
-        release.set()
-    first.thread.join(timeout=300)
-    assert first.state == "done" and first.summary.videos_indexed == 12
-
-
 def list_files(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
 
@@ -174,33 +148,6 @@ def test_a_second_build_on_the_same_index_is_refused(tmp_path: Path, video_root:
     done = run_cli(*command)
     assert done.returncode == 0, done.stderr
     assert "indexed 12 videos" in done.stdout
-
-
-HOLDER = """
-import sys
-from core.store.locking import BuildLock
-BuildLock(sys.argv[1]).acquire()
-print("held", flush=True)
-sys.stdin.read()  # holds the lock until killed
-"""
-
-
-def test_the_lock_goes_with_a_holder_that_dies(tmp_path: Path) -> None:
-    """Another process takes the lock and reports it on a pipe; while it lives the lock is refused
-    here, and once it is killed (no clean-up runs) the lock is free again."""
-    db = tmp_path / "db"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(db)], cwd=ROOT, env=env, text=True,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        with pytest.raises(IndexLockedError, match=f"process {holder.pid} on "):
-            BuildLock(db).acquire()
-    finally:
-        holder.kill()
-        holder.wait(timeout=WAIT_S)
-    with BuildLock(db) as lock:
-        assert lock.held
 
 
 def test_bounded_load_test(built_index: dict, tiny_model, record_property) -> None:

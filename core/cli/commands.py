@@ -99,15 +99,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     bar = _ProgressBar(args.quiet, "video", "Indexing")
     say = partial(print, file=_report_stream(args))
 
-    def progress(p: BuildProgress) -> None:
-        bar.show(p.videos_done, p.videos_total, frames=p.frames_done, fps=f"{p.frames_per_s:.1f}",
-                 skipped=len(p.skipped), elapsed=p.elapsed(), ETA=p.eta())  # fmt: skip
+    said: set[str] = set()
 
-    def stage(text: str) -> None:
-        # On a terminal, say what the build is doing before the first video is done (loading or
+    def progress(p: BuildProgress) -> None:
+        # On a terminal, say each stage the build reaches before the first video is done (loading or
         # downloading a model can take a minute); in logs and pipes an error stays one line.
-        if not args.quiet and sys.stderr.isatty():
+        text = p.describe()
+        if text and text not in said and not args.quiet and sys.stderr.isatty():
             print(f"{text[:1].upper()}{text[1:]}…", file=sys.stderr)
+        said.add(text)
+        if p.counting:
+            bar.show(p.videos_done, p.videos_total, frames=p.frames_done, fps=f"{p.frames_per_s:.1f}",
+                     skipped=len(p.skipped), elapsed=p.elapsed(), ETA=p.eta())  # fmt: skip
 
     request = BuildRequest(
         videos=args.videos,
@@ -125,7 +128,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         server=_server(args),
     )
     try:
-        summary = explorer.build(request, progress=progress, lock_owner="python -m core build", on_stage=stage)
+        summary = explorer.build(request, progress=progress, lock_owner="python -m core build")
     except NoUsableVideoError as exc:
         bar.close()
         if exc.summary is not None:

@@ -1,75 +1,62 @@
-"""Building an index: videos → frames → embeddings → ChromaDB, at the speed of the hardware.
+"""Building an index: one skeleton for every engine.
 
-`run_build` is the one entry point (the CLI, the dashboard's background job and the benchmark use it):
-it reads the source, locks the index, starts the frame workers, loads the model while they start, and
-runs the local engine (`core.engines.local`): worker processes decode and prepare frames, this process
-encodes them in batches on the model's device, a writer thread upserts complete videos.
+    check (once) → scan the source → lock the index
+    → start up: the engine's workers ‖ the index opening ‖ the model loading
+    → index: the engine's videos → the writer (complete videos only), with progress
+    → finish: the summary
 
-Progress goes to a callback and cancellation comes from a `threading.Event`; nothing here knows about
-the terminal or Streamlit.
+An engine (`core.engines.local`, `core.engines.ray_engine`) supplies only "videos in, frames and vectors
+out" (`Engine`); the checks, the lock, the scan, the index, the writer, progress and the summary are here,
+each stage a plain function of the request and one `BuildConfig`. `run_build` is the one entry point (the
+application layer, the benchmark and the tests use it). Progress goes to a callback as `BuildProgress`
+events and cancellation comes from a `threading.Event`; nothing here knows about the terminal or Streamlit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from core.engines.local import FramePool, build_index
+from core.engines.config import BuildConfig, Engine, batch_size_for, default_batch_size, resolve_workers
+from core.engines.local import FramePool, LocalEngine
 from core.engines.prepare import prepare_video
-from core.engines.records import BuildProgress, BuildSummary
+from core.engines.records import BuildProgress, BuildStage, BuildSummary, VideoResult
+from core.engines.writer import IndexWriter, writer_failure
 from core.ground import UserError
 from core.limits import check_setting
 from core.media.frames import FrameStrategy
-from core.media.sources import SourceScan, scan_source
-from core.model.embed import ClipModel, load_model, resolve_device, resolve_precision
+from core.media.sources import SkippedItem, SourceScan, VideoRecord, scan_source
+from core.media.thumbnails import remove_stale_temporaries
+from core.model.embed import ClipModel, check_weights_available, load_model, resolve_device, resolve_precision
 from core.requests import BuildRequest
-from core.runtime import usable_cores
-from core.store.index import PendingIndex, connect
+from core.store.index import FrameIndex, PendingIndex, connect
 from core.store.locking import BuildLock
 
 __all__ = [
+    "BuildConfig",
     "BuildProgress",
+    "BuildStage",
     "BuildSummary",
+    "batch_size_for",
     "build_index",
+    "check_build",
+    "check_engine",
     "default_batch_size",
     "prepare_video",
     "resolve_workers",
     "run_build",
 ]
 
-
-def default_batch_size(model: ClipModel) -> int:
-    """The batch for `model`: see `batch_size_for`."""
-    return batch_size_for(model.device.type, model.precision)
-
-
-def batch_size_for(device_type: str, precision: str) -> int:
-    """32 on a CPU (larger batches are no faster there); on a GPU 256 in fp16 and 128 in fp32, which keep
-    it busy without holding many videos in flight. (The Ray engine sizes its actors' batches before they
-    load the model, hence the device type and precision rather than a model.)"""
-    if device_type != "cuda":
-        return 32
-    return 256 if precision == "fp16" else 128
-
-
-def resolve_workers(workers: int | str | None) -> int:
-    """Frame-preparation worker processes: a number, or "auto": one per core, less one for this process
-    (which encodes and writes), at least one."""
-    if workers in (None, "", "auto"):
-        return max(1, usable_cores() - 1)
-    return int(check_setting("workers", workers))
-
-
-def _model_for(request: BuildRequest, model: ClipModel | Callable[[], ClipModel] | None) -> ClipModel:
-    if model is None:
-        return load_model(request.spec, request.device, request.precision)
-    if not isinstance(model, ClipModel):
-        model = model()
-    return model.with_precision(request.precision)
-
-
 ENGINES = ("local", "ray")
+ModelSource = ClipModel | Callable[[], ClipModel] | None
+Progress = Callable[[BuildProgress], None] | None
+
+
+# -- check -----------------------------------------------------------------------------------------------
 
 
 def check_engine(request: BuildRequest) -> None:
@@ -78,63 +65,254 @@ def check_engine(request: BuildRequest) -> None:
     if request.engine not in ENGINES:
         raise UserError(f"Unknown engine {request.engine!r}: use local or ray.")
     if request.engine == "ray":
-        from core.engines.ray_engine import check_ray_request
+        from core.engines.ray_engine import check_ray_request  # Ray is optional: imported only when asked for
 
         check_ray_request(request)
 
 
-def run_build(
-    request: BuildRequest,
-    model: ClipModel | Callable[[], ClipModel] | None = None,
-    progress: Callable[[BuildProgress], None] | None = None,
-    cancel: threading.Event | None = None,
-    lock_owner: str = "",
-    scan: SourceScan | None = None,
-) -> BuildSummary:
-    """Everything `python -m core build` does: read the source, lock the index, load the model, build.
-
-    `model`: None loads the request's model; a loaded `ClipModel` is used as is, in the request's precision
-    (the app keeps one per process); a function returning one is called once the frame workers are
-    starting, so that they start while it loads. With a Chroma server, the lock lives in the output folder
-    (one build per server from this machine). `request.engine` "ray" runs the build on Ray instead
-    (`core.engines.ray_engine`). `scan`: the request's source as the caller already read it (read here
-    otherwise).
-    """
+def check_build(request: BuildRequest) -> BuildConfig:
+    """Every check of the request a build makes before any work, each once, with one sentence per refusal;
+    the settings every stage then reads. The Ray engine's device and precision are resolved per cluster,
+    so only their values are checked here."""
     check_engine(request)
     if request.batch_size is not None:
         check_setting("batch_size", request.batch_size)  # 0 or -5 refused, not taken for the default
-    if request.engine == "ray":
-        from core.engines.ray_engine import run_ray_build  # Ray is optional: imported only when asked for
-
-        loaded = model if model is None or isinstance(model, ClipModel) else model()
-        return run_ray_build(request, model=loaded, progress=progress, cancel=cancel, lock_owner=lock_owner, scan=scan)
     strategy = FrameStrategy.parse(request.frames)
-    workers = resolve_workers(request.workers)
-    resolve_precision(request.precision, resolve_device(request.device))  # a bad value fails before any work
-    scan = scan or scan_source(request.videos, request.annotations, allowed_roots=request.allowed_roots)
-    server = request.server
-    output_dir = Path(request.output)
-    lock = BuildLock.for_store(request.db, output_dir, server.describe() if server else None, owner=lock_owner)
-    with lock:
-        pool = FramePool(workers, strategy, output_dir).start()  # workers start while the model loads
-        try:
-            clip = _model_for(request, model)
-            client = connect(request.db, server)
-            index = PendingIndex(
-                client, clip.spec, clip.embed_dim, str(strategy), request.source()
-            )  # made with its first frame
-            return build_index(
-                scan.videos,
-                clip,
-                index,
-                strategy,
-                output_dir,
-                batch_size=request.batch_size or default_batch_size(clip),
-                progress=progress,
-                cancel=cancel,
-                workers=workers,
-                skipped=scan.skipped,
-                pool=pool,
+    if request.engine == "ray":
+        import torch
+
+        resolve_precision(request.precision, torch.device("cpu"))
+    else:
+        resolve_precision(request.precision, resolve_device(request.device))
+    return BuildConfig(
+        strategy=strategy,
+        output_dir=Path(request.output).expanduser().resolve(),
+        workers=resolve_workers(request.workers) if request.engine == "local" else 1,
+        batch_size=request.batch_size,
+        precision=request.precision,
+    )
+
+
+def engine_for(request: BuildRequest) -> Engine:
+    """The engine the request names (checked by `check_engine`)."""
+    if request.engine == "ray":
+        from core.engines.ray_engine import RayEngine
+
+        return RayEngine(request)
+    return LocalEngine()
+
+
+# -- scan ------------------------------------------------------------------------------------------------
+
+
+def read_source(request: BuildRequest, progress: Progress = None) -> SourceScan:
+    """The request's videos and what was skipped on the way."""
+    _say(progress, BuildProgress(stage=BuildStage.SCANNING))
+    return scan_source(request.videos, request.annotations, allowed_roots=request.allowed_roots)
+
+
+# -- start up --------------------------------------------------------------------------------------------
+
+
+def start_up(
+    request: BuildRequest, config: BuildConfig, engine: Engine, model: ModelSource, progress: Progress = None
+) -> tuple[ClipModel, FrameIndex]:
+    """The engine's start (worker processes, a cluster), the index's opening and the model's loading, side
+    by side: the model (`model` None: the request's; a function: called here) and the index to write to
+    (made with its first records)."""
+    if not isinstance(model, ClipModel):
+        _say(progress, BuildProgress(stage=BuildStage.STARTING, model=request.spec.describe()))
+    with ThreadPoolExecutor(2, thread_name_prefix="build-start-up") as side:
+        loading = side.submit(load_build_model, request, config, engine, model)
+        opening = side.submit(connect, request.db, request.server)
+        engine.start(config)  # here: a process pool is best started from the caller's thread
+        clip, client = loading.result(), opening.result()
+    return clip, PendingIndex(client, clip.spec, clip.embed_dim, str(config.strategy), request.source())
+
+
+def load_build_model(request: BuildRequest, config: BuildConfig, engine: Engine, model: ModelSource) -> ClipModel:
+    """The model this process encodes with, in the request's precision; or, for an engine whose workers
+    load their own (`encodes_here` False), the one that gives the input geometry and embedding size."""
+    here = engine.encodes_here
+    if model is None:
+        model = load_model(request.spec, request.device, config.precision) if here else _driver_model(request)
+    elif not isinstance(model, ClipModel):
+        model = model()
+    return model.with_precision(config.precision) if here else model
+
+
+# -- index -----------------------------------------------------------------------------------------------
+
+
+class ProgressCounter:
+    """A build's counts while it indexes, and the one progress and ETA formula every engine shows."""
+
+    def __init__(self, videos: Sequence[VideoRecord], todo: Sequence[VideoRecord], skipped: Sequence[SkippedItem],
+                 writer: IndexWriter, progress: Progress) -> None:  # fmt: skip
+        self.found, self.todo, self.writer, self.progress = len(videos), len(todo), writer, progress
+        self.skipped = list(skipped)
+        self.notes: list[SkippedItem] = []
+        self.done = self.frames_done = 0
+        self.started = time.perf_counter()
+
+    def count(self, result: VideoResult) -> None:
+        path = str(result.record.path)
+        if result.reason:
+            self.skipped.append(SkippedItem(path, result.reason))
+        else:
+            self.notes.extend(SkippedItem(path, note) for note in result.notes)
+            self.frames_done += result.frames
+        self.done += 1
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started
+
+    def report(self, current: str = "", stage: BuildStage = BuildStage.INDEXING) -> None:
+        if self.progress is None:
+            return
+        elapsed = self.elapsed_s
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        self.progress(
+            BuildProgress(  # a resumed build counts the videos indexed before: "35 / 38", not "0 / 3"
+                videos_done=self.found - self.todo + self.done,
+                videos_total=self.found,
+                videos_indexed=self.writer.videos_written,
+                frames_done=self.frames_done,
+                elapsed_s=elapsed,
+                frames_per_s=self.frames_done / elapsed if elapsed > 0 else 0.0,
+                eta_s=(self.todo - self.done) / rate if rate > 0 else None,
+                skipped=list(self.skipped),
+                current=current,
+                stage=stage,
             )
-        finally:
-            pool.close()  # already closed by build_index, unless loading the model or the index failed
+        )
+
+
+def index_videos(
+    videos: Sequence[VideoRecord],
+    model: ClipModel,
+    index: FrameIndex,
+    engine: Engine,
+    config: BuildConfig,
+    progress: Progress = None,
+    cancel: threading.Event | None = None,
+    skipped: Sequence[SkippedItem] = (),
+) -> BuildSummary:
+    """Index every video of `videos` not yet complete in `index` with `engine`; returns what was done.
+
+    Ctrl-C (KeyboardInterrupt) and `cancel` stop the build cleanly: what was fully encoded is written, and
+    the summary says it was cancelled. The engine is closed here either way."""
+    cancel = cancel or threading.Event()
+    remove_stale_temporaries(config.output_dir)
+    complete = index.complete_videos()
+    todo = [v for v in videos if v.video_id not in complete]
+    writer = IndexWriter(index)  # one writer, made here: the engines never see the index
+    writer.start()
+    counter = ProgressCounter(videos, todo, skipped, writer, progress)
+    cancelled = False
+    counter.report()
+    try:
+        if todo:
+            with contextlib.closing(engine.run(todo, model, config, cancel)) as results:
+                for result in results:
+                    if not result.reason:
+                        assert result.vectors is not None
+                        writer.put(result.metadatas, result.vectors)
+                    counter.count(result)
+                    counter.report(result.record.video_id)
+        cancelled = cancel.is_set()
+    except KeyboardInterrupt:
+        cancelled = True
+    finally:
+        engine.close()
+        writer.close()
+    if writer.error is not None:
+        raise writer_failure(writer.error)
+    if writer.frames_written:
+        index.mark_built()
+    summary = BuildSummary(
+        index_name=index.name,
+        frames_strategy=str(config.strategy),
+        videos_found=len(videos),
+        videos_indexed=writer.videos_written,
+        videos_already_indexed=len(videos) - len(todo),
+        frames=writer.frames_written,
+        seconds=counter.elapsed_s,
+        skipped=counter.skipped,
+        notes=counter.notes,
+        cancelled=cancelled,
+    )
+    counter.report(stage=BuildStage.FINISHED)
+    return engine.finish(summary)
+
+
+# -- the build -------------------------------------------------------------------------------------------
+
+
+def run_build(
+    request: BuildRequest,
+    model: ModelSource = None,
+    progress: Progress = None,
+    cancel: threading.Event | None = None,
+    lock_owner: str = "",
+    scan: SourceScan | None = None,
+    engine: Engine | None = None,
+    check_source: Callable[[SourceScan], None] | None = None,
+) -> BuildSummary:
+    """Everything `python -m core build` does: check, read the source, lock the index, start up, index.
+
+    `model`: None loads the request's model; a loaded `ClipModel` is used as is, in the request's precision
+    (the app keeps one per process); a function returning one (the app's loader, which reuses its cache) is
+    called while the engine's workers start and the index opens. With a Chroma server, the lock lives in
+    the output folder (one build per server from this machine). `scan`: the source as the caller read it
+    (read here otherwise); `check_source` may refuse it before anything loads. `engine`: the request's
+    (`request.engine`) unless given (the benchmark's tuned Ray engine)."""
+    config = check_build(request)
+    engine = engine or engine_for(request)
+    scan = scan or read_source(request, progress)
+    if check_source is not None:
+        check_source(scan)
+    if not isinstance(model, ClipModel):  # after the source's own sentence, which comes first when both apply
+        check_weights_available(request.spec)  # offline without the weights: said now, not after a minute
+    server = request.server.describe() if request.server else None
+    with BuildLock.for_store(request.db, config.output_dir, server, owner=lock_owner):
+        try:
+            clip, index = start_up(request, config, engine, model, progress)
+        except BaseException:
+            engine.close()
+            raise
+        return index_videos(scan.videos, clip, index, engine, config, progress, cancel, scan.skipped)
+
+
+def build_index(
+    videos: Sequence[VideoRecord],
+    model: ClipModel,
+    index: FrameIndex,
+    strategy: FrameStrategy,
+    output_dir: Path | str,
+    batch_size: int = 32,
+    progress: Progress = None,
+    cancel: threading.Event | None = None,
+    workers: int = 2,
+    skipped: Sequence[SkippedItem] = (),
+    pool: FramePool | None = None,
+) -> BuildSummary:
+    """`index_videos` with the local engine, for a caller that holds the model and the index already;
+    `pool`: a `FramePool` to prepare the frames with (closed here)."""
+    output = Path(output_dir).expanduser().resolve()
+    config = BuildConfig(strategy, output, max(1, int(workers)), max(1, int(batch_size)))
+    engine = LocalEngine(pool)
+    engine.start(config)
+    return index_videos(videos, model, index, engine, config, progress, cancel, skipped)
+
+
+def _driver_model(request: BuildRequest) -> ClipModel:
+    # An engine whose workers encode needs here only the geometry, the embedding size and the collection: a
+    # CPU copy (and a bad spec fails here, early).
+    return load_model(request.spec, "cpu", "fp32")
+
+
+def _say(progress: Progress, event: BuildProgress) -> None:
+    if progress is not None:
+        progress(event)

@@ -1,19 +1,16 @@
-"""The local build engine: worker processes prepare frames, this process encodes, a thread writes.
+"""The local build engine: worker processes prepare frames, this process encodes.
 
     videos ─▶ FramePool (N worker processes: decode, resize/crop to the model's input as uint8, thumbnails)
            ─▶ encoding loop (this thread: full batches, pinned and copied to the model's device)
-           ─▶ IndexWriter (a thread: complete videos only, large upserts, bounded queue)
+           ─▶ complete videos, back to the build skeleton (`core.engines.build`), whose writer upserts them
 
 Frames are prepared in processes because Python threads serialise on the GIL between native calls: on
 a many-core machine a pool of threads keeps about three cores busy. The processes are started with
 ``forkserver`` (``spawn`` where it does not exist), never ``fork``: forking a process that runs threads
-(the dashboard's server) can deadlock. Memory stays bounded: a fixed number of videos is in flight, and
-the writer's queue holds a fixed number of frames (the encoding loop waits when Chroma is slow).
+(the dashboard's server) can deadlock. Memory stays bounded: a fixed number of videos is in flight.
 
-A video is handed to the writer only when all its frames are encoded, and its thumbnails are on disk
-before that (the worker wrote them), so an interrupted build (cancel, Ctrl-C or a killed process)
-leaves an index that the next build completes: complete videos are skipped, the others written again
-under the same ids.
+A video is handed back only when all its frames are encoded, and its thumbnails are on disk before that
+(the worker wrote them).
 """
 
 from __future__ import annotations
@@ -34,23 +31,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.engines.config import BuildConfig
 from core.engines.prepare import PreparedVideo, init_worker, ping, prepare_video
-from core.engines.records import BuildProgress, BuildSummary
-from core.ground import UserError
+from core.engines.records import BuildSummary, VideoResult
 from core.media.frames import FrameStrategy, VideoReadError
 from core.media.geometry import InputGeometry
-from core.media.sources import SkippedItem, VideoRecord
-from core.media.thumbnails import remove_stale_temporaries
+from core.media.sources import VideoRecord
 from core.model.embed import ClipModel
 from core.runtime import decode_threads_for, prepare_threads_for, torch_threads_for
-from core.store.index import FrameIndex
 
 if TYPE_CHECKING:
     import torch
 
-UPSERT_BATCH = 512  # frames per Chroma upsert at least: large batches, far fewer round trips
-FLUSH_SECONDS = 2.0  # ... but never hold finished videos longer than this
-WRITER_QUEUE_FRAMES = 4 * UPSERT_BATCH  # encoded frames waiting for the writer before encoding waits
 FRAMES_IN_FLIGHT = 1024  # frames prepared or being prepared ahead of the encoder (bounded by videos too)
 START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 CRASH_REASON = "the decoder crashed on this file (its worker process died)"
@@ -197,6 +189,7 @@ class VideoInProgress:
 
     record: VideoRecord
     metadatas: list[dict[str, Any]]
+    notes: list[str]
     inputs: torch.Tensor | None  # N×3×H×W model inputs (uint8, or float without a geometry); None once encoded
     vectors: np.ndarray  # N×D, filled batch by batch
     batched: int = 0  # frames handed to the encoder so far
@@ -211,7 +204,7 @@ class VideoInProgress:
         else:  # a model whose transform does not split: its whole preprocessing, here
             inputs = torch.stack([model.preprocess_rgb(rgb) for rgb in prepared.frames])
         vectors = np.empty((len(prepared), model.embed_dim), dtype=np.float32)
-        return cls(record, prepared.metadatas, inputs, vectors)
+        return cls(record, prepared.metadatas, prepared.notes, inputs, vectors)
 
     @property
     def size(self) -> int:
@@ -312,98 +305,6 @@ class ThreadGovernor:
         self._set(self.original)
 
 
-@dataclass
-class _Finished:
-    metadatas: list[dict[str, Any]]
-    vectors: np.ndarray
-
-
-def writer_failure(error: BaseException, what: str = "writing to the index failed") -> BaseException:
-    """What the build raises when its index writer failed: the writer's own sentence when the user can fix the
-    cause (a full disk, a damaged index), else a bug's exception chained to the writer's."""
-    if isinstance(error, UserError):
-        return error.with_traceback(None)
-    failure = RuntimeError(what)
-    failure.__cause__ = error
-    return failure
-
-
-class IndexWriter(threading.Thread):
-    """Upserts complete videos in large batches, off the encoding thread, from a bounded queue.
-
-    `put` waits while `max_queued` frames are waiting (backpressure: memory stays flat when Chroma is
-    slower than the encoder) and raises if the writer has failed.
-    """
-
-    def __init__(self, index: FrameIndex, max_queued: int = WRITER_QUEUE_FRAMES) -> None:
-        super().__init__(name="index-writer", daemon=True)
-        self.index = index
-        self.max_queued = max_queued
-        self.videos_written = 0
-        self.frames_written = 0
-        self.error: BaseException | None = None
-        self._items: deque[_Finished] = deque()
-        self._queued = 0
-        self._closed = False
-        self._cond = threading.Condition()
-
-    def put(self, metadatas: list[dict[str, Any]], vectors: np.ndarray) -> None:
-        with self._cond:
-            # A video larger than the bound still goes in when the queue is empty.
-            while self.error is None and self._queued and self._queued + len(metadatas) > self.max_queued:
-                self._cond.wait()
-            if self.error is not None:
-                raise writer_failure(self.error, "the index writer failed")
-            self._items.append(_Finished(metadatas, vectors))
-            self._queued += len(metadatas)
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        """Write everything queued, then stop."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        self.join()
-
-    def run(self) -> None:
-        batch: list[_Finished] = []
-        frames, first_at = 0, 0.0
-        try:
-            while True:
-                with self._cond:
-                    while not self._items and not self._closed:
-                        wait = None if not batch else FLUSH_SECONDS - (time.monotonic() - first_at)
-                        if wait is not None and wait <= 0:
-                            break
-                        self._cond.wait(wait)
-                    taken = list(self._items)
-                    self._items.clear()
-                    self._queued = 0
-                    closing = self._closed
-                    self._cond.notify_all()
-                for item in taken:
-                    if not batch:
-                        first_at = time.monotonic()
-                    batch.append(item)
-                    frames += len(item.metadatas)
-                if batch and (closing or frames >= UPSERT_BATCH or time.monotonic() - first_at >= FLUSH_SECONDS):
-                    self._write(batch)
-                    batch, frames = [], 0
-                if closing:
-                    return
-        except BaseException as exc:  # reported to the encoding loop, which raises it there
-            with self._cond:
-                self.error = exc
-                self._cond.notify_all()
-
-    def _write(self, batch: list[_Finished]) -> None:
-        metadatas = [m for item in batch for m in item.metadatas]
-        ids = [f"{m['video_id']}:{m['frame_index']}" for m in metadatas]
-        self.index.upsert(ids, np.concatenate([item.vectors for item in batch]), metadatas)
-        self.videos_written += len(batch)
-        self.frames_written += len(metadatas)
-
-
 def videos_in_flight(workers: int, frames_per_video: int, batch_size: int) -> int:
     """Videos submitted ahead of the encoder: two per worker, and enough for two full batches, within a
     budget of frames (a video's inputs are held until it is encoded)."""
@@ -426,118 +327,64 @@ def _next_batch(ready: deque[VideoInProgress], batch_size: int) -> list[tuple[Vi
     return spans
 
 
-def build_index(
-    videos: Sequence[VideoRecord],
-    model: ClipModel,
-    index: FrameIndex,
-    strategy: FrameStrategy,
-    output_dir: Path | str,
-    batch_size: int = 32,
-    progress: Callable[[BuildProgress], None] | None = None,
-    cancel: threading.Event | None = None,
-    workers: int = 2,
-    skipped: Sequence[SkippedItem] = (),
-    pool: FramePool | None = None,
-) -> BuildSummary:
-    """Index every video of `videos` not yet complete in `index`; returns what was done.
+class LocalEngine:
+    """The local engine: worker processes prepare frames (`FramePool`), this thread encodes full batches
+    across videos and hands each video back once all its frames are encoded."""
 
-    Ctrl-C (KeyboardInterrupt) and `cancel` stop the build cleanly: what was fully encoded is written,
-    and the summary says it was cancelled. `pool` is a `FramePool` the caller started already (so that
-    its workers start while the model loads); it is closed here either way.
-    """
-    started = time.perf_counter()
-    output_dir = Path(output_dir)
-    batch_size = max(1, int(batch_size))
-    cancel = cancel or threading.Event()
-    pool = pool or FramePool(workers, strategy, output_dir)
-    remove_stale_temporaries(output_dir)
-    complete = index.complete_videos()
-    todo = [v for v in videos if v.video_id not in complete]
-    skipped_items = list(skipped)
-    notes: list[SkippedItem] = []
-    done = frames_done = 0
-    cancelled = False
-    writer = IndexWriter(index)
-    writer.start()
-    encoder = BatchEncoder(model, batch_size)
-    threads = ThreadGovernor(model.device, pool.workers)
+    encodes_here = True
 
-    def report(current: str = "") -> None:
-        if progress is None:
-            return
-        elapsed = time.perf_counter() - started
-        rate = done / elapsed if elapsed > 0 else 0.0
-        progress(
-            BuildProgress(  # a resumed build counts the videos indexed before: "35 / 38", not "0 / 3"
-                videos_done=len(videos) - len(todo) + done,
-                videos_total=len(videos),
-                videos_indexed=writer.videos_written,
-                frames_done=frames_done,
-                elapsed_s=elapsed,
-                frames_per_s=frames_done / elapsed if elapsed > 0 else 0.0,
-                eta_s=(len(todo) - done) / rate if rate > 0 else None,
-                skipped=list(skipped_items),
-                current=current,
-            )
-        )
+    def __init__(self, pool: FramePool | None = None) -> None:
+        self.pool = pool
 
-    ready: deque[VideoInProgress] = deque()  # videos with frames not yet handed to the encoder
-    waiting = 0  # how many frames those are
-    results = pool.prepare(todo, model.geometry, videos_in_flight(pool.workers, strategy.count, batch_size))
-    report()
-    try:
-        while not cancel.is_set():
-            # Gather a full batch (or what is left), then encode it; a video goes to the writer once whole.
-            waiting_since = time.perf_counter()
-            for record, outcome in results:
-                if isinstance(outcome, str):
-                    skipped_items.append(SkippedItem(str(record.path), outcome))
-                    done += 1
-                    report(record.video_id)
-                else:
-                    notes.extend(SkippedItem(str(record.path), n) for n in outcome.notes)
-                    ready.append(VideoInProgress.start(record, outcome, model))
-                    waiting += len(outcome)
-                if waiting >= batch_size or cancel.is_set():
+    def start(self, config: BuildConfig) -> None:
+        if self.pool is None:
+            self.pool = FramePool(config.workers, config.strategy, config.output_dir)
+        self.pool.start()
+
+    def run(
+        self, todo: Sequence[VideoRecord], model: ClipModel, config: BuildConfig, cancel: threading.Event
+    ) -> Generator[VideoResult, None, None]:
+        if self.pool is None:
+            self.start(config)
+        assert self.pool is not None
+        batch_size = config.batch_for(model)
+        encoder = BatchEncoder(model, batch_size)
+        threads = ThreadGovernor(model.device, self.pool.workers)
+        ready: deque[VideoInProgress] = deque()  # videos with frames not yet handed to the encoder
+        waiting = 0  # how many frames those are
+        in_flight = videos_in_flight(self.pool.workers, config.strategy.count, batch_size)
+        results = self.pool.prepare(todo, model.geometry, in_flight)
+        try:
+            while not cancel.is_set():
+                # Gather a full batch (or what is left), then encode it; a video is handed back once whole.
+                waiting_since = time.perf_counter()
+                for record, outcome in results:
+                    if isinstance(outcome, str):
+                        yield VideoResult(record, reason=outcome)
+                    else:
+                        ready.append(VideoInProgress.start(record, outcome, model))
+                        waiting += len(outcome)
+                    if waiting >= batch_size or cancel.is_set():
+                        break
+                if not ready or cancel.is_set():
                     break
-            if not ready or cancel.is_set():
-                break
-            encoding_since = time.perf_counter()
-            spans = _next_batch(ready, batch_size)
-            vectors = encoder.encode([inputs for _, _, inputs in spans])
-            threads.observe(encoding_since - waiting_since, time.perf_counter() - encoding_since)
-            offset = 0
-            for video, start, inputs in spans:
-                if video.receive(start, vectors[offset : offset + len(inputs)]):
-                    writer.put(video.metadatas, video.vectors)
-                    done += 1
-                    frames_done += video.size
-                offset += len(inputs)
-            waiting -= offset
-            report(spans[-1][0].record.video_id)
-        cancelled = cancel.is_set()
-    except KeyboardInterrupt:
-        cancelled = True
-    finally:
-        results.close()
-        pool.close()
-        writer.close()
-        threads.restore()
-    if writer.error is not None:
-        raise writer_failure(writer.error)
-    if writer.frames_written:
-        index.mark_built()
-    summary = BuildSummary(
-        index_name=index.name,
-        frames_strategy=str(strategy),
-        videos_found=len(videos),
-        videos_indexed=writer.videos_written,
-        videos_already_indexed=len(videos) - len(todo),
-        frames=writer.frames_written,
-        seconds=time.perf_counter() - started,
-        skipped=skipped_items,
-        notes=notes,
-        cancelled=cancelled,
-    )
-    report()
-    return summary
+                encoding_since = time.perf_counter()
+                spans = _next_batch(ready, batch_size)
+                vectors = encoder.encode([inputs for _, _, inputs in spans])
+                threads.observe(encoding_since - waiting_since, time.perf_counter() - encoding_since)
+                offset = 0
+                for video, start, inputs in spans:
+                    if video.receive(start, vectors[offset : offset + len(inputs)]):
+                        yield VideoResult(video.record, video.metadatas, video.vectors, video.notes)
+                    offset += len(inputs)
+                waiting -= offset
+        finally:
+            results.close()
+            threads.restore()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+
+    def finish(self, summary: BuildSummary) -> BuildSummary:
+        return summary

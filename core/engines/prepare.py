@@ -73,9 +73,8 @@ def frame_metadata(record: VideoRecord, frame: Frame, frame_path: Path, vf: Vide
 
 
 def shrink_for_thumbnail(rgb: np.ndarray, max_side: int = THUMBNAIL_MAX_SIDE) -> np.ndarray:
-    """The frame at thumbnail size, shrunk with OpenCV (a fifth of Pillow's antialiased resize's cost, which
-    was a quarter of a worker's time on 640×360 clips): bilinear below 2×, pixel-area averaging beyond,
-    where bilinear sampling would alias."""
+    """The frame at thumbnail size, shrunk with OpenCV (far cheaper than Pillow's antialiased resize; see
+    benchmarks/README.md): bilinear below 2×, pixel-area averaging beyond, where bilinear sampling would alias."""
     height, width = rgb.shape[:2]
     if max(height, width) <= max_side:
         return rgb

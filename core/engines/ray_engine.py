@@ -5,8 +5,8 @@
                   ─▶ encode: actors that each load the model once (one GPU each where the cluster has GPUs,
                      else one CPU actor per node), batches of `batch_size` frames from any videos
                   ─▶ this process: frames gathered per video; once all of a video's frames are encoded, its
-                     thumbnails are written to the output folder here and it goes to the index writer
-                     (`IndexWriter`: large upserts, a bounded queue)
+                     thumbnails are written to the output folder here and it goes back to the build skeleton
+                     (`core.engines.build`), whose writer upserts it
 
 Why this shape:
 - Only this process writes: the output folder needs no shared filesystem (thumbnails travel back as bytes),
@@ -31,27 +31,26 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.engines.config import BuildConfig, batch_size_for
 from core.engines.prepare import PreparedVideo, prepare_video
-from core.engines.records import BuildProgress, BuildSummary
+from core.engines.records import BuildSummary, VideoResult
 from core.ground import UserError
 from core.media.frames import FrameStrategy, VideoReadError
 from core.media.geometry import InputGeometry
-from core.media.sources import SkippedItem, SourceScan, VideoRecord
-from core.media.thumbnails import remove_stale_temporaries, write_thumbnail
+from core.media.sources import VideoRecord
+from core.media.thumbnails import write_thumbnail
 from core.runtime import configure_runtime, usable_cores
 
 if TYPE_CHECKING:
-    from core.engines.local import IndexWriter
     from core.model.embed import ClipModel, ModelSpec
     from core.requests import BuildRequest
-    from core.store.index import FrameIndex
 
 ENGINE = "ray"
 INSTALL_HINT = "pip install -r requirements-ray.txt"
@@ -59,7 +58,7 @@ INSTALL_HINT = "pip install -r requirements-ray.txt"
 # (a block is an object the driver creates up front; 545k of them would cost more than they balance).
 MAX_INPUT_BLOCKS = 4096
 CORE_DIR = Path(__file__).resolve().parents[1]
-PREPARE_BASE_BYTES = 192 * 2**20  # a prepare task's memory: its process (measured: 115 MiB), plus per planned frame
+PREPARE_BASE_BYTES = 192 * 2**20  # a prepare task's memory: its process, plus per planned frame
 PREPARE_FRAME_BYTES = 4 * 2**20  # a 1280×720 RGB frame, its model input and its thumbnail, rounded up
 _ONE_BUILD = threading.Lock()  # one Ray connection per process: one Ray build at a time in it
 
@@ -120,7 +119,6 @@ def plan_encoders(
     """One actor per GPU where the cluster has GPUs (unless --device cpu); else one CPU actor per node that
     has a core to spare for the prepare tasks (at least one actor). `actors` and `threads` (torch threads per
     actor) override the plan."""
-    from core.engines.build import batch_size_for
     from core.model.embed import resolve_precision
 
     gpus = int(resources.get("GPU", 0))
@@ -478,172 +476,72 @@ def _cluster_cpus(ray: Any) -> list[float]:
     return [float(node.get("Resources", {}).get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
 
 
-def run_ray_build(
-    request: BuildRequest,
-    model: ClipModel | None = None,
-    progress: Callable[[BuildProgress], None] | None = None,
-    cancel: threading.Event | None = None,
-    lock_owner: str = "",
-    actors: int | None = None,
-    actor_threads: int | None = None,
-    scan: SourceScan | None = None,
-) -> RayBuildSummary:
-    """`run_build` on Ray: the same source, lock, collection, records and summary as a local build.
+class RayEngine:
+    """The Ray engine: the actors load their own model and encode; this process gathers the encoded frames
+    into videos and writes their thumbnails. `actors` and `actor_threads` override how many actors encode and
+    with how many torch threads each (the benchmark's scaling runs)."""
 
-    `model` (the caller's, perhaps on another device) only gives this process the input geometry, the
-    embedding size and the collection: the actors load their own. `actors` and `actor_threads` override how
-    many encode and with how many threads each (the benchmark's scaling runs)."""
-    from core.engines.local import IndexWriter
-    from core.media.sources import scan_source
-    from core.model.embed import load_model, resolve_precision
-    from core.store.index import PendingIndex, connect
-    from core.store.locking import BuildLock
+    encodes_here = False  # this process needs the model's geometry and embedding size only
 
-    check_ray_request(request)
-    ray = import_ray()
-    strategy = FrameStrategy.parse(request.frames)
-    resolve_precision(request.precision, _cpu())  # a bad value fails before any work
-    scan = scan or scan_source(request.videos, request.annotations, allowed_roots=request.allowed_roots)
-    server = request.server
-    output_dir = Path(request.output).expanduser().resolve()
-    # The same lock as a local build: the index folder, or per Chroma server in the output folder.
-    lock = BuildLock.for_store(request.db, output_dir, server.describe() if server else None, owner=lock_owner)
-    with lock:
-        # This process encodes nothing: a CPU copy of the model is enough (and a bad spec fails here, early).
-        clip = model or load_model(request.spec, "cpu", "fp32")
-        # The collection is made with the first frames written, as in a local build: none is left empty.
-        index = PendingIndex(connect(request.db, server), clip.spec, clip.embed_dim, str(strategy), request.source())
-        writer = IndexWriter(index)
-        writer.start()
-        build = _RayBuild(request, clip, index, writer, strategy, output_dir, scan.videos, scan.skipped)
-        try:
-            build.run(ray, progress, cancel or threading.Event(), actors, actor_threads)
-        finally:
-            writer.close()
-        return build.summary()
-
-
-def _cpu() -> Any:
-    import torch
-
-    return torch.device("cpu")
-
-
-class _RayBuild:
-    """One build's state while the pipeline runs: what is done, skipped and where it ran."""
-
-    def __init__(self, request: BuildRequest, model: ClipModel, index: FrameIndex, writer: IndexWriter,
-                 strategy: FrameStrategy, output_dir: Path, videos: list[VideoRecord],
-                 skipped: list[SkippedItem]) -> None:  # fmt: skip
-        self.request, self.model, self.index, self.writer = request, model, index, writer
-        self.strategy, self.output_dir, self.videos = strategy, output_dir, videos
-        self.skipped = list(skipped)
-        self.notes: list[SkippedItem] = []
-        self.started = time.perf_counter()
-        self.todo: list[VideoRecord] = []
-        self.done = self.frames_done = 0
-        self.cancelled = False
-        self.assembler = VideoAssembler(model.embed_dim)
-        self.plan: EncoderPlan | None = None
+    def __init__(self, request: BuildRequest, actors: int | None = None, actor_threads: int | None = None) -> None:
+        self.request, self.actors, self.actor_threads = request, actors, actor_threads
+        self.ray: Any = None
         self.ray_start_s = 0.0
+        self.plan: EncoderPlan | None = None
+        self.assembler: VideoAssembler | None = None
+        self._connection: contextlib.ExitStack | None = None
 
-    def run(self, ray: Any, progress: Callable[[BuildProgress], None] | None, cancel: threading.Event,
-            actors: int | None, threads: int | None) -> None:  # fmt: skip
-        self.progress = progress
-        remove_stale_temporaries(self.output_dir)
-        complete = self.index.complete_videos()
-        self.todo = [v for v in self.videos if v.video_id not in complete]
-        self.report()
-        if not self.todo or cancel.is_set():
-            self.cancelled = cancel.is_set()
-            return
-        records = {r.video_id: r for r in self.todo}
-        with ray_connection(ray, self.request.ray_address) as self.ray_start_s, _quiet_data_context(ray):
-            self.started = time.perf_counter()  # like a local build's clock: the work, not the cluster's start
-            self.plan = plan_encoders(ray.cluster_resources(), _cluster_cpus(ray), self.request, actors, threads)
-            dataset = frames_dataset(ray, self.todo, self.strategy, self.model, self.model.spec, self.plan,
-                                     self.output_dir)  # fmt: skip
-            batches = iter(dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2))
-            try:
-                for batch in batches:
-                    self.receive(batch, records)
-                    if cancel.is_set():
-                        self.cancelled = True
-                        break
-            except KeyboardInterrupt:
-                self.cancelled = True
-            finally:
-                close = getattr(batches, "close", None)
-                if close is not None:
-                    with contextlib.suppress(Exception):
-                        close()  # stops the pipeline's execution; leaving the cluster stops its tasks
-                _join_data_threads()
-        if not self.cancelled:
-            self._lost(records)
+    def start(self, config: BuildConfig) -> None:
+        """Start the local Ray instance or join the cluster."""
+        self.ray = import_ray()
+        stack = contextlib.ExitStack()
+        self.ray_start_s = stack.enter_context(ray_connection(self.ray, self.request.ray_address))
+        stack.enter_context(_quiet_data_context(self.ray))
+        self._connection = stack
 
-    def receive(self, batch: dict[str, np.ndarray], records: dict[str, VideoRecord]) -> None:
-        complete, skipped = self.assembler.add(batch)
-        for video_id, reason in skipped:
-            self.skipped.append(SkippedItem(str(records[video_id].path), reason))
-            self.done += 1
-        for video in complete:
-            path = str(records[video.video_id].path)
-            self.notes.extend(SkippedItem(path, note) for note in video.notes)
-            self.writer.put(write_thumbnails(video, self.output_dir), video.vectors)
-            self.done += 1
-            self.frames_done += len(video.metadatas)
-        if complete or skipped:
-            self.report(complete[-1].video_id if complete else skipped[-1][0])
-
-    def _lost(self, records: dict[str, VideoRecord]) -> None:
+    def run(
+        self, todo: Sequence[VideoRecord], model: ClipModel, config: BuildConfig, cancel: threading.Event
+    ) -> Generator[VideoResult, None, None]:
+        ray = self.ray
+        records = {r.video_id: r for r in todo}
+        self.assembler = assembler = VideoAssembler(model.embed_dim)
+        self.plan = plan_encoders(ray.cluster_resources(), _cluster_cpus(ray), self.request, self.actors,
+                                  self.actor_threads)  # fmt: skip
+        dataset = frames_dataset(ray, list(todo), config.strategy, model, model.spec, self.plan, config.output_dir)
+        batches = iter(dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2))
+        try:
+            for batch in batches:
+                complete, skipped = assembler.add(batch)
+                for video_id, reason in skipped:
+                    yield VideoResult(records[video_id], reason=reason)
+                for video in complete:
+                    metadatas = write_thumbnails(video, config.output_dir)
+                    yield VideoResult(records[video.video_id], metadatas, video.vectors, video.notes)
+                if cancel.is_set():
+                    return
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()  # stops the pipeline's execution; leaving the cluster stops its tasks
+            _join_data_threads()
         # Every video comes back, encoded or skipped, unless Ray lost rows without failing the job; such a
         # video is not written (the completeness rule) and is reported, so that a rerun is seen to be needed.
-        for video_id in records.keys() - self.assembler.finished:
-            self.skipped.append(SkippedItem(str(records[video_id].path), "not all its frames came back from Ray"))
-            self.done += 1
+        for video_id in records.keys() - assembler.finished:
+            yield VideoResult(records[video_id], reason="not all its frames came back from Ray")
 
-    def report(self, current: str = "") -> None:
-        if self.progress is None:
-            return
-        elapsed = time.perf_counter() - self.started
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        self.progress(
-            BuildProgress(  # a resumed build counts the videos indexed before: "35 / 38", not "0 / 3"
-                videos_done=len(self.videos) - len(self.todo) + self.done,
-                videos_total=len(self.videos),
-                videos_indexed=self.writer.videos_written,
-                frames_done=self.frames_done,
-                elapsed_s=elapsed,
-                frames_per_s=self.frames_done / elapsed if elapsed > 0 else 0.0,
-                eta_s=(len(self.todo) - self.done) / rate if rate > 0 else None,
-                skipped=list(self.skipped),
-                current=current,
-            )
-        )
+    def close(self) -> None:
+        """Leave the cluster (and stop the local instance)."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
-    def summary(self) -> RayBuildSummary:
-        if self.writer.error is not None:
-            from core.engines.local import writer_failure
-
-            raise writer_failure(self.writer.error)
-        if self.writer.frames_written:
-            self.index.mark_built()
-        nodes = sorted(self.assembler.nodes)
-        summary = RayBuildSummary(
-            index_name=self.index.name,
-            frames_strategy=str(self.strategy),
-            videos_found=len(self.videos),
-            videos_indexed=self.writer.videos_written,
-            videos_already_indexed=len(self.videos) - len(self.todo),
-            frames=self.writer.frames_written,
-            seconds=time.perf_counter() - self.started,
-            skipped=self.skipped,
-            notes=self.notes,
-            cancelled=self.cancelled,
+    def finish(self, summary: BuildSummary) -> RayBuildSummary:
+        nodes = sorted(self.assembler.nodes) if self.assembler is not None else []
+        return RayBuildSummary(
+            **{f.name: getattr(summary, f.name) for f in fields(BuildSummary)},
             nodes=len(nodes),
             node_ids=nodes,
             encoders=self.plan.actors if self.plan is not None else 0,
             ray_start_s=round(self.ray_start_s, 3),
         )
-        self.report()
-        return summary

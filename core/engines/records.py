@@ -1,27 +1,56 @@
-"""What a build reports: `BuildProgress` while it runs, `BuildSummary` when it ends (the same for every engine)."""
+"""What a build reports: `BuildProgress` while it runs, `BuildSummary` when it ends (the same for every engine),
+and `VideoResult`, what an engine hands back for each video."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 from core.ground import format_duration, plural
-from core.media.sources import SkippedItem
+from core.media.sources import SkippedItem, VideoRecord
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+class BuildStage(Enum):
+    """Where a build is: the phases a front door tells apart."""
+
+    SCANNING = "scanning"  # reading the source
+    STARTING = "starting"  # worker start-up, the index opening and the model loading, side by side
+    INDEXING = "indexing"  # frames prepared, encoded and written
+    FINISHED = "finished"  # the writer is closed; the counts are final
 
 
 @dataclass
 class BuildProgress:
-    """A snapshot of a running build, for progress bars and pages."""
+    """A snapshot of a build, for progress bars and pages: its stage, and once it indexes, its counts."""
 
-    videos_done: int
-    videos_total: int
-    videos_indexed: int
-    frames_done: int
-    elapsed_s: float
-    frames_per_s: float
-    eta_s: float | None
-    skipped: list[SkippedItem]
+    videos_done: int = 0
+    videos_total: int = 0
+    videos_indexed: int = 0
+    frames_done: int = 0
+    elapsed_s: float = 0.0
+    frames_per_s: float = 0.0
+    eta_s: float | None = None
+    skipped: list[SkippedItem] = field(default_factory=list)
     current: str = ""
+    stage: BuildStage = BuildStage.INDEXING
+    model: str = ""  # the model being loaded, in words (while STARTING)
+
+    @property
+    def counting(self) -> bool:
+        """Whether the counts mean something: the build has reached its videos."""
+        return self.stage in (BuildStage.INDEXING, BuildStage.FINISHED)
+
+    def describe(self) -> str:
+        """The stage in words, as the front doors say it when the build reaches it ("" once it has finished)."""
+        if self.stage is BuildStage.SCANNING:
+            return "scanning videos"
+        if self.stage is BuildStage.STARTING:
+            return f"loading the model {self.model}" if self.model else "starting"
+        return "indexing" if self.stage is BuildStage.INDEXING else ""
 
     def eta(self) -> str:
         """The time left as every front door shows it ("–" before the first video is done)."""
@@ -73,3 +102,19 @@ class BuildSummary:
         data["skipped"] = [asdict(s) for s in self.skipped]
         data["notes"] = [asdict(s) for s in self.notes]
         return data
+
+
+@dataclass
+class VideoResult:
+    """One video as an engine hands it back: its frames' metadata and vectors (in frame order, thumbnails on
+    disk already), or the reason it was skipped. `notes` are the video's own remarks (a capped frame count)."""
+
+    record: VideoRecord
+    metadatas: list[dict[str, Any]] = field(default_factory=list)
+    vectors: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+    reason: str = ""  # why it was skipped; "" when it was encoded
+
+    @property
+    def frames(self) -> int:
+        return len(self.metadatas)
