@@ -44,7 +44,7 @@ from core.media.frames import FrameStrategy, probe_source
 from core.media.sources import SourceScan, scan_source
 from core.media.transcode import cached_playable_copy, playable_copy
 from core.media.uploads import save_upload
-from core.model.embed import check_weights_available
+from core.model.embed import ClipModel
 from core.model.prompts import resolve_prompts
 from core.reader import WRITES, IndexReader, ListedIndex, ProcessCache, store_exists
 from core.requests import BuildRequest, EvalSettings, IndexRef, ModelSpec, SearchQuery

@@ -7,10 +7,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import os
 import shutil
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
