@@ -37,7 +37,7 @@ from core.analysis.reports import write_reports, write_search_report
 from core.analysis.search import SearchHit, SearchResult, check_query, run_query
 from core.analysis.sweep import SWEEP_KEYS, SweepRow, SweepStore, parse_strategies
 from core.engines.build import BuildProgress, BuildSummary, run_build
-from core.ground import IndexLockedError, QueryError, SourceError, UserError, kinetics_classes
+from core.ground import IndexLockedError, SourceError, UserError, kinetics_classes
 from core.kinetics.download import Candidate
 from core.kinetics.download import download_subset as download
 from core.media.frames import FrameStrategy, probe_source
@@ -46,7 +46,7 @@ from core.media.transcode import cached_playable_copy, playable_copy
 from core.media.uploads import save_upload
 from core.model.embed import ClipModel
 from core.model.prompts import resolve_prompts
-from core.reader import WRITES, IndexReader, ListedIndex, ProcessCache, store_exists
+from core.reader import IndexReader, ListedIndex, ProcessCache
 from core.requests import BuildRequest, EvalSettings, IndexRef, ModelSpec, SearchQuery
 from core.store.bundle import BundleSummary, export_bundle, import_bundle, open_bundle
 from core.store.index import SOURCE_ANNOTATIONS, SOURCE_VIDEOS, FrameIndex
@@ -55,9 +55,9 @@ from core.store.runs import Run, RunComparison, RunStore, compare_per_class, run
 
 # Names the background jobs and the scenario tests import from here, besides the Explorer's own.
 __all__ = [
-    "POOLINGS", "SWEEP_KEYS", "WRITES", "BuildRequest", "Candidate", "EvalSettings", "Explorer", "IndexLockedError",
-    "IndexRef", "ListedIndex", "ModelSpec", "NoUsableVideoError", "ProcessCache", "QueryError", "SearchHit",
-    "SearchQuery", "SearchResult", "SourceError", "UserError", "download", "store_exists",
+    "POOLINGS", "SWEEP_KEYS", "BuildRequest", "Candidate", "EvalSettings", "Explorer", "IndexLockedError",
+    "IndexRef", "ListedIndex", "ModelSpec", "NoUsableVideoError", "ProcessCache", "SearchHit",
+    "SearchQuery", "SearchResult", "SourceError", "UserError", "download",
 ]  # fmt: skip
 
 
@@ -65,13 +65,15 @@ class Explorer(IndexReader):
     """Builds, evaluates and searches indexes; records runs (see `IndexReader` for what it reads, and where)."""
 
     # -- build ---------------------------------------------------------------------------------
-    def check_source(self, videos: str | Path, annotations: str | Path | None = None) -> SourceScan:
-        """What a build of this source would take and skip (nothing is written): each video file is
-        probed (its header and first frame), so that an image or random bytes named .mp4 is skipped here
-        with its reason rather than counted as a video."""
+    def check_source(self, videos: str | Path, annotations: str | Path | None = None, probe: bool = True) -> SourceScan:
+        """What a build of this source would take and skip (nothing is written): with `probe`, each video
+        file is probed (its header and first frame), so that an image or random bytes named .mp4 is skipped
+        here with its reason rather than counted as a video; without it, only the folder and the
+        annotations are read (the source's own errors, before a build starts)."""
         folder = self.videos_folder(videos)
         notes = self.confine(annotations, "The annotations file") if annotations else None
-        return probe_source(scan_source(folder, notes, allowed_roots=self.roots))
+        scan = scan_source(folder, notes, allowed_roots=self.roots)
+        return probe_source(scan) if probe else scan
 
     def save_upload(self, name: str, data: bytes, videos: str | Path, label: str) -> Path:
         """Store an uploaded video as ``videos/<label>/<name>`` once it proves decodable."""

@@ -99,15 +99,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     bar = _ProgressBar(args.quiet, "video", "Indexing")
     say = partial(print, file=_report_stream(args))
 
-    said: set[str] = set()
-
-    def progress(p: BuildProgress) -> None:
+    def stage(text: str) -> None:
         # On a terminal, say each stage the build reaches before the first video is done (loading or
         # downloading a model can take a minute); in logs and pipes an error stays one line.
-        text = p.describe()
-        if text and text not in said and not args.quiet and sys.stderr.isatty():
+        if not args.quiet and sys.stderr.isatty():
             print(f"{text[:1].upper()}{text[1:]}…", file=sys.stderr)
-        said.add(text)
+
+    def progress(p: BuildProgress) -> None:
         if p.counting:
             bar.show(p.videos_done, p.videos_total, frames=p.frames_done, fps=f"{p.frames_per_s:.1f}",
                      skipped=len(p.skipped), elapsed=p.elapsed(), ETA=p.eta())  # fmt: skip
@@ -128,7 +126,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         server=_server(args),
     )
     try:
-        summary = explorer.build(request, progress=progress, lock_owner="python -m core build")
+        summary = explorer.build(request, progress=progress, lock_owner="python -m core build", on_stage=stage)
     except NoUsableVideoError as exc:
         bar.close()
         if exc.summary is not None:
@@ -168,7 +166,7 @@ def _open_and_say(args: argparse.Namespace, explorer: Explorer) -> tuple[IndexRe
     ref = _ref(args)
     index = explorer.open(ref, _requested_spec(args))
     hint = "" if ref.collection else " (the newest; --collection NAME picks another, see python -m core info)"
-    print(f"Index:   {index.name}{hint}", file=sys.stderr if getattr(args, "json", None) == "-" else sys.stdout)
+    print(f"Index:   {index.name}{hint}", file=_report_stream(args))
     return ref.with_collection(index.name), index
 
 
@@ -321,8 +319,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     bar = _ProgressBar(args.quiet, "video", "Indexing")
 
     def progress(p: BuildProgress) -> None:
-        bar.show(p.videos_done, p.videos_total, frames=p.frames_done, fps=f"{p.frames_per_s:.1f}",
-                 elapsed=p.elapsed(), ETA=p.eta())  # fmt: skip
+        if p.counting:  # the scan and the start-up have no counts to show
+            bar.show(p.videos_done, p.videos_total, frames=p.frames_done, fps=f"{p.frames_per_s:.1f}",
+                     elapsed=p.elapsed(), ETA=p.eta())  # fmt: skip
 
     request = BuildRequest(videos=args.videos, db=args.db, output=args.output, spec=spec, device=args.device)
     explorer = _explorer(args)
@@ -369,7 +368,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         f"rows from {summary.path} as:",
         file=sys.stderr,
     )
-    print(summary.collection, file=sys.stderr if args.json == "-" else sys.stdout)
+    print(summary.collection, file=_report_stream(args))
     if args.json:
         write_json(args.json, summary.to_json())
     return 0

@@ -21,9 +21,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from core.engines.config import BuildConfig, Engine, batch_size_for, default_batch_size, resolve_workers
+from core.engines.config import BuildConfig, Engine, default_batch_size, resolve_workers
 from core.engines.local import FramePool, LocalEngine
-from core.engines.prepare import prepare_video
 from core.engines.records import BuildProgress, BuildStage, BuildSummary, VideoResult
 from core.engines.writer import IndexWriter, writer_failure
 from core.ground import UserError
@@ -41,12 +40,10 @@ __all__ = [
     "BuildProgress",
     "BuildStage",
     "BuildSummary",
-    "batch_size_for",
     "build_index",
     "check_build",
     "check_engine",
     "default_batch_size",
-    "prepare_video",
     "resolve_workers",
     "run_build",
 ]
@@ -213,7 +210,7 @@ def index_videos(
     cancelled = False
     counter.report()
     try:
-        if todo:
+        if todo and not cancel.is_set():  # a cancel during start-up: no engine work at all
             with contextlib.closing(engine.run(todo, model, config, cancel)) as results:
                 for result in results:
                     if not result.reason:
@@ -279,10 +276,9 @@ def run_build(
     with BuildLock.for_store(request.db, config.output_dir, server, owner=lock_owner):
         try:
             clip, index = start_up(request, config, engine, model, progress)
-        except BaseException:
-            engine.close()
-            raise
-        return index_videos(scan.videos, clip, index, engine, config, progress, cancel, scan.skipped)
+            return index_videos(scan.videos, clip, index, engine, config, progress, cancel, scan.skipped)
+        finally:
+            engine.close()  # also when start-up or the index's first reads fail (idempotent)
 
 
 def build_index(

@@ -344,9 +344,7 @@ class LocalEngine:
     def run(
         self, todo: Sequence[VideoRecord], model: ClipModel, config: BuildConfig, cancel: threading.Event
     ) -> Generator[VideoResult, None, None]:
-        if self.pool is None:
-            self.start(config)
-        assert self.pool is not None
+        assert self.pool is not None, "the skeleton starts the engine before it runs it"
         batch_size = config.batch_for(model)
         encoder = BatchEncoder(model, batch_size)
         threads = ThreadGovernor(model.device, self.pool.workers)
