@@ -319,7 +319,8 @@ def start_build(request: BuildRequest) -> str:
 if st.button("Start the build", type="primary", disabled=running):
     st.session_state.pop("pending_build", None)
     try:
-        explorer().check_source(st.session_state.videos, st.session_state.annotations or None)  # not in the worker
+        # The source's own errors here, not in the worker; the build probes each file as it prepares it.
+        explorer().check_source(st.session_state.videos, st.session_state.annotations or None, probe=False)
         notes_file = (
             check_path(st.session_state.annotations, "The annotations file") if st.session_state.annotations else None
         )

@@ -91,8 +91,9 @@ def sweep_section(app: Explorer) -> None:
     st.subheader("Sampling sweep: precision@1 against build time")
     sweeps = app.sweeps(store_ref())
     if sweeps:
-        st.plotly_chart(sweep_chart([row.to_json() for row in sweeps]), width="stretch")
-        rows = pd.DataFrame([row.to_json() for row in sweeps]).drop(columns=["precision_at_1_ci95", "timestamp"])
+        points = [row.to_json() for row in sweeps]
+        st.plotly_chart(sweep_chart(points), width="stretch")
+        rows = pd.DataFrame(points).drop(columns=["precision_at_1_ci95", "timestamp"])
         st.dataframe(rows, hide_index=True, width="stretch")
         if any(row.build_seconds is None for row in sweeps):
             st.caption("Collections built outside a sweep have no known build time: their rows are not on the chart.")
@@ -201,7 +202,7 @@ sweep_section(app)
 if not runs:
     st.info("No run yet: evaluate on the Metrics page, run the grid above, or `python -m core evaluate`.")
 else:
-    shown = rows[: 1 + CHART_RUNS] if len(rows) > CHART_RUNS + 1 else rows
+    shown = rows[: 1 + CHART_RUNS]
     st.plotly_chart(runs_chart(shown[1:], reference=REFERENCE_RUN), width="stretch")
     if len(rows) > CHART_RUNS + 1:
         st.caption(f"The chart shows the first {CHART_RUNS} runs; the table has them all.")

@@ -149,7 +149,7 @@ minus = tuple(text for sign, text in st.session_state.terms if sign < 0)
 if not (query.strip() or image_path or like or plus):
     if submitted:  # the same sentence as python -m core search says
         try:
-            check_query(SearchQuery(query))
+            check_query(SearchQuery(query, subtract=minus))
         except UserError as exc:
             st.warning(str(exc))
     st.caption(

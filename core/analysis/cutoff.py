@@ -69,5 +69,4 @@ def combined_cutoff(scores: np.ndarray | None, min_similarity: float | None, ada
     candidates = [c for c in (floor, auto) if c is not None and c.value is not None]
     if not candidates:
         return auto or Cutoff(None, "no cut-off: the k most similar")
-    chosen = max(candidates, key=lambda c: c.value if c.value is not None else -np.inf)
-    return chosen
+    return max(candidates, key=lambda c: float(c.value))  # type: ignore[arg-type]  # None filtered out above

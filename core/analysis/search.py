@@ -121,16 +121,17 @@ def frame_vector(contents: IndexContents, video_id: str, frame_index: int) -> np
     return contents.embeddings[rows[0]]
 
 
-def check_query(query: SearchQuery) -> tuple[list[QueryPart], int]:
+def check_query(query: SearchQuery, read_image: bool = True) -> tuple[list[QueryPart], int]:
     """The query's parts (texts normalised) and k, or the sentence saying why it cannot be answered
     (nothing to look for, k, the margin or the floor out of range, an unreadable image). Cheap: the front
-    doors and `Explorer.search` run it before a model or index is loaded."""
+    doors and `Explorer.search` run it before a model or index is loaded. `read_image` False leaves the
+    image to the encoder, which reads it anyway and raises the same sentence."""
     k = int(_in_range("k", query.k, "The number of results"))
     _in_range("margin", query.margin, "The moment margin")
     if query.min_similarity is not None:
         _in_range("min_similarity", query.min_similarity, "The minimum similarity")
     parts = check_parts(query_parts(query))
-    if query.image:
+    if query.image and read_image:
         read_query_image(query.image)
     return parts, k
 
@@ -150,7 +151,7 @@ def run_query(
     contents: Callable[[], IndexContents],
 ) -> SearchResult:
     """Answer a query; `contents` gives the index's records with embeddings (called once at most)."""
-    parts, k = check_query(query)
+    parts, k = check_query(query, read_image=False)  # the callers checked the image; encoding reads it
     records: list[IndexContents] = []
 
     def stored() -> IndexContents:

@@ -17,12 +17,11 @@ from collections.abc import Callable, Sequence
 
 from core.cli import commands
 from core.cli.parser import build_parser
-from core.cli.render import write_json
 from core.cli.search import cmd_search
 from core.ground import UserError, printable_errors
 from core.runtime import configure_runtime
 
-__all__ = ["COMMANDS", "build_parser", "main", "write_json"]
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "build": commands.cmd_build,
