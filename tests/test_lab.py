@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from core.analysis.failures import confusion_counts
-from core.analysis.probe import linear_probe
+from core.analysis.probe import ProbeResult, linear_probe
 from core.app import POOLINGS, SWEEP_KEYS, BuildRequest, EvalSettings, Explorer, IndexRef, ProcessCache
 from core.cli import main
 from tests.helpers import make_labelled_folder
@@ -257,3 +257,10 @@ def test_runs_page_plots_the_sweep_and_compares_models(lab: dict) -> None:
     assert any(
         "precision@1" in d.value.columns and "model" in d.value.columns and len(d.value) == 2 for d in at.dataframe
     )
+
+
+def test_the_probe_figures_read_on_the_class_are_descriptors_as_properties_would_be() -> None:
+    # help(ProbeResult) and inspect read attributes on the class, where there is no result to average
+    for name in ("top1", "top5", "balanced_accuracy", "zero_shot_top1"):
+        assert hasattr(ProbeResult, name)
+        assert not isinstance(getattr(ProbeResult, name), float)

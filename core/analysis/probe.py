@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -74,8 +74,13 @@ class _FoldMean:
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, result: ProbeResult, owner: type | None = None) -> float:
-        return result._figure(self.name)[0]
+    @overload
+    def __get__(self, result: None, owner: type | None = None) -> _FoldMean: ...
+    @overload
+    def __get__(self, result: ProbeResult, owner: type | None = None) -> float: ...
+    def __get__(self, result: ProbeResult | None, owner: type | None = None) -> float | _FoldMean:
+        # Read on the class (help(), inspect), the descriptor itself, as a property would be.
+        return self if result is None else result._figure(self.name)[0]
 
 
 @dataclass

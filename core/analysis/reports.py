@@ -22,7 +22,7 @@ from core.analysis.evaluation import Evaluation
 from core.analysis.failures import FailureAnalysis, confused_samples
 from core.analysis.metrics import MetricsReport
 from core.analysis.moments import Moment
-from core.analysis.plots import histogram_data
+from core.analysis.plots import histogram_data, similarity_histogram
 from core.analysis.search import SearchHit
 from core.ground import plural, safe_name, write_bytes_atomic, write_text_atomic
 
@@ -119,11 +119,6 @@ def histogram_png_bytes(report: MetricsReport, width: int = 900, height: int = 4
     return buffer.getvalue()
 
 
-def histogram_png(report: MetricsReport, path: Path) -> Path:
-    """`histogram_png_bytes` written to `path`."""
-    return write_bytes_atomic(path, histogram_png_bytes(report))
-
-
 def metrics_rows(report: MetricsReport) -> list[tuple[str, str, str]]:
     """The global figures as (name, value, 95% interval) strings."""
 
@@ -198,6 +193,7 @@ def results_html(
     title: str = "CLIP results",
     max_rows: int | None = None,
     failures: FailureAnalysis | None = None,
+    histogram_png: bytes | None = None,
 ) -> str:
     """Global metrics, the histogram, the per-video table (thumbnail, label, best prompts, scores), and
     with `failures` the failure analysis."""
@@ -223,7 +219,7 @@ def results_html(
         for name in sorted(rep.per_class, key=lambda n: (-rep.per_class[n], n))
     )
     shown = f" (first {len(rows)} of {rep.n_videos})" if len(rows) < rep.n_videos else ""
-    png = base64.b64encode(histogram_png_bytes(rep)).decode("ascii")
+    png = base64.b64encode(histogram_png or histogram_png_bytes(rep)).decode("ascii")
     histogram_img = f'<img src="data:image/png;base64,{png}" alt="similarity histogram" style="max-width:100%">'
     body = (
         f"<h2>Settings</h2><table>{settings}</table>"
@@ -317,14 +313,14 @@ def write_reports(
 ) -> dict[str, Path]:
     """The reference study's three outputs, made safe: results page (with the failure analysis when
     given), static and interactive histograms."""
-    from core.analysis.plots import similarity_histogram
-
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    png = histogram_png_bytes(evaluation.report)  # drawn once: the file, and the picture in the results page
     interactive = similarity_histogram(evaluation.report).to_html(full_html=True, include_plotlyjs=True)
+    page = results_html(evaluation, title=title, failures=failures, histogram_png=png)
     return {
-        "results": write_text_atomic(out / RESULTS_PAGE, results_html(evaluation, title=title, failures=failures)),
-        "histogram_png": histogram_png(evaluation.report, out / HISTOGRAM_PNG),
+        "results": write_text_atomic(out / RESULTS_PAGE, page),
+        "histogram_png": write_bytes_atomic(out / HISTOGRAM_PNG, png),
         "histogram_html": write_text_atomic(out / HISTOGRAM_HTML, interactive),
     }
 

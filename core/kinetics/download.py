@@ -395,7 +395,7 @@ def obtain(
             return finish_clip(source, candidate, clip_path(out_dir, candidate)), attempts
         except ClipError as exc:
             if exc.permanent or attempts > retries or (cancel is not None and cancel.is_set()):
-                exc.reason = f"{exc.reason} (after {attempts} attempt{'s' if attempts > 1 else ''})"
+                exc.reason = f"{exc.reason} (after {plural(attempts, 'attempt')})"
                 raise
             time.sleep(backoff * 2 ** (attempts - 1))
         finally:

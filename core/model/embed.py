@@ -12,16 +12,12 @@ import numpy as np
 from PIL import Image
 
 from core.media.geometry import InputGeometry
-from core.model.loading import PRECISIONS as PRECISIONS
-from core.model.loading import ImageTower as ImageTower
+from core.model.loading import ImageTower, create_module, resolve_device, resolve_precision
 from core.model.loading import check_weights_available as check_weights_available
-from core.model.loading import create_module, resolve_device, resolve_precision
-from core.requests import CHECKPOINT_SUFFIXES as CHECKPOINT_SUFFIXES
 from core.requests import DEFAULT_MODEL as DEFAULT_MODEL
 from core.requests import DEFAULT_PRETRAINED as DEFAULT_PRETRAINED
 from core.requests import RANDOM_WEIGHTS as RANDOM_WEIGHTS
 from core.requests import ModelSpec as ModelSpec
-from core.requests import register_model_config as register_model_config
 
 if TYPE_CHECKING:
     import torch
