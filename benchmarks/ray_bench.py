@@ -244,9 +244,9 @@ def _write_records(port: int, first: int, count: int, dim: int = 512) -> list[tu
     settings and writer call; (records, seconds) per batch."""
     import numpy as np
 
-    from core.engines.writer import UPSERT_BATCH
     from core.model.embed import ModelSpec
     from core.store.index import ChromaServer, connect, open_for_build
+    from core.store.writer import UPSERT_BATCH
 
     index = open_for_build(connect("unused", ChromaServer("127.0.0.1", port)), ModelSpec(), dim, "uniform:8")
     rng = np.random.default_rng(first)
@@ -275,7 +275,7 @@ def chroma_write_rate(sizes: RaySizes, work: Path) -> dict[str, Any]:
     number of records from two writer processes at once, into another server (does the rate scale?)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from core.engines.writer import UPSERT_BATCH
+    from core.store.writer import UPSERT_BATCH
 
     with chroma_server(work / "chroma-write") as (port, pid):
         server_cpu, client_cpu = _cpu_seconds(pid), time.process_time()

@@ -50,7 +50,7 @@ from core.reader import IndexReader, ListedIndex, ProcessCache
 from core.requests import BuildRequest, EvalSettings, IndexRef, ModelSpec, SearchQuery
 from core.store.bundle import BundleSummary, export_bundle, import_bundle, open_bundle
 from core.store.index import SOURCE_ANNOTATIONS, SOURCE_VIDEOS, FrameIndex
-from core.store.locking import BuildLock
+from core.store.locking import StoreLock
 from core.store.runs import Run, RunComparison, RunStore, compare_per_class, run_from_evaluation
 
 # Names the background jobs and the scenario tests import from here, besides the Explorer's own.
@@ -109,8 +109,8 @@ class Explorer(IndexReader):
         """Raise `IndexLockedError` when a build already holds the store of `target` (its folder; with a
         Chroma server, this machine's builds on it, locked in the `output` folder): a second build is refused
         before it loads anything. The build still takes the lock itself."""
-        server = target.server.describe() if target.server is not None else None
-        BuildLock.for_store(target.db, output or self.output, server).refuse_if_held()
+        servers = [server.describe() for server in target.servers]
+        StoreLock.for_store(target.db, output or self.output, servers).refuse_if_held()
 
     def source_conflict(self, request: BuildRequest) -> str:
         """One sentence when `request` would add videos of another source to an existing collection
@@ -241,8 +241,7 @@ class Explorer(IndexReader):
         scratch = None if into is not None or not path.is_file() else Path(tempfile.mkdtemp(prefix="clip-bundle-"))
         try:
             bundle = open_bundle(path, into or scratch)
-            client = self.client(ref.store(), create=True)
-            assert client is not None  # made on demand
+            client = self.client(ref.store())
             output = self.confine(self.output, "The output folder")
             return import_bundle(bundle, client, output, self.run_store(ref), ref.collection, pretrained)
         finally:

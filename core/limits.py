@@ -78,10 +78,14 @@ def _number(value: object, whole: bool) -> int | float | None:
     return number
 
 
+# Collections of one sharded index: more than the cores of a large machine gains no write rate.
+MAX_SHARDS = 64
+
 RANGES: dict[str, Range] = {
     # build and sweep
     "batch_size": Range("--batch-size", 1, 4096),
     "workers": Range("--workers", 1, WORKERS_PER_CORE, words=("auto",), per_core=True),
+    "shards": Range("--shards", 1, MAX_SHARDS),
     # search and loadtest
     "k": Range("--k", 1, MAX_K),
     "min_similarity": Range("--min-similarity", -1.0, 1.0, whole=False),

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from core.ground import IndexUnavailableError, SourceError, UserError, confine
 from core.model.embed import ClipModel, load_model
-from core.requests import IndexRef, ModelSpec
-from core.store.index import FrameIndex, IndexContents, IndexInfo, connect, list_indexes, open_index
+from core.requests import IndexRef, ModelSpec, describe_servers
+from core.store.catalog import Store, list_indexes, open_index
+from core.store.index import FrameIndex, IndexContents, IndexInfo
 
 if TYPE_CHECKING:
     import chromadb
@@ -26,8 +27,9 @@ CONTENTS_CACHED = 2  # index contents kept in memory (each holds every embedding
 
 
 def store_exists(ref: IndexRef) -> bool:
-    """Whether there is a store to read: a server (assumed), or an embedded folder with a database."""
-    return ref.server is not None or (Path(ref.db).expanduser() / "chroma.sqlite3").is_file()
+    """Whether there is a store to read: a server (assumed), or an embedded folder with a database (of its
+    own, or of a shard)."""
+    return Store(ref.db, ref.servers).exists()
 
 
 def load_text_first(spec: ModelSpec, device: str) -> ClipModel:
@@ -44,23 +46,19 @@ class ProcessCache:
         self.lock = threading.RLock()
         self.models: dict[tuple[ModelSpec, str], ClipModel] = {}
         self.model_locks: dict[tuple[ModelSpec, str], threading.Lock] = {}
-        self.clients: dict[tuple[str, Any], chromadb.ClientAPI] = {}
+        self.stores: dict[tuple[str, Any], Store] = {}
         self.contents: OrderedDict[tuple[IndexRef, str], IndexContents] = OrderedDict()
 
-    def client(self, ref: IndexRef, create: bool = False) -> chromadb.ClientAPI | None:
-        """The store's client, or None for an embedded folder that holds no index yet (and then
-        nothing is created on disk unless `create`: typing a folder name must not make one)."""
-        db = str(Path(ref.db).expanduser().resolve()) if ref.server is None else ""
-        if ref.server is None and not create and not store_exists(ref):
+    def store(self, ref: IndexRef, create: bool = False) -> Store | None:
+        """The store `ref` names (its servers' clients made once), or None for an embedded folder that holds
+        no index yet (and then nothing is created on disk unless `create`: typing a folder name must not
+        make one)."""
+        store = Store(ref.db, ref.servers)
+        if store.embedded and not create and not store.exists():
             return None
-        key = (db, ref.server)
+        key = (str(store.db) if store.embedded else "", ref.servers)
         with self.lock:
-            # An embedded folder deleted since its client was made is a new, empty store.
-            if key in self.clients and (ref.server is not None or store_exists(ref)):
-                return self.clients[key]
-            client = connect(db or ref.db, ref.server)
-            self.clients[key] = client
-            return client
+            return self.stores.setdefault(key, store)
 
     def model(self, spec: ModelSpec, device: str) -> ClipModel:
         """The loaded model for `spec` on `device`, made once (concurrent callers wait for it)."""
@@ -183,10 +181,17 @@ class IndexReader:
         return ModelSpec.resolve(model or None, pretrained or None, config or None)
 
     # -- stores and models ---------------------------------------------------------------------
-    def client(self, ref: IndexRef, create: bool = False) -> chromadb.ClientAPI | None:
-        """The store's client, or None for an embedded folder that holds no index yet (none is made
+    def store(self, ref: IndexRef, create: bool = False) -> Store | None:
+        """The store `ref` names, or None for an embedded folder that holds no index yet (none is made
         unless `create`)."""
-        return self.cache.client(ref, create)
+        return self.cache.store(ref, create)
+
+    def client(self, ref: IndexRef) -> chromadb.ClientAPI:
+        """The client a one-collection index of the store is written through (an import): the folder's own
+        database (made when missing), or the first server."""
+        store = self.cache.store(ref, create=True)
+        assert store is not None  # made on demand
+        return store.primary()
 
     def model(self, spec: ModelSpec, device: str | None = None) -> ClipModel:
         """The loaded model for `spec`, made once per process (concurrent callers wait for it)."""
@@ -194,26 +199,26 @@ class IndexReader:
 
     # -- indexes -------------------------------------------------------------------------------
     def where(self, ref: IndexRef) -> str:
-        return f"the index at {ref.db}/" if ref.server is None else f"the Chroma server at {ref.server.describe()}"
+        if not ref.servers:
+            return f"the index at {ref.db}/"
+        return f"the Chroma server{'s' if len(ref.servers) > 1 else ''} at {describe_servers(ref.servers)}"
 
     def indexes(self, ref: IndexRef) -> list[ListedIndex]:
         """The store's collections, newest build first (an embedded folder without an index: none)."""
-        client = self.client(ref)
-        if client is None:
+        store = self.store(ref)
+        if store is None:
             return []
-        return [
-            ListedIndex(ref.with_collection(ix.name), ix.info(), ix.schema_problem()) for ix in list_indexes(client)
-        ]
+        return [ListedIndex(ref.with_collection(ix.name), ix.info(), ix.schema_problem()) for ix in list_indexes(store)]
 
     def open(self, ref: IndexRef, spec: ModelSpec | None = None) -> FrameIndex:
         """The collection `ref` names (the newest when it names none; with `spec`, the newest of that model)."""
-        client = self.client(ref)
-        if client is None:
+        store = self.store(ref)
+        if store is None:
             raise IndexUnavailableError(
                 f"There is no index at {ref.db}/: build one first with python -m core build --videos DIR "
                 f"--db {ref.db}, or on the Build page."
             )
-        return open_index(client, spec=spec, name=ref.collection, where=self.where(ref))
+        return open_index(store, spec=spec, name=ref.collection, where=self.where(ref))
 
     def index_model(self, ref: IndexRef, spec: ModelSpec | None = None) -> tuple[FrameIndex, ClipModel]:
         """The index and the model to query it with: the index's own unless `spec` (which must match)."""

@@ -188,18 +188,25 @@ class ChromaServer:
         return f"{'https' if self.ssl else 'http'}://{self.host}:{self.port}"
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> ChromaServer | None:
-        """CLIP_EXPLORER_CHROMA_HOST (and _PORT, _SSL, _TOKEN, _TOKEN_HEADER), or None for the embedded store."""
+    def from_env(cls, environ: dict[str, str] | None = None) -> tuple[ChromaServer, ...]:
+        """CLIP_EXPLORER_CHROMA_HOST (a comma-separated list of ``host[:port]``; and _PORT, _SSL, _TOKEN,
+        _TOKEN_HEADER for all of them), or () for the embedded store."""
         env = os.environ if environ is None else environ
-        host = env.get("CLIP_EXPLORER_CHROMA_HOST", "").strip()
-        if not host:
-            return None
-        return cls(
-            host=host,
-            port=int(env.get("CLIP_EXPLORER_CHROMA_PORT", "8000")),
-            ssl=env.get("CLIP_EXPLORER_CHROMA_SSL", "").lower() in ("1", "true", "yes"),
-            token=env.get("CLIP_EXPLORER_CHROMA_TOKEN", ""),
-            token_header=env.get("CLIP_EXPLORER_CHROMA_TOKEN_HEADER", "Authorization"),
+        text = env.get("CLIP_EXPLORER_CHROMA_HOST", "").strip()
+        if not text:
+            return ()
+        port = env.get("CLIP_EXPLORER_CHROMA_PORT", "8000")
+        if not port.strip().isdigit():
+            raise UserError(f"CLIP_EXPLORER_CHROMA_PORT is {port!r}, not a port number: set it to one, e.g. 8000.")
+        return tuple(
+            cls(
+                host=host,
+                port=host_port or int(port),
+                ssl=env.get("CLIP_EXPLORER_CHROMA_SSL", "").lower() in ("1", "true", "yes"),
+                token=env.get("CLIP_EXPLORER_CHROMA_TOKEN", ""),
+                token_header=env.get("CLIP_EXPLORER_CHROMA_TOKEN_HEADER", "Authorization"),
+            )
+            for host, host_port in parse_hosts(text)
         )
 
     @classmethod
@@ -210,20 +217,57 @@ class ChromaServer:
         ssl: bool | None = None,
         token_header: str | None = None,
         environ: dict[str, str] | None = None,
-    ) -> ChromaServer | None:
-        """The server named by command-line choices, completed from the environment; else the
-        environment's; else None (the embedded store). The token only ever comes from the environment:
-        a command line is visible to other users."""
+    ) -> tuple[ChromaServer, ...]:
+        """The servers named by command-line choices (`host`: one or a comma-separated list of
+        ``host[:port]``; `port` for those without their own), completed from the environment; else the
+        environment's; else () (the embedded store). The token only ever comes from the environment: a
+        command line is visible to other users."""
         env = cls.from_env(environ)
-        if not host:
+        if not host or not host.strip():
             return env
-        return cls(
-            host=host,
-            port=port or (env.port if env else 8000),
-            ssl=ssl or bool(env and env.ssl),
-            token=(os.environ if environ is None else environ).get("CLIP_EXPLORER_CHROMA_TOKEN", ""),
-            token_header=token_header or (env.token_header if env else "Authorization"),
+        first = env[0] if env else None
+        return tuple(
+            cls(
+                host=name,
+                port=host_port or port or (first.port if first else 8000),
+                ssl=bool(ssl) or bool(first and first.ssl),
+                token=(os.environ if environ is None else environ).get("CLIP_EXPLORER_CHROMA_TOKEN", ""),
+                token_header=token_header or (first.token_header if first else "Authorization"),
+            )
+            for name, host_port in parse_hosts(host)
         )
+
+
+def parse_hosts(text: str) -> list[tuple[str, int | None]]:
+    """``host[:port]`` items of a comma-separated list (``[::1]:8000`` for an IPv6 address), each once, in
+    order; the port None where an item has none. A malformed item is one sentence."""
+    found: list[tuple[str, int | None]] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        host, port = item, ""
+        if item.startswith("["):  # [v6]:port
+            end = item.find("]")
+            host, port = (
+                item[1:end] if end > 0 else "",
+                item[end + 2 :] if end > 0 and item[end + 1 : end + 2] == ":" else "",
+            )
+        elif item.count(":") == 1:
+            host, port = item.split(":")
+        if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)) or any(c.isspace() for c in host):
+            raise UserError(
+                f"{item!r} is not a Chroma server address: give host or host:port, several separated by commas "
+                "(e.g. 10.0.0.5:8000,10.0.0.6:8000)."
+            )
+        entry = (host, int(port) if port else None)
+        if entry not in found:
+            found.append(entry)
+    return found
+
+
+def describe_servers(servers: tuple[ChromaServer, ...]) -> str:
+    """The servers as one text (``http://a:8000, http://b:8001``)."""
+    return ", ".join(server.describe() for server in servers)
 
 
 DEFAULT_PROMPTS: tuple[str, ...] = ("english",)
@@ -234,28 +278,44 @@ MAX_TEMPLATES = 100
 MAX_TEMPLATE_CHARS = 500
 
 
-def _server_to_json(server: ChromaServer | None) -> dict[str, Any] | None:
-    if server is None:
-        return None
+def _server_to_json(server: ChromaServer) -> dict[str, Any]:
     return {"host": server.host, "port": server.port, "ssl": server.ssl, "token_header": server.token_header}
 
 
-def _server_from_json(data: dict[str, Any] | None) -> ChromaServer | None:
-    if not data:
-        return None
-    port, ssl = int(data.get("port", 8000)), bool(data.get("ssl"))
-    return ChromaServer.resolve(data["host"], port, ssl, data.get("token_header"))
+def _servers_to_json(servers: tuple[ChromaServer, ...]) -> dict[str, Any]:
+    """The "server" key (the first, as before lists) and "servers" (all of them)."""
+    return {"server": _server_to_json(servers[0]) if servers else None,
+            "servers": [_server_to_json(s) for s in servers]}  # fmt: skip
+
+
+def _servers_from_json(data: dict[str, Any]) -> tuple[ChromaServer, ...]:
+    listed = data.get("servers")
+    if listed is None:  # written before lists: one server or none
+        listed = [data["server"]] if data.get("server") else []
+    return tuple(
+        server
+        for item in listed
+        for server in ChromaServer.resolve(
+            str(item["host"]), int(item.get("port", 8000)), bool(item.get("ssl")), item.get("token_header")
+        )
+    )
 
 
 @dataclass(frozen=True)
 class IndexRef:
-    """Where an index lives (an embedded folder, or a Chroma server) and which collection of it.
+    """Where an index lives (an embedded folder, or one or more Chroma servers) and which collection of it.
 
-    `collection` None means "the newest one there"."""
+    `collection` None means "the newest one there". A sharded index is named like any other: its shards,
+    wherever they lie among the folder or the servers, are the store layer's business."""
 
     db: str = "chroma_db"
-    server: ChromaServer | None = None
+    servers: tuple[ChromaServer, ...] = ()
     collection: str | None = None
+
+    @property
+    def server(self) -> ChromaServer | None:
+        """The first server (None: the embedded store)."""
+        return self.servers[0] if self.servers else None
 
     def with_collection(self, name: str | None) -> IndexRef:
         return replace(self, collection=name)
@@ -265,19 +325,19 @@ class IndexRef:
         return replace(self, collection=None)
 
     def describe(self) -> str:
-        where = self.server.describe() if self.server is not None else f"{self.db}/"
+        where = describe_servers(self.servers) if self.servers else f"{self.db}/"
         return f"{where}{' · ' + self.collection if self.collection else ''}"
 
     def key(self) -> str:
-        """What a build is keyed by: the index folder, or the Chroma server's address."""
-        return self.server.describe() if self.server is not None else self.db
+        """What a build is keyed by: the index folder, or the Chroma servers' addresses."""
+        return describe_servers(self.servers) if self.servers else self.db
 
     def to_json(self) -> dict[str, Any]:
-        return {"db": self.db, "server": _server_to_json(self.server), "collection": self.collection}
+        return {"db": self.db, **_servers_to_json(self.servers), "collection": self.collection}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> IndexRef:
-        return cls(db=str(data.get("db", "chroma_db")), server=_server_from_json(data.get("server")),
+        return cls(db=str(data.get("db", "chroma_db")), servers=_servers_from_json(data),
                    collection=data.get("collection"))  # fmt: skip
 
 
@@ -380,11 +440,17 @@ class BuildRequest:
     engine: str = "local"
     ray_address: str | None = None
     allowed_roots: tuple[str, ...] | None = None
-    server: ChromaServer | None = None
+    servers: tuple[ChromaServer, ...] = ()
+    shards: int | None = None  # collections of one logical index; None: the index's own, 1 for a new one
+
+    @property
+    def server(self) -> ChromaServer | None:
+        """The first server (None: the embedded store)."""
+        return self.servers[0] if self.servers else None
 
     @property
     def target(self) -> IndexRef:
-        return IndexRef(db=self.db, server=self.server)
+        return IndexRef(db=self.db, servers=self.servers)
 
     def source(self) -> dict[str, str]:
         """The source as the collection's metadata records it (absolute paths)."""
@@ -406,7 +472,8 @@ class BuildRequest:
             "engine": self.engine,
             "ray_address": self.ray_address,
             "allowed_roots": list(self.allowed_roots) if self.allowed_roots is not None else None,
-            "server": _server_to_json(self.server),
+            **_servers_to_json(self.servers),
+            "shards": self.shards,
         }
 
     @classmethod
@@ -426,7 +493,8 @@ class BuildRequest:
             engine=str(data.get("engine", "local")),
             ray_address=data.get("ray_address"),
             allowed_roots=tuple(roots) if roots is not None else None,
-            server=_server_from_json(data.get("server")),
+            servers=_servers_from_json(data),
+            shards=int(data["shards"]) if data.get("shards") is not None else None,
         )
 
 

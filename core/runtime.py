@@ -7,12 +7,18 @@ Nothing in ``core`` changes the process when it is imported; the entry points ca
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
+import sys
+import types
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 # FFmpeg (inside OpenCV) prints a line for every damaged packet; each video's problem is reported
 # once, as a reason, instead. AV_LOG_QUIET is -8.
 FFMPEG_QUIET = "-8"
+# How worker processes start: never ``fork``, since forking a process that runs threads can deadlock.
+START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 @dataclass(frozen=True)
@@ -78,3 +84,22 @@ def configure_runtime(torch_threads: int | None = None, opencv_threads: int = 1)
 
         torch.set_num_threads(max(1, int(torch_threads)))
     return RuntimeSettings(opencv_threads=max(1, int(opencv_threads)), torch_threads=torch_threads)
+
+
+@contextlib.contextmanager
+def main_module_hidden() -> Iterator[None]:
+    """While a worker process starts, `__main__` is an empty module (what ``python -c`` has).
+
+    multiprocessing (spawn and forkserver) makes each new process import the parent's `__main__` again,
+    by path or by name (`multiprocessing.spawn.get_preparation_data`, CPython 3.11). In the dashboard that
+    module is the page script Streamlit installs there (`ScriptRunner`, streamlit 1.67): a worker would
+    run a page. Elsewhere it is whatever script or ``python -m`` module started the build (the benchmark,
+    a user's script), imported again in every worker for nothing. A worker needs only its task's module
+    (so does a shard writer of the index).
+    """
+    saved = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = saved

@@ -79,8 +79,7 @@ def open_shared(
             path = Path(source).expanduser()
             bundle = open_bundle(path, home / "bundle" if path.is_file() else None, source)
         shared = SharedExplorer(Path(source.rstrip("/")).name or bundle.collection, home, device, cache)
-        client = shared.client(shared.ref, create=True)
-        assert client is not None  # made on demand
+        client = shared.client(shared.ref)
         import_bundle(bundle, client, shared.output, shared.run_store(shared.ref), pretrained=pretrained)
     except BaseException:
         shutil.rmtree(home, ignore_errors=True)

@@ -329,7 +329,7 @@ if st.button("Start the build", type="primary", disabled=running):
         request = BuildRequest(
             videos=str(check_path(st.session_state.videos, "The videos folder")),
             db=db,
-            server=st.session_state.server,
+            servers=st.session_state.servers,
             output=str(output),
             spec=spec,
             frames=frames,

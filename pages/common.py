@@ -17,7 +17,7 @@ from core.app import Explorer, ListedIndex
 from core.ground import UserError, plural
 from core.jobs import Job
 from core.model.embed import ClipModel
-from core.requests import ChromaServer, IndexRef
+from core.requests import ChromaServer, IndexRef, describe_servers, parse_hosts
 from core.resources import get_build_manager, get_explorer, get_shared_explorer
 from core.store.index import IndexInfo
 
@@ -78,7 +78,7 @@ def init_state(args: argparse.Namespace) -> None:
     chosen = [*(args.allow_root or [os.getcwd()]), args.db, args.output]
     roots = list(dict.fromkeys(str(Path(r).expanduser().resolve()) for r in chosen))
     defaults = {
-        "server": ChromaServer.resolve(args.chroma_host, args.chroma_port),
+        "servers": ChromaServer.resolve(args.chroma_host, args.chroma_port),
         "db": args.db,
         "output": args.output,
         "device": args.device,
@@ -118,7 +118,7 @@ def open_share() -> None:
     except UserError as exc:
         st.error(str(exc))
         st.stop()
-    st.session_state.update(db=shared.ref.db, output=shared.output, roots=[str(shared.home)], server=None)
+    st.session_state.update(db=shared.ref.db, output=shared.output, roots=[str(shared.home)], servers=())
 
 
 def check_path(text: str, what: str) -> Path:
@@ -128,7 +128,7 @@ def check_path(text: str, what: str) -> Path:
 
 def store_ref() -> IndexRef:
     """The index store in use (the folder or the server), no collection chosen."""
-    return IndexRef(db=st.session_state.db, server=st.session_state.server)
+    return IndexRef(db=st.session_state.db, servers=st.session_state.servers)
 
 
 def store_label() -> str:
@@ -214,31 +214,44 @@ def bound_text_input(
 
 
 def _apply_server() -> None:
+    st.session_state.server_error = ""
     if not st.session_state.use_server or not st.session_state.server_host.strip():
-        st.session_state.server = None
+        st.session_state.servers = ()
         return
-    st.session_state.server = ChromaServer(
-        host=st.session_state.server_host.strip(),
-        port=int(st.session_state.server_port),
-        ssl=bool(st.session_state.server_ssl),
-        token=st.session_state.server_token,
+    try:
+        hosts = parse_hosts(st.session_state.server_host)
+    except UserError as exc:
+        st.session_state.server_error = str(exc)
+        return
+    st.session_state.servers = tuple(
+        ChromaServer(
+            host=host,
+            port=port or int(st.session_state.server_port),
+            ssl=bool(st.session_state.server_ssl),
+            token=st.session_state.server_token,
+        )
+        for host, port in hosts
     )
 
 
 def server_settings() -> None:
-    """Use a shared Chroma server instead of the embedded folder (the token is never shown or logged)."""
-    current = st.session_state.server
-    with st.expander(f"Chroma server{': ' + current.describe() if current else ' (off)'}"):
-        st.session_state.setdefault("use_server", current is not None)
-        st.session_state.setdefault("server_host", current.host if current else "")
-        st.session_state.setdefault("server_port", current.port if current else 8000)
-        st.session_state.setdefault("server_ssl", current.ssl if current else False)
-        st.session_state.setdefault("server_token", current.token if current else "")
+    """Use shared Chroma servers instead of the embedded folder (the token is never shown or logged); several,
+    comma-separated, hold a sharded index."""
+    current = st.session_state.servers
+    with st.expander(f"Chroma server{': ' + describe_servers(current) if current else ' (off)'}"):
+        st.session_state.setdefault("use_server", bool(current))
+        st.session_state.setdefault("server_host", ", ".join(f"{s.host}:{s.port}" for s in current))
+        st.session_state.setdefault("server_port", current[0].port if current else 8000)
+        st.session_state.setdefault("server_ssl", current[0].ssl if current else False)
+        st.session_state.setdefault("server_token", current[0].token if current else "")
         st.toggle("Use a Chroma server", key="use_server", on_change=_apply_server)
-        st.text_input("Host", key="server_host", on_change=_apply_server)
-        st.number_input("Port", 1, 65535, key="server_port", on_change=_apply_server)
+        st.text_input("Host", key="server_host", on_change=_apply_server,
+                      help="host or host:port; several, comma-separated, for a sharded index")  # fmt: skip
+        st.number_input("Port", 1, 65535, key="server_port", on_change=_apply_server, help="where a host gives none")
         st.checkbox("HTTPS", key="server_ssl", on_change=_apply_server)
         st.text_input("Token (optional)", key="server_token", type="password", on_change=_apply_server)
+        if st.session_state.get("server_error"):
+            st.error(st.session_state.server_error)
 
 
 def sidebar() -> None:

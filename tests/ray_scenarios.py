@@ -51,7 +51,8 @@ def request_for(args: dict[str, Any], **fields: Any) -> Any:
 
 
 def server_index(server: Any) -> Any:
-    from core.store.index import connect, open_index
+    from core.store.catalog import open_index
+    from core.store.index import connect
 
     return open_index(connect("unused", server))
 
@@ -78,7 +79,8 @@ def interrupted_cli_build(args: dict[str, Any], work: Path) -> dict[str, Any]:
     mark("interrupted cli build")
     result: dict[str, Any] = {"returncode": returncode, "stderr": seen.decode(errors="replace")[-3000:]}
     if (work / "cli-summary.json").exists():
-        from core.store.index import connect, open_index
+        from core.store.catalog import open_index
+        from core.store.index import connect
 
         result["summary"] = json.loads((work / "cli-summary.json").read_text())
         result["counts"] = counts_of(open_index(connect(work / "db-cli")))
@@ -93,7 +95,8 @@ def local_scenario(args: dict[str, Any], work: Path) -> dict[str, Any]:
 
     from core.engines.build import run_build
     from core.engines.ray_engine import worker_env
-    from core.store.index import ChromaServer, connect, open_index
+    from core.store.catalog import open_index
+    from core.store.index import ChromaServer, connect
     from tests.helpers import ChromaProcess, free_port
 
     result: dict[str, Any] = {"cli": interrupted_cli_build(args, work)}
@@ -104,7 +107,7 @@ def local_scenario(args: dict[str, Any], work: Path) -> dict[str, Any]:
     try:
         server = ChromaServer(host="127.0.0.1", port=chroma.port)
         # One video per encoding batch, so that progress (and the cancel it triggers) comes video by video.
-        request = request_for(args, db=str(work / "unused-db"), output=str(work / "out-server"), server=server,
+        request = request_for(args, db=str(work / "unused-db"), output=str(work / "out-server"), servers=(server,),
                               batch_size=3)  # fmt: skip
         cancel = threading.Event()
         seen: list[int] = []
@@ -196,7 +199,7 @@ def cluster_scenario(args: dict[str, Any], work: Path) -> dict[str, Any]:
         # The videos ten times over, one video per encoding batch: when the first video is done, most of the
         # encoding is still to come, so the kill lands mid-build.
         request = request_for(args, videos=args["many_videos"], db=str(work / "unused-db"),
-                              output=str(work / "out-cluster"), server=server, ray_address=address,
+                              output=str(work / "out-cluster"), servers=(server,), ray_address=address,
                               batch_size=3)  # fmt: skip
         killed: list[int] = []
         after_kill: list[int] = []

@@ -11,7 +11,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.model.prompts import PROMPT_SETS
-from core.store.index import connect, list_indexes
+from core.store.catalog import list_indexes
+from core.store.index import connect
 from tests.helpers import ROOT
 from tests.tiny_model import CONFIG
 

@@ -17,7 +17,8 @@ from core.media.frames import FrameStrategy, VideoReadError, read_video_frames
 from core.media.samples import write_clip
 from core.media.sources import VideoRecord, scan_source
 from core.media.transcode import ffmpeg_exe
-from core.store.index import connect, open_index
+from core.store.catalog import open_index
+from core.store.index import connect
 from tests.helpers import ROOT, build_into, make_broken_files
 from tests.tiny_model import COLOURS, CONFIG
 

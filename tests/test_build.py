@@ -20,7 +20,8 @@ from core.ground import IndexLockedError
 from core.media.frames import FrameStrategy
 from core.media.sources import scan_source
 from core.requests import BuildRequest
-from core.store.index import connect, open_for_build, open_index
+from core.store.catalog import open_index
+from core.store.index import connect, open_for_build
 from core.store.locking import BuildLock
 from tests.helpers import ROOT, build_into, make_broken_files
 from tests.tiny_model import COLOURS

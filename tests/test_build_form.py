@@ -12,7 +12,8 @@ from core.app import Explorer, IndexRef, ProcessCache, SourceError, UserError
 from core.cli import main
 from core.requests import BuildRequest
 from core.resources import get_build_manager
-from core.store.index import connect, list_indexes
+from core.store.catalog import list_indexes
+from core.store.index import connect
 from tests.test_app import _private_copy, make_app, run_page
 from tests.tiny_model import CONFIG
 

@@ -20,7 +20,8 @@ from core.jobs import BuildManager
 from core.media.samples import write_clip
 from core.model.embed import ClipModel
 from core.requests import BuildRequest
-from core.store.index import FrameIndex, connect, open_index
+from core.store.catalog import open_index
+from core.store.index import FrameIndex, connect
 from core.store.locking import BuildLock
 from tests.helpers import run_cli
 from tests.tiny_model import COLOURS, CONFIG

@@ -18,7 +18,8 @@ import pytest
 from core.ground import TEMPORARY_GLOB, plural
 from core.media.samples import write_clip
 from core.media.thumbnails import FRAMES_DIRNAME
-from core.store.index import connect, open_index
+from core.store.catalog import open_index
+from core.store.index import connect
 from tests.helpers import ROOT, build_into
 from tests.tiny_model import COLOURS, CONFIG
 

@@ -16,7 +16,8 @@ import torch
 
 from core.engines.build import default_batch_size
 from core.model.embed import RANDOM_WEIGHTS, ModelSpec, load_model, resolve_device
-from core.store.index import connect, open_index
+from core.store.catalog import open_index
+from core.store.index import connect
 from tests.helpers import build_into
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from core.engines.config import resolve_workers
-from core.engines.writer import UPSERT_BATCH, IndexWriter
 from core.ground import StoreError, UserError
 from core.runtime import decode_threads_for, usable_cores
+from core.store.writer import UPSERT_BATCH, IndexWriter
 
 WAIT_S = 120
 

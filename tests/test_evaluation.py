@@ -18,7 +18,8 @@ from core.analysis.evaluation import (
 from core.analysis.metrics import compute_metrics
 from core.ground import UserError, kinetics_classes
 from core.model.prompts import PROMPT_SETS
-from core.store.index import connect, open_index
+from core.store.catalog import open_index
+from core.store.index import connect
 from tests.stand_ins import MemoryIndex, TextModel, make_contents, unit_vector
 
 

@@ -15,7 +15,8 @@ from core.app import Explorer, NoUsableVideoError
 from core.cli import main
 from core.ground import UserError
 from core.requests import BuildRequest, EvalSettings, IndexRef, SearchQuery
-from core.store.index import connect, list_indexes
+from core.store.catalog import list_indexes
+from core.store.index import connect
 from core.store.runs import REFERENCE_RUN
 from tests.helpers import SHARED_CLIPS, build_into, make_broken_files
 from tests.test_app import make_app, run_page

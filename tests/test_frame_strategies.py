@@ -19,7 +19,8 @@ from core.media.frames import FrameStrategy, VideoFrames, read_video_frames
 from core.media.samples import write_clip
 from core.media.sources import VideoRecord
 from core.model.embed import ModelSpec
-from core.store.index import collection_name, connect, list_indexes, open_index
+from core.store.catalog import list_indexes, open_index
+from core.store.index import collection_name, connect
 from tests.helpers import SHARED_CLIPS, build_into
 
 needs_shared_clips = pytest.mark.skipif(not SHARED_CLIPS.is_dir(), reason="../shared/data/realclips is not present")

@@ -34,7 +34,8 @@ from core.media.frames import FrameStrategy, probe_video, read_video_frames, vid
 from core.media.sources import LINKS_OUTSIDE, VideoRecord, scan_source
 from core.requests import EvalSettings
 from core.runtime import usable_cores
-from core.store.index import connect, open_for_build, open_index
+from core.store.catalog import open_index
+from core.store.index import connect, open_for_build
 from core.store.locking import BuildLock
 from tests.helpers import ROOT, build_into, make_labelled_folder, run_cli
 from tests.tiny_model import COLOURS, CONFIG

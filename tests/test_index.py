@@ -11,7 +11,8 @@ import pytest
 
 from core.ground import IndexUnavailableError
 from core.model.embed import ModelSpec
-from core.store.index import SCHEMA_VERSION, FrameIndex, connect, list_indexes, open_for_build, open_index
+from core.store.catalog import list_indexes, open_index
+from core.store.index import SCHEMA_VERSION, FrameIndex, connect, open_for_build
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

@@ -25,7 +25,8 @@ from core.jobs import BuildManager
 from core.media.frames import FrameStrategy
 from core.media.sources import scan_source
 from core.requests import BuildRequest
-from core.store.index import connect, open_for_build, open_index
+from core.store.catalog import open_index
+from core.store.index import connect, open_for_build
 from tests import worker_tasks
 
 WAIT_S = 120

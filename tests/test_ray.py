@@ -24,7 +24,8 @@ from core.engines.build import run_build
 from core.engines.ray_engine import RayEngineError
 from core.ground import UserError
 from core.requests import BuildRequest
-from core.store.index import connect, open_index
+from core.store.catalog import open_index
+from core.store.index import connect
 from tests.helpers import ROOT, build_into
 
 SCENARIOS = ROOT / "tests" / "ray_scenarios.py"

@@ -11,7 +11,8 @@ import numpy as np
 from core.analysis.evaluation import evaluate_contents
 from core.analysis.reports import STYLE, metrics_csv, per_class_csv, per_video_csv, results_html, search_html
 from core.analysis.search import SearchHit
-from core.store.index import connect, open_index
+from core.store.catalog import open_index
+from core.store.index import connect
 
 HOSTILE = '<script>alert("x")</script> & "quotes" \'single\''
 

@@ -47,15 +47,15 @@ def test_a_build_request_round_trips_through_json() -> None:
     request = BuildRequest(
         videos="clips", db="db", output="out", spec=spec, frames="uniform:4", annotations="notes.csv",
         batch_size=16, device="cpu", precision="fp16", workers=3, engine="ray", ray_address="auto",
-        allowed_roots=("/data", "/tmp"), server=server,
+        allowed_roots=("/data", "/tmp"), servers=(server,), shards=4,
     )  # fmt: skip
     data = _through_json(request.to_json())
-    assert set(data) == {f.name for f in fields(BuildRequest)}
+    assert set(data) == {f.name for f in fields(BuildRequest)} | {"server"}  # "server": the first, as before lists
     assert "secret" not in json.dumps(data)  # the token comes from the environment, never from the JSON form
     back = BuildRequest.from_json(data)
-    assert back == BuildRequest(**{**request.__dict__, "server": ChromaServer("chroma.example", 8443, True, "",
-                                                                              "X-Token")})  # fmt: skip
-    assert back.target == IndexRef(db="db", server=back.server) and back.spec.identity() == spec.identity()
+    assert back == BuildRequest(**{**request.__dict__, "servers": (ChromaServer("chroma.example", 8443, True, "",
+                                                                                "X-Token"),)})  # fmt: skip
+    assert back.target == IndexRef(db="db", servers=back.servers) and back.spec.identity() == spec.identity()
     minimal = BuildRequest.from_json({"videos": "v"})
     assert minimal == BuildRequest(videos="v") and minimal.spec == ModelSpec()
 
@@ -88,9 +88,9 @@ def test_eval_settings_round_trip_and_refuse_what_they_do_not_know() -> None:
 
 
 def test_an_index_ref_and_a_model_spec_round_trip() -> None:
-    ref = IndexRef(db="db", server=ChromaServer("h", 9000), collection="clip_abc")
+    ref = IndexRef(db="db", servers=(ChromaServer("h", 9000),), collection="clip_abc")
     assert IndexRef.from_json(_through_json(ref.to_json())) == ref
-    assert ref.store() == IndexRef(db="db", server=ref.server) and ref.store().with_collection("x").collection == "x"
+    assert ref.store() == IndexRef(db="db", servers=ref.servers) and ref.store().with_collection("x").collection == "x"
     assert ref.key() == "http://h:9000" and IndexRef(db="here").key() == "here"
     assert IndexRef(db="here", collection="c").describe() == "here/ · c"
     spec = ModelSpec(name="ViT-B-32", pretrained="laion2b_s34b_b79k")

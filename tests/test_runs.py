@@ -12,7 +12,8 @@ import pytest
 
 from core.analysis.evaluation import evaluate_contents, evaluate_index
 from core.model.embed import ModelSpec
-from core.store.index import connect, open_index
+from core.store.catalog import open_index
+from core.store.index import connect
 from core.store.runs import REFERENCE_RUN, SUMMARY_KEYS, Run, RunStore, compare_per_class, run_from_evaluation, run_id
 from tests.references import naive_wilson
 from tests.stand_ins import MemoryIndex, TextModel, make_contents

@@ -14,7 +14,8 @@ from core.analysis.search import SearchHit, check_query, search
 from core.ground import QueryError
 from core.limits import MAX_K
 from core.requests import SearchQuery
-from core.store.index import IndexContents, connect, open_index
+from core.store.catalog import open_index
+from core.store.index import IndexContents, connect
 from tests.stand_ins import MemoryIndex, TextModel, make_contents, unit_vector
 
 

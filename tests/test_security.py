@@ -70,12 +70,29 @@ def test_no_user_input_is_evaluated() -> None:
 def test_server_settings_merge_flags_with_the_environment() -> None:
     env = {"CLIP_EXPLORER_CHROMA_HOST": "env-host", "CLIP_EXPLORER_CHROMA_PORT": "9000",
            "CLIP_EXPLORER_CHROMA_SSL": "yes", "CLIP_EXPLORER_CHROMA_TOKEN": "t0k"}  # fmt: skip
-    assert ChromaServer.resolve(environ={}) is None
-    from_env = ChromaServer.resolve(environ=env)
+    assert ChromaServer.resolve(environ={}) == ()
+    (from_env,) = ChromaServer.resolve(environ=env)
     assert (from_env.host, from_env.port, from_env.ssl, from_env.token) == ("env-host", 9000, True, "t0k")
-    flagged = ChromaServer.resolve("flag-host", None, None, None, environ=env)
+    (flagged,) = ChromaServer.resolve("flag-host", None, None, None, environ=env)
     assert (flagged.host, flagged.port, flagged.ssl, flagged.token) == ("flag-host", 9000, True, "t0k")
-    assert ChromaServer.resolve("flag-host", 1234, environ={}).describe() == "http://flag-host:1234"
+    (given,) = ChromaServer.resolve("flag-host", 1234, environ={})
+    assert given.describe() == "http://flag-host:1234"
+
+
+def test_several_servers_come_as_one_comma_separated_list() -> None:
+    env = {"CLIP_EXPLORER_CHROMA_HOST": "a:8001, b ,[::1]:8003,a:8001", "CLIP_EXPLORER_CHROMA_PORT": "9000",
+           "CLIP_EXPLORER_CHROMA_TOKEN": "t0k"}  # fmt: skip
+    servers = ChromaServer.resolve(environ=env)
+    assert [(s.host, s.port, s.token) for s in servers] == [
+        ("a", 8001, "t0k"),
+        ("b", 9000, "t0k"),
+        ("::1", 8003, "t0k"),
+    ]
+    flagged = ChromaServer.resolve("x:1,y", 7000, environ={})
+    assert [s.describe() for s in flagged] == ["http://x:1", "http://y:7000"]
+    for bad in ("a:b", "a:0", "a:70000", "a b:1", ":8000"):
+        with pytest.raises(UserError, match="is not a Chroma server address"):
+            ChromaServer.resolve(bad, environ={})
 
 
 def test_confine_keeps_paths_inside_the_roots(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ import pytest
 from core.analysis.evaluation import evaluate_index
 from core.analysis.search import search
 from core.ground import IndexUnavailableError
-from core.store.index import ChromaServer, connect, open_index
+from core.store.catalog import open_index
+from core.store.index import ChromaServer, connect
 from tests.helpers import ROOT, ChromaProcess, build_into, free_port, run_cli
 
 
@@ -24,7 +25,7 @@ def chroma(tmp_path: Path):
 
 def test_build_search_evaluate_through_a_server(chroma: ChromaProcess, tmp_path: Path, video_root: Path, tiny_model):
     server = ChromaServer(host="127.0.0.1", port=chroma.port)
-    summary = build_into(video_root, tmp_path / "unused-db", tmp_path / "out", model=tiny_model, server=server)
+    summary = build_into(video_root, tmp_path / "unused-db", tmp_path / "out", model=tiny_model, servers=(server,))
     assert summary.videos_indexed == 12
     assert not (tmp_path / "unused-db").exists()  # nothing written to a local index folder
     index = open_index(connect(tmp_path / "unused-db", server))
@@ -35,13 +36,13 @@ def test_build_search_evaluate_through_a_server(chroma: ChromaProcess, tmp_path:
     result = run_cli("search", "juggling fire", "--chroma-host", "127.0.0.1", "--chroma-port", str(chroma.port))
     assert result.returncode == 0, result.stderr
     assert "juggling fire" in result.stdout
-    again = build_into(video_root, tmp_path / "unused-db", tmp_path / "out", model=tiny_model, server=server)
+    again = build_into(video_root, tmp_path / "unused-db", tmp_path / "out", model=tiny_model, servers=(server,))
     assert again.videos_indexed == 0 and again.videos_already_indexed == 12
 
 
 def test_server_going_away_and_coming_back(chroma: ChromaProcess, tmp_path: Path, video_root: Path, tiny_model):
     server = ChromaServer(host="127.0.0.1", port=chroma.port)
-    build_into(video_root, tmp_path / "db", tmp_path / "out", model=tiny_model, server=server)
+    build_into(video_root, tmp_path / "db", tmp_path / "out", model=tiny_model, servers=(server,))
     index = open_index(connect(tmp_path / "db", server))
     assert search(tiny_model, index, "fire", k=2)
     chroma.stop()
@@ -58,7 +59,7 @@ def test_the_app_through_a_server(chroma: ChromaProcess, tmp_path: Path, video_r
     from streamlit.testing.v1 import AppTest
 
     server = ChromaServer(host="127.0.0.1", port=chroma.port)
-    build_into(video_root, tmp_path / "db", tmp_path / "out", model=tiny_model, server=server)
+    build_into(video_root, tmp_path / "db", tmp_path / "out", model=tiny_model, servers=(server,))
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
     at.session_state["db"], at.session_state["output"] = str(tmp_path / "db"), str(tmp_path / "out")
     at.session_state["roots"] = [str(tmp_path)]

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from core.store.index import FrameIndex
 
 
-def _server(args: argparse.Namespace) -> ChromaServer | None:
-    """The Chroma server from the flags, else from the environment, else None (the embedded store)."""
+def _servers(args: argparse.Namespace) -> tuple[ChromaServer, ...]:
+    """The Chroma servers from the flags, else from the environment, else () (the embedded store)."""
     flags = ("chroma_host", "chroma_port", "chroma_ssl", "chroma_token_header")
     return ChromaServer.resolve(*(getattr(args, flag, None) for flag in flags))
 
@@ -61,7 +61,7 @@ def _explorer(args: argparse.Namespace) -> Explorer:
 
 def _ref(args: argparse.Namespace) -> IndexRef:
     """The index named by --db / --collection / the Chroma server flags."""
-    return IndexRef(db=args.db, server=_server(args), collection=getattr(args, "collection", None))
+    return IndexRef(db=args.db, servers=_servers(args), collection=getattr(args, "collection", None))
 
 
 class _ProgressBar:
@@ -123,7 +123,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         precision=args.precision,
         engine=args.engine,
         ray_address=args.ray_address,
-        server=_server(args),
+        servers=_servers(args),
+        shards=args.shards,
     )
     try:
         summary = explorer.build(request, progress=progress, lock_owner="python -m core build", on_stage=stage)
@@ -379,11 +380,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     ref = _ref(args)
     listed = _explorer(args).indexes(ref)
     if not listed:
-        say(f"No index in {ref.server.describe() if ref.server else f'{args.db}/'}.")
+        say(f"No index in {ref.describe()}.")
     rows = []
     for item in listed:
         info = item.info
         say(f"{info.name}: {info.describe()}")
+        for shard in info.shards:
+            say(f"  {shard.name}: {plural(shard.count, 'frame')} in {shard.where}")
+        if item.problem:
+            say(f"  {item.problem}")
         rows.append(
             {
                 "name": info.name,
@@ -393,6 +398,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                 "count": info.count,
                 "created_at": info.created_at,
                 "built_at": info.built_at,
+                "shards": [{"name": s.name, "where": s.where, "count": s.count} for s in info.shards],
             }
         )
     if len(listed) > 1:

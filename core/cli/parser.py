@@ -72,8 +72,12 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "Chroma server (instead of the embedded --db folder; also CLIP_EXPLORER_CHROMA_HOST/_PORT/_SSL/_TOKEN)"
     )
-    group.add_argument("--chroma-host", help="host of a Chroma server")
-    group.add_argument("--chroma-port", type=_setting("chroma_port"), default=None, help="its port (default: 8000)")
+    group.add_argument(
+        "--chroma-host", help="host of a Chroma server; several, comma-separated (host[:port],…), for a sharded index"
+    )
+    group.add_argument(
+        "--chroma-port", type=_setting("chroma_port"), default=None, help="their port where not given (default: 8000)"
+    )
     group.add_argument("--chroma-ssl", action="store_true", help="use HTTPS")
     group.add_argument("--chroma-token-header", default=None, help="auth header (default: Authorization, as Bearer)")
 
@@ -122,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--ray-address", help="with --engine ray: an existing cluster, 'auto' or host:port (default: a local instance)"
     )
     _add_server_flags(build)
+    build.add_argument(
+        "--shards", type=_setting("shards"), default=None,
+        help="write the index as N collections, a writer each, spread over the --chroma-host servers (or in "
+        "sub-folders of --db): 1 to 64 (default: the index's own; 1 for a new one)",
+    )  # fmt: skip
     build.add_argument("--json", help="also write the build summary as JSON to this file ('-' for stdout)")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
 

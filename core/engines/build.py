@@ -24,7 +24,6 @@ from pathlib import Path
 from core.engines.config import BuildConfig, Engine, default_batch_size, resolve_workers
 from core.engines.local import FramePool, LocalEngine
 from core.engines.records import BuildProgress, BuildStage, BuildSummary, VideoResult
-from core.engines.writer import IndexWriter, writer_failure
 from core.ground import UserError
 from core.limits import check_setting
 from core.media.frames import FrameStrategy
@@ -32,8 +31,11 @@ from core.media.sources import SkippedItem, SourceScan, VideoRecord, scan_source
 from core.media.thumbnails import remove_stale_temporaries
 from core.model.embed import ClipModel, check_weights_available, load_model, resolve_device, resolve_precision
 from core.requests import BuildRequest
-from core.store.index import FrameIndex, PendingIndex, connect
-from core.store.locking import BuildLock
+from core.store.build_target import PendingShardedIndex, open_build_index
+from core.store.catalog import Store
+from core.store.index import FrameIndex
+from core.store.locking import StoreLock
+from core.store.writer import IndexWriter, ShardedWriter, writer_failure, writer_for
 
 __all__ = [
     "BuildConfig",
@@ -111,20 +113,37 @@ def read_source(request: BuildRequest, progress: Progress = None) -> SourceScan:
 # -- start up --------------------------------------------------------------------------------------------
 
 
+BuildIndex = FrameIndex | PendingShardedIndex
+
+
 def start_up(
-    request: BuildRequest, config: BuildConfig, engine: Engine, model: ModelSource, progress: Progress = None
-) -> tuple[ClipModel, FrameIndex]:
-    """The engine's start (worker processes, a cluster), the index's opening and the model's loading, side
+    request: BuildRequest,
+    config: BuildConfig,
+    engine: Engine,
+    model: ModelSource,
+    progress: Progress = None,
+    lock_owner: str = "",
+) -> tuple[ClipModel, BuildIndex]:
+    """The engine's start (worker processes, a cluster), the store's opening and the model's loading, side
     by side: the model (`model` None: the request's; a function: called here) and the index to write to
-    (made with its first records)."""
+    (its collections made with its first records; a sharded one's writers started)."""
     if not isinstance(model, ClipModel):
         _say(progress, BuildProgress(stage=BuildStage.STARTING, model=request.spec.describe()))
     with ThreadPoolExecutor(2, thread_name_prefix="build-start-up") as side:
         loading = side.submit(load_build_model, request, config, engine, model)
-        opening = side.submit(connect, request.db, request.server)
+        opening = side.submit(_open_store, request)
         engine.start(config)  # here: a process pool is best started from the caller's thread
-        clip, client = loading.result(), opening.result()
-    return clip, PendingIndex(client, clip.spec, clip.embed_dim, str(config.strategy), request.source())
+        clip, store = loading.result(), opening.result()
+    index = open_build_index(store, clip.spec, clip.embed_dim, str(config.strategy), request.source(),
+                             request.shards, lock_owner)  # fmt: skip
+    return clip, index
+
+
+def _open_store(request: BuildRequest) -> Store:
+    """The request's store, its places opened (a folder's database, the servers' connections)."""
+    store = Store(request.db, request.servers)
+    store.places()
+    return store
 
 
 def load_build_model(request: BuildRequest, config: BuildConfig, engine: Engine, model: ModelSource) -> ClipModel:
@@ -145,7 +164,7 @@ class ProgressCounter:
     """A build's counts while it indexes, and the one progress and ETA formula every engine shows."""
 
     def __init__(self, videos: Sequence[VideoRecord], todo: Sequence[VideoRecord], skipped: Sequence[SkippedItem],
-                 writer: IndexWriter, progress: Progress) -> None:  # fmt: skip
+                 writer: IndexWriter | ShardedWriter, progress: Progress) -> None:  # fmt: skip
         self.found, self.todo, self.writer, self.progress = len(videos), len(todo), writer, progress
         self.skipped = list(skipped)
         self.notes: list[SkippedItem] = []
@@ -189,7 +208,7 @@ class ProgressCounter:
 def index_videos(
     videos: Sequence[VideoRecord],
     model: ClipModel,
-    index: FrameIndex,
+    index: BuildIndex,
     engine: Engine,
     config: BuildConfig,
     progress: Progress = None,
@@ -204,7 +223,7 @@ def index_videos(
     remove_stale_temporaries(config.output_dir)
     complete = index.complete_videos()
     todo = [v for v in videos if v.video_id not in complete]
-    writer = IndexWriter(index)  # one writer, made here: the engines never see the index
+    writer = writer_for(index)  # made here: the engines never see the index
     writer.start()
     counter = ProgressCounter(videos, todo, skipped, writer, progress)
     cancelled = False
@@ -272,19 +291,22 @@ def run_build(
         check_source(scan)
     if not isinstance(model, ClipModel):  # after the source's own sentence, which comes first when both apply
         check_weights_available(request.spec)  # offline without the weights: said now, not after a minute
-    server = request.server.describe() if request.server else None
-    with BuildLock.for_store(request.db, config.output_dir, server, owner=lock_owner):
+    servers = [server.describe() for server in request.servers]
+    with StoreLock.for_store(request.db, config.output_dir, servers, owner=lock_owner):
+        index: BuildIndex | None = None
         try:
-            clip, index = start_up(request, config, engine, model, progress)
+            clip, index = start_up(request, config, engine, model, progress, lock_owner)
             return index_videos(scan.videos, clip, index, engine, config, progress, cancel, scan.skipped)
         finally:
             engine.close()  # also when start-up or the index's first reads fail (idempotent)
+            if isinstance(index, PendingShardedIndex):
+                index.close()  # its shards' writers
 
 
 def build_index(
     videos: Sequence[VideoRecord],
     model: ClipModel,
-    index: FrameIndex,
+    index: BuildIndex,
     strategy: FrameStrategy,
     output_dir: Path | str,
     batch_size: int = 32,

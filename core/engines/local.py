@@ -15,14 +15,11 @@ A video is handed back only when all its frames are encoded, and its thumbnails 
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
-import sys
 import threading
 import time
-import types
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -38,13 +35,12 @@ from core.media.frames import FrameStrategy, VideoReadError
 from core.media.geometry import InputGeometry
 from core.media.sources import VideoRecord
 from core.model.embed import ClipModel
-from core.runtime import decode_threads_for, prepare_threads_for, torch_threads_for
+from core.runtime import START_METHOD, decode_threads_for, main_module_hidden, prepare_threads_for, torch_threads_for
 
 if TYPE_CHECKING:
     import torch
 
 FRAMES_IN_FLIGHT = 1024  # frames prepared or being prepared ahead of the encoder (bounded by videos too)
-START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 CRASH_REASON = "the decoder crashed on this file (its worker process died)"
 
 
@@ -143,26 +139,8 @@ def _forkserver_preload() -> list[str]:
     return ["core.engines.prepare"]
 
 
-@contextlib.contextmanager
-def _main_module_hidden() -> Iterator[None]:
-    """While a worker process starts, `__main__` is an empty module (what ``python -c`` has).
-
-    multiprocessing (spawn and forkserver) makes each new process import the parent's `__main__` again,
-    by path or by name (`multiprocessing.spawn.get_preparation_data`, CPython 3.11). In the dashboard that
-    module is the page script Streamlit installs there (`ScriptRunner`, streamlit 1.67): a worker would
-    run a page. Elsewhere it is whatever script or ``python -m`` module started the build (the benchmark,
-    a user's script), imported again in every worker for nothing. A worker needs only its task's module.
-    """
-    saved = sys.modules["__main__"]
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        sys.modules["__main__"] = saved
-
-
 class _WorkerPool(ProcessPoolExecutor):
-    """A ProcessPoolExecutor whose workers start without the parent's `__main__` (`_main_module_hidden`)."""
+    """A ProcessPoolExecutor whose workers start without the parent's `__main__` (`main_module_hidden`)."""
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         # ProcessPoolExecutor starts a worker inside submit() while it has fewer processes than its maximum
@@ -170,7 +148,7 @@ class _WorkerPool(ProcessPoolExecutor):
         # Only then is __main__ hidden, so that other threads (a Streamlit rerun) see it changed as rarely
         # as possible.
         if len(self._processes) < self._max_workers:  # type: ignore[attr-defined]
-            with _main_module_hidden():
+            with main_module_hidden():
                 return super().submit(fn, *args, **kwargs)
         return super().submit(fn, *args, **kwargs)
 

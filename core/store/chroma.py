@@ -59,12 +59,20 @@ def store_error(exc: BaseException, where: str, folder: Path | None = None) -> S
     return None
 
 
-def _where(client: Any) -> tuple[str, Path | None]:
-    """The store's name for a sentence, and its folder when it is embedded."""
+def place_of(client: Any) -> str:
+    """Where a client's collections live: its embedded folder, or its server's address."""
     settings = client.get_settings()
     if settings.is_persistent:
-        return f"The index folder {settings.persist_directory}", Path(settings.persist_directory)
-    return f"The Chroma server's store at {settings.chroma_server_host}", None
+        return str(settings.persist_directory)
+    scheme = "https" if settings.chroma_server_ssl_enabled else "http"
+    return f"{scheme}://{settings.chroma_server_host}:{settings.chroma_server_http_port}"
+
+
+def _where(client: Any) -> tuple[str, Path | None]:
+    """The store's name for a sentence, and its folder when it is embedded."""
+    if client.get_settings().is_persistent:
+        return f"The index folder {place_of(client)}", Path(place_of(client))
+    return f"The Chroma server's store at {place_of(client)}", None
 
 
 def store_call(method: Any) -> Any:
@@ -77,8 +85,11 @@ def store_call(method: Any) -> Any:
 
         try:
             return method(*args, **kwargs)
-        except httpx.HTTPError as exc:
-            raise server_unavailable(exc) from None
+        except httpx.HTTPError as exc:  # the server named: one of several may be the one that is down
+            client = getattr(args[0], "client", args[0])
+            named = hasattr(client, "get_settings")
+            raise server_unavailable(exc, f"The Chroma server at {place_of(client)}" if named else
+                                     "The Chroma server") from None  # fmt: skip
         except (ChromaError, OSError) as exc:
             client = getattr(args[0], "client", args[0])
             sentence = store_error(exc, *_where(client))
@@ -90,6 +101,21 @@ def store_call(method: Any) -> Any:
 
 
 _EMBEDDED_OPEN = threading.Lock()
+
+
+def forget_embedded(path: Path | str) -> None:
+    """Make this process open the embedded folder `path` afresh on its next `connect`.
+
+    Chroma keeps one system per folder for the whole process and reads the folder's vectors once: what
+    another process writes there later (an index's shard writers) is not seen by searches through it.
+    Dropping the cached system (see `_reset_stale_embedded` for the private attributes) makes the next
+    client read the folder again; clients made before keep the old system until they are let go, so a
+    search in flight is not cut off."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    key = str(Path(path).expanduser().resolve())
+    getattr(SharedSystemClient, "_identifier_to_system", {}).pop(key, None)
+    getattr(SharedSystemClient, "_identifier_to_refcount", {}).pop(key, None)
 
 
 def _reset_stale_embedded(path: Path) -> None:

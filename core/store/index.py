@@ -64,9 +64,18 @@ def collection_name(spec: ModelSpec, frames: str) -> str:
     return f"{COLLECTION_PREFIX}-{safe_model}-{safe_frames}-{spec.identity()}"
 
 
+@dataclass(frozen=True)
+class ShardInfo:
+    """One collection of a sharded index: its name, where it lives and how many records it holds."""
+
+    name: str
+    where: str
+    count: int
+
+
 @dataclass
 class IndexInfo:
-    """What a collection holds and how it was built."""
+    """What a collection (or a sharded index's set of collections) holds and how it was built."""
 
     name: str
     spec: ModelSpec
@@ -78,6 +87,7 @@ class IndexInfo:
     schema_version: int = SCHEMA_VERSION
     source_videos: str = ""  # the videos folder it was built from ("" when not recorded)
     source_annotations: str = ""  # and its annotations file, if any
+    shards: list[ShardInfo] = field(default_factory=list)  # empty: one collection
 
     @property
     def version(self) -> str:
@@ -106,6 +116,16 @@ class IndexContents:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+Hit = tuple[str, float, dict[str, Any]]  # (record id, cosine similarity, metadata)
+
+
+def rank_hits(hits: Iterable[Hit], k: int | None = None) -> list[Hit]:
+    """Hits most similar first, equal scores by id (the same order however the records are spread over
+    collections), the first `k` when given."""
+    ranked = sorted(hits, key=lambda hit: (-hit[1], hit[0]))
+    return ranked if k is None else ranked[:k]
 
 
 def frame_counts(metadatas: Iterable[Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
@@ -209,9 +229,9 @@ class FrameIndex:
         return version_key(self.count(), str(self.metadata.get("built_at", "")))
 
     @store_call
-    def mark_built(self) -> None:
+    def mark_built(self, when: str | None = None) -> None:
         meta = self.metadata
-        meta["built_at"] = now_iso()
+        meta["built_at"] = when or now_iso()
         self.collection.modify(metadata=meta)
 
     @store_call
@@ -300,8 +320,7 @@ class FrameIndex:
         if not ids:
             return []
         scores = cosine_similarities(np.asarray(result["embeddings"][0], dtype=np.float32), query)
-        order = sorted(range(len(ids)), key=lambda i: -scores[i])  # stable: Chroma's order among equals
-        return [(ids[i], float(scores[i]), metas[i] or {}) for i in order]
+        return rank_hits([(ids[i], float(scores[i]), metas[i] or {}) for i in range(len(ids))])
 
     @store_call
     def labels(self) -> list[str]:
@@ -312,69 +331,18 @@ class FrameIndex:
 
 
 @store_call
-def list_indexes(client: chromadb.ClientAPI) -> list[FrameIndex]:
-    """Frame collections in the store, most recently built first.
-
-    Collections of another schema are listed too, so that they can be shown with the reason
-    (`FrameIndex.schema_problem`); opening one is refused."""
-    found = [FrameIndex(client, c) for c in client.list_collections() if _is_frame_collection(c.metadata)]
-    return sorted(found, key=lambda ix: str(ix.metadata.get("built_at") or ix.metadata.get("created_at")), reverse=True)
-
-
-def open_index(
-    client: chromadb.ClientAPI,
-    spec: ModelSpec | None = None,
-    frames: str | None = None,
-    name: str | None = None,
-    where: str = "this index",
-) -> FrameIndex:
-    """The collection to read: by name, else the newest one matching `spec`/`frames` when given.
-
-    Refuses (with a sentence) a model other than the index's, since its vectors are not comparable, and
-    a collection of another schema. Unnamed, the choice is among the collections this tool can read.
-    """
-    indexes = list_indexes(client)
-    if not indexes:
-        raise IndexUnavailableError(
-            f"No index in {where} yet: build one first (python -m core build --videos DIR, or the Build page)."
-        )
-    if name:
-        for ix in indexes:
-            if ix.name == name:
-                return ix.check_schema()
-        raise IndexUnavailableError(
-            f"There is no collection '{name}' in {where}; available: {', '.join(ix.name for ix in indexes)}."
-        )
-    readable = [ix for ix in indexes if not ix.schema_problem()]
-    if not readable:
-        indexes[0].check_schema()
-    indexes = candidates = readable
-    if spec is not None:
-        candidates = [ix for ix in candidates if ix.spec.identity() == spec.identity()]
-        if not candidates:
-            built = "; ".join(sorted({ix.spec.describe() for ix in indexes}))
-            raise IndexUnavailableError(
-                f"{where.capitalize()} was built with {built}, not {spec.describe()}: vectors of different models "
-                "cannot be compared, so leave out the model options to use the index's own model, or build "
-                "a new index with this one."
-            )
-    if frames is not None:
-        matching = [ix for ix in candidates if ix.frames == frames]
-        if not matching:
-            have = ", ".join(sorted({ix.frames for ix in candidates}))
-            raise IndexUnavailableError(
-                f"{where.capitalize()} has no collection built with frames {frames} (it has {have})."
-            )
-        candidates = matching
-    return candidates[0]
-
-
-@store_call
 def open_for_build(
-    client: chromadb.ClientAPI, spec: ModelSpec, embed_dim: int, frames: str, source: dict[str, str] | None = None
+    client: chromadb.ClientAPI,
+    spec: ModelSpec,
+    embed_dim: int,
+    frames: str,
+    source: dict[str, str] | None = None,
+    name: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> FrameIndex:
     """The collection a build writes to, created on first use with its model, strategy and `source`
-    (the `SOURCE_VIDEOS` and `SOURCE_ANNOTATIONS` keys) recorded."""
+    (the `SOURCE_VIDEOS` and `SOURCE_ANNOTATIONS` keys) recorded; `name` (default: the model's and the
+    strategy's) and `extra` metadata for one shard of a sharded index."""
     meta: dict[str, Any] = {
         **spec.to_metadata(),
         "embed_dim": int(embed_dim),
@@ -382,9 +350,10 @@ def open_for_build(
         "created_at": now_iso(),
         "schema_version": SCHEMA_VERSION,
         **(source or {}),
+        **(extra or {}),
     }
     collection = client.get_or_create_collection(
-        name=collection_name(spec, frames),
+        name=name or collection_name(spec, frames),
         metadata=meta,
         configuration={"hnsw": HNSW_CONFIG.copy()},
         embedding_function=None,
@@ -417,18 +386,24 @@ class PendingIndex(FrameIndex):
         embed_dim: int,
         frames: str,
         source: dict[str, str] | None = None,
+        name: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         self.client = client
         self._spec, self._embed_dim, self._frames, self._source = spec, int(embed_dim), frames, source
-        self._name = collection_name(spec, frames)
+        self._name, self._extra = name or collection_name(spec, frames), extra
         self._opened: FrameIndex | None = None
         if any(c.name == self._name for c in client.list_collections()):
-            self._opened = open_for_build(client, spec, embed_dim, frames, source)
+            self._opened = self._open()
+
+    def _open(self) -> FrameIndex:
+        return open_for_build(self.client, self._spec, self._embed_dim, self._frames, self._source, self._name,
+                              self._extra)  # fmt: skip
 
     @property  # a plain attribute in FrameIndex; here it is made on first use
     def collection(self) -> Any:
         if self._opened is None:
-            self._opened = open_for_build(self.client, self._spec, self._embed_dim, self._frames, self._source)
+            self._opened = self._open()
         return self._opened.collection
 
     @property
@@ -445,6 +420,6 @@ class PendingIndex(FrameIndex):
     def complete_videos(self) -> set[str]:
         return super().complete_videos() if self.created else set()
 
-    def mark_built(self) -> None:
+    def mark_built(self, when: str | None = None) -> None:
         if self.created:
-            super().mark_built()
+            super().mark_built(when)

@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -73,12 +74,17 @@ class BuildLock:
         except (OSError, ValueError):
             return {}
 
-    def acquire(self) -> BuildLock:
+    def acquire(self, wait_s: float = 0.0) -> BuildLock:
+        """Take the lock, or raise `IndexLockedError`; `wait_s`: keep trying that long first (a shard writer
+        whose predecessor, orphaned by a killed build, is finishing its last write)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        if not _try_lock(fd):
-            os.close(fd)
-            raise self._refusal()
+        deadline = time.monotonic() + wait_s
+        while not _try_lock(fd):
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise self._refusal()
+            time.sleep(0.05)
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -135,6 +141,46 @@ class BuildLock:
         return self._fd is not None
 
     def __enter__(self) -> BuildLock:
+        return self.acquire()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+
+class StoreLock:
+    """The locks of one build's store, all held or none: the index folder's, or one per Chroma server (a
+    sharded index spread over several servers is one index: no other build of this machine may write to
+    any of them meanwhile)."""
+
+    def __init__(self, locks: list[BuildLock]) -> None:
+        self.locks = locks
+
+    @classmethod
+    def for_store(cls, db: Path | str, output: Path | str, servers: Sequence[str] = (), owner: str = "") -> StoreLock:
+        if not servers:
+            return cls([BuildLock.for_store(db, output, None, owner)])
+        return cls([BuildLock.for_store(db, output, server, owner) for server in sorted(set(servers))])
+
+    def refuse_if_held(self) -> None:
+        for lock in self.locks:
+            lock.refuse_if_held()
+
+    def acquire(self) -> StoreLock:
+        try:
+            for lock in self.locks:
+                lock.acquire()
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def release(self) -> None:
+        for lock in self.locks:
+            lock.release()
+
+    def __enter__(self) -> StoreLock:
         return self.acquire()
 
     def __exit__(

@@ -6,11 +6,12 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from core.ground import UserError
+from core.store.build_target import PendingShardedIndex
 from core.store.index import FrameIndex
 
 UPSERT_BATCH = 512  # frames per Chroma upsert at least: large batches, far fewer round trips
@@ -34,6 +35,12 @@ def writer_failure(error: BaseException, what: str = "writing to the index faile
     return failure
 
 
+class Upserts(Protocol):
+    """What a writer writes to: a collection, or one shard of a sharded index."""
+
+    def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict[str, Any]]) -> None: ...
+
+
 class IndexWriter(threading.Thread):
     """Upserts complete videos in large batches, off the encoding thread, from a bounded queue.
 
@@ -41,8 +48,8 @@ class IndexWriter(threading.Thread):
     slower than the encoder) and raises if the writer has failed.
     """
 
-    def __init__(self, index: FrameIndex, max_queued: int = WRITER_QUEUE_FRAMES) -> None:
-        super().__init__(name="index-writer", daemon=True)
+    def __init__(self, index: Upserts, max_queued: int = WRITER_QUEUE_FRAMES, name: str = "index-writer") -> None:
+        super().__init__(name=name, daemon=True)
         self.index = index
         self.max_queued = max_queued
         self.videos_written = 0
@@ -64,11 +71,15 @@ class IndexWriter(threading.Thread):
             self._queued += len(metadatas)
             self._cond.notify_all()
 
-    def close(self) -> None:
-        """Write everything queued, then stop."""
+    def finish(self) -> None:
+        """Ask the writer to write everything queued and stop (without waiting for it)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+    def close(self) -> None:
+        """Write everything queued, then stop."""
+        self.finish()
         self.join()
 
     def run(self) -> None:
@@ -108,3 +119,48 @@ class IndexWriter(threading.Thread):
         self.index.upsert(ids, np.concatenate([item.vectors for item in batch]), metadatas)
         self.videos_written += len(batch)
         self.frames_written += len(metadatas)
+
+
+class ShardedWriter:
+    """The writer of a sharded index: one `IndexWriter` per shard, each video put to its shard's, all running
+    at once (each with its own bounded queue)."""
+
+    def __init__(self, index: PendingShardedIndex, max_queued: int = WRITER_QUEUE_FRAMES) -> None:
+        self.index = index
+        self.writers = [IndexWriter(target, max_queued, f"index-writer-{i:02d}") for i, target in
+                        enumerate(index.targets)]  # fmt: skip
+
+    def start(self) -> None:
+        for writer in self.writers:
+            writer.start()
+
+    @property
+    def error(self) -> BaseException | None:
+        return next((writer.error for writer in self.writers if writer.error is not None), None)
+
+    @property
+    def videos_written(self) -> int:
+        return sum(writer.videos_written for writer in self.writers)
+
+    @property
+    def frames_written(self) -> int:
+        return sum(writer.frames_written for writer in self.writers)
+
+    def put(self, metadatas: list[dict[str, Any]], vectors: np.ndarray) -> None:
+        error = self.error
+        if error is not None:  # another shard's writer failed: stop feeding any of them
+            raise writer_failure(error, "the index writer failed")
+        self.index.create()
+        self.writers[self.index.shard_of(str(metadatas[0]["video_id"]))].put(metadatas, vectors)
+
+    def close(self) -> None:
+        """Write everything queued to every shard, then stop."""
+        for writer in self.writers:  # all at once: each flushes its last batch while the others do
+            writer.finish()
+        for writer in self.writers:
+            writer.join()
+
+
+def writer_for(index: FrameIndex | PendingShardedIndex) -> IndexWriter | ShardedWriter:
+    """The writer of a build's index (made here: the engines never see the index)."""
+    return ShardedWriter(index) if isinstance(index, PendingShardedIndex) else IndexWriter(index)
