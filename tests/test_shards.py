@@ -13,7 +13,6 @@ import pytest
 from core.analysis.evaluation import evaluate_index
 from core.analysis.search import search
 from core.ground import IndexUnavailableError, UserError
-from core.requests import ChromaServer
 from core.store.catalog import Store, list_indexes, open_index
 from core.store.index import HNSW_CONFIG, FrameIndex, cosine_similarities
 from core.store.shards import ShardedIndex, shard_for, shard_name
@@ -107,8 +106,9 @@ def test_an_embedded_sharded_build_reads_as_the_unsharded_one(sharded_build: dic
     assert (a.precision_at_1, a.n_videos) == (b.precision_at_1, b.n_videos)
 
 
-def test_a_sharded_index_is_rebuilt_in_place_and_refuses_another_shard_count(sharded_build: dict, video_root: Path,
-                                                                              tiny_model, tmp_path: Path) -> None:  # fmt: skip
+def test_a_sharded_index_is_rebuilt_in_place_and_refuses_another_shard_count(
+    sharded_build: dict, video_root: Path, tiny_model, tmp_path: Path
+) -> None:
     db = tmp_path / "db"
     shutil.copytree(sharded_build["db"], db)
     again = build_into(video_root, db, tmp_path / "out", frames=FRAMES, model=tiny_model, batch_size=8)
@@ -147,8 +147,9 @@ def _json(*args: str) -> object:
     return json.loads(result.stdout)
 
 
-def test_four_shards_over_two_servers_answer_as_one_embedded_index(two_servers: list[ChromaProcess], tmp_path: Path,
-                                                                   video_root: Path, tiny_checkpoint: Path) -> None:  # fmt: skip
+def test_four_shards_over_two_servers_answer_as_one_embedded_index(
+    two_servers: list[ChromaProcess], tmp_path: Path, video_root: Path, tiny_checkpoint: Path
+) -> None:
     hosts = ",".join(f"127.0.0.1:{server.port}" for server in two_servers)
     common = ["--videos", str(video_root), "--frames", FRAMES, "--batch-size", "8", *_model_flags(tiny_checkpoint),
               "--quiet"]  # fmt: skip
