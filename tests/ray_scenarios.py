@@ -95,8 +95,8 @@ def local_scenario(args: dict[str, Any], work: Path) -> dict[str, Any]:
 
     from core.engines.build import run_build
     from core.engines.ray_engine import worker_env
-    from core.store.catalog import open_index
-    from core.store.index import ChromaServer, connect
+    from core.store.catalog import Store, open_index
+    from core.store.index import ChromaServer
     from tests.helpers import ChromaProcess, free_port
 
     result: dict[str, Any] = {"cli": interrupted_cli_build(args, work)}
@@ -133,11 +133,14 @@ def local_scenario(args: dict[str, Any], work: Path) -> dict[str, Any]:
         })  # fmt: skip
     finally:
         chroma.stop()
-    embedded = run_build(request_for(args, db=str(work / "db"), output=str(work / "out-embedded")))
+    # Sharded: each shard written by a writer process of its own, as with the local engine.
+    embedded = run_build(request_for(args, db=str(work / "db"), output=str(work / "out-embedded"), shards=2))
     mark("embedded build")
     ray.shutdown()
     result["embedded_summary"] = embedded.to_json()
-    result["embedded"] = contents_of(open_index(connect(work / "db")))
+    index = open_index(Store(work / "db"))
+    result["embedded"] = contents_of(index)
+    result["embedded_shards"] = [shard.count for shard in index.info().shards]
     return result
 
 

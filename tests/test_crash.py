@@ -18,7 +18,7 @@ import pytest
 from core.ground import TEMPORARY_GLOB, plural
 from core.media.samples import write_clip
 from core.media.thumbnails import FRAMES_DIRNAME
-from core.store.catalog import open_index
+from core.store.catalog import Store, open_index
 from core.store.index import connect
 from tests.helpers import ROOT, build_into
 from tests.tiny_model import COLOURS, CONFIG
@@ -38,11 +38,11 @@ def many_videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _build_command(videos: Path, db: Path, out: Path, checkpoint: Path) -> list[str]:
+def _build_command(videos: Path, db: Path, out: Path, checkpoint: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "core", "build", "--videos", str(videos), "--db", str(db), "--output", str(out),
         "--model-config", str(CONFIG), "--pretrained", str(checkpoint), "--frames", FRAMES,
-        "--batch-size", "4", "--workers", "2", "--quiet",
+        "--batch-size", "4", "--workers", "2", "--quiet", *extra,
     ]  # fmt: skip
 
 
@@ -80,18 +80,22 @@ def _alive(pid: int) -> bool:
 
 
 def _snapshot(db: Path) -> dict[str, np.ndarray]:
-    contents = open_index(connect(db)).contents(complete_only=False)
+    contents = open_index(Store(db)).contents(complete_only=False)
     return dict(zip(contents.ids, contents.embeddings, strict=True)), contents
 
 
-def test_sigkill_at_random_points_then_resume(tmp_path: Path, many_videos: Path, tiny_model, tiny_checkpoint: Path):
+@pytest.mark.parametrize("shards", [1, 4])
+def test_sigkill_at_random_points_then_resume(tmp_path: Path, many_videos: Path, tiny_model, tiny_checkpoint: Path,
+                                              shards: int) -> None:  # fmt: skip
+    """Each time, the resumed build's records equal an uninterrupted unsharded build's; with 4 shards, each
+    shard's writer process ends with the killed build."""
     clean_db, clean_out = tmp_path / "clean-db", tmp_path / "clean-out"
     clean = build_into(many_videos, clean_db, clean_out, frames=FRAMES, model=tiny_model, batch_size=4)
     assert clean.videos_indexed == N_VIDEOS and clean.frames == 3 * N_VIDEOS
     reference, _ = _snapshot(clean_db)
 
     db, out = tmp_path / "db", tmp_path / "out"
-    command = _build_command(many_videos, db, out, tiny_checkpoint)
+    command = _build_command(many_videos, db, out, tiny_checkpoint, "--shards", str(shards))
     rng = random.Random(1234)
     kills = 0
     for _ in range(3):
@@ -123,7 +127,8 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path, many_videos: Path,
     assert sorted(rebuilt) == sorted(reference) and len(contents.ids) == len(set(contents.ids)) == 3 * N_VIDEOS
     worst = max(float(np.abs(rebuilt[i] - reference[i]).max()) for i in reference)
     assert worst <= 1e-5, worst
-    assert len(open_index(connect(db)).complete_videos()) == N_VIDEOS
+    assert len(open_index(Store(db)).complete_videos()) == N_VIDEOS
+    assert shards == 1 or len(list(db.glob("shard-*/chroma.sqlite3"))) == shards
     # The thumbnails on disk are those the index points at, all readable.
     on_disk = _thumbnails(out)
     assert on_disk == {str(Path(p).resolve()) for p in contents.frame_paths}
@@ -150,4 +155,4 @@ def test_ctrl_c_leaves_a_consistent_index(tmp_path: Path, many_videos: Path, tin
     stdout, stderr = again.communicate(timeout=300)
     assert again.returncode == 0, stderr
     assert f"indexed {plural(N_VIDEOS - len(complete), 'video')} ({len(complete)} already indexed)" in stdout
-    assert len(open_index(connect(db)).complete_videos()) == N_VIDEOS
+    assert len(open_index(Store(db)).complete_videos()) == N_VIDEOS

@@ -152,8 +152,9 @@ def test_local_instance_builds_the_same_index_stops_on_ctrl_c_and_cancel_and_res
     assert not second["cancelled"] and second["videos_already_indexed"] == first["videos_indexed"]
     assert second["videos_indexed"] == 12 - first["videos_indexed"] and not second["skipped"]
     assert_same_records(reference, result["server"], tmp_path / "local" / "out-server")
-    # An embedded folder with a local Ray instance: the same records.
+    # An embedded folder with a local Ray instance, in 2 shards: the same records, in both shards.
     assert result["embedded_summary"]["videos_indexed"] == 12
+    assert len(result["embedded_shards"]) == 2 and min(result["embedded_shards"]) > 0
     assert_same_records(reference, result["embedded"], tmp_path / "local" / "out-embedded")
 
 
