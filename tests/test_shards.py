@@ -189,3 +189,21 @@ def _same_hits(got: list[dict], want: list[dict]) -> bool:
 
     scores = [hit["similarity"] for hit in got]
     return rest(got) == rest(want) and scores == pytest.approx([hit["similarity"] for hit in want], abs=1e-6)
+
+
+def test_a_sharded_index_travels_as_one_bundle(sharded_build: dict, built_index: dict, tmp_path: Path) -> None:
+    from core.store.bundle import export_bundle, import_bundle, open_bundle
+    from core.store.chroma import connect
+    from core.store.runs import RunStore
+
+    sharded = open_index(Store(sharded_build["db"]))
+    assert "in 4 shards" in sharded.info().describe()
+    summary = export_bundle(sharded, tmp_path / "bundle.zip")
+    assert summary.records == 36 and summary.collection == sharded.name
+    client = connect(tmp_path / "imported")
+    import_bundle(open_bundle(tmp_path / "bundle.zip", tmp_path / "unpacked"), client, tmp_path / "out",
+                  RunStore.for_db(tmp_path / "imported"))  # fmt: skip
+    imported, plain = open_index(client), open_index(Store(built_index["db"]))
+    assert not isinstance(imported, ShardedIndex) and "shard_of" not in imported.metadata
+    a, b = imported.contents(), plain.contents()
+    assert a.ids == b.ids and np.allclose(a.embeddings, b.embeddings, atol=1e-6)

@@ -95,7 +95,8 @@ class IndexInfo:
 
     def describe(self) -> str:
         when = self.built_at or self.created_at
-        return f"{self.spec.describe()}, frames {self.frames}, {plural(self.count, 'frame')}, built {when}"
+        shards = f" in {plural(len(self.shards), 'shard')}" if self.shards else ""
+        return f"{self.spec.describe()}, frames {self.frames}, {plural(self.count, 'frame')}{shards}, built {when}"
 
 
 @dataclass
