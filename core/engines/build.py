@@ -76,6 +76,8 @@ def check_build(request: BuildRequest) -> BuildConfig:
     check_engine(request)
     if request.batch_size is not None:
         check_setting("batch_size", request.batch_size)  # 0 or -5 refused, not taken for the default
+    if request.shards is not None:
+        check_setting("shards", request.shards)
     strategy = FrameStrategy.parse(request.frames)
     if request.engine == "ray":
         import torch

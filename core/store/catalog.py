@@ -12,7 +12,7 @@ import chromadb
 from core.ground import IndexUnavailableError
 from core.limits import MAX_SHARDS
 from core.requests import ChromaServer, ModelSpec, describe_servers
-from core.store.chroma import connect, place_of, store_call
+from core.store.chroma import connect, embedded_generation, forget_embedded, place_of, store_call
 from core.store.index import FrameIndex, _is_frame_collection
 from core.store.shards import SHARD, SHARD_OF, SHARDS, ShardedIndex, shard_folder_name
 
@@ -29,6 +29,8 @@ class Store:
         self.servers = tuple(servers)
         self._client = client  # one client given as it is (a test, a bundle's private store)
         self._server_clients: dict[ChromaServer, chromadb.ClientAPI] = {}
+        # folder → (its database file's identity, the folder's generation, client): reused while both hold
+        self._folder_clients: dict[Path, tuple[tuple[int, int], int, chromadb.ClientAPI]] = {}
 
     @classmethod
     def of(cls, target: Store | chromadb.ClientAPI) -> Store:
@@ -62,15 +64,32 @@ class Store:
         return self.server_client(self.servers[0]) if self.servers else connect(self.db)
 
     def places(self) -> list[chromadb.ClientAPI]:
-        """A client for every place that holds collections: the folder and its shard sub-folders that exist
-        (embedded clients are made on each call, so that a folder written by another process is read as
-        it is now; see `forget_embedded`), or every server."""
+        """A client for every place that holds collections: the folder and its shard sub-folders that exist,
+        or every server."""
         if self._client is not None:
             return [self._client]
         if self.servers:
             return [self.server_client(server) for server in self.servers]
         folders = [self.db, *(self.shard_folder(i) for i in range(MAX_SHARDS))]
-        return [connect(folder) for folder in folders if (folder / DATABASE_FILE).is_file()]
+        return [client for client in map(self._folder_client, folders) if client is not None]
+
+    def _folder_client(self, folder: Path) -> chromadb.ClientAPI | None:
+        """The folder's client, made again when the folder was replaced (deleted and built anew) or written by
+        another process since (its shard writers: see `forget_embedded`); None without a database."""
+        try:
+            stat = (folder / DATABASE_FILE).stat()
+        except OSError:
+            return None
+        identity, generation = (stat.st_dev, stat.st_ino), embedded_generation(folder)
+        kept = self._folder_clients.get(folder)
+        if kept is not None and kept[:2] == (identity, generation):
+            return kept[2]
+        if kept is not None and kept[0] != identity:  # a new database in the folder: Chroma's cached one is stale
+            forget_embedded(folder)
+            generation = embedded_generation(folder)
+        client = connect(folder)
+        self._folder_clients[folder] = (identity, generation, client)
+        return client
 
     def searched(self) -> list[str]:
         """The places a missing shard was looked for, as a sentence names them."""

@@ -116,6 +116,15 @@ def forget_embedded(path: Path | str) -> None:
     key = str(Path(path).expanduser().resolve())
     getattr(SharedSystemClient, "_identifier_to_system", {}).pop(key, None)
     getattr(SharedSystemClient, "_identifier_to_refcount", {}).pop(key, None)
+    _FORGOTTEN[key] = _FORGOTTEN.get(key, 0) + 1
+
+
+_FORGOTTEN: dict[str, int] = {}  # folder → how many times `forget_embedded` dropped it
+
+
+def embedded_generation(path: Path | str) -> int:
+    """Changes each time the folder is forgotten (`forget_embedded`): a client kept from before is stale."""
+    return _FORGOTTEN.get(str(Path(path).expanduser().resolve()), 0)
 
 
 def _reset_stale_embedded(path: Path) -> None:
