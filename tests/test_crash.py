@@ -19,7 +19,6 @@ from core.ground import TEMPORARY_GLOB, plural
 from core.media.samples import write_clip
 from core.media.thumbnails import FRAMES_DIRNAME
 from core.store.catalog import Store, open_index
-from core.store.index import connect
 from tests.helpers import ROOT, build_into
 from tests.tiny_model import COLOURS, CONFIG
 
@@ -51,9 +50,11 @@ def _thumbnails(out: Path) -> set[str]:
     return {str(p.resolve()) for p in root.rglob("*.jpg")} if root.is_dir() else set()
 
 
-def _start(command: list[str]) -> subprocess.Popen:
+def _start(command: list[str], session: bool = False) -> subprocess.Popen:
+    """The command, in a process group of its own with `session` (to be sent a terminal's Ctrl-C)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=session)  # fmt: skip
 
 
 def _descendants(pid: int) -> set[int]:
@@ -135,18 +136,22 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path, many_videos: Path,
     assert not list((out / FRAMES_DIRNAME).rglob(TEMPORARY_GLOB))
 
 
-def test_ctrl_c_leaves_a_consistent_index(tmp_path: Path, many_videos: Path, tiny_checkpoint: Path) -> None:
+@pytest.mark.parametrize("shards", [1, 4])
+def test_ctrl_c_leaves_a_consistent_index(
+    tmp_path: Path, many_videos: Path, tiny_checkpoint: Path, shards: int
+) -> None:
+    """Ctrl-C as a terminal sends it, to the build's whole process group (its workers, its shard writers)."""
     db, out = tmp_path / "db", tmp_path / "out"
-    command = _build_command(many_videos, db, out, tiny_checkpoint)
-    proc = _start(command)
+    command = _build_command(many_videos, db, out, tiny_checkpoint, "--shards", str(shards))
+    proc = _start(command, session=True)
     deadline = time.time() + 120
     while proc.poll() is None and time.time() < deadline and len(_thumbnails(out)) < 60:
         time.sleep(0.005)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
-    assert "Interrupted" in stderr and "run the same command again" in stderr
-    index = open_index(connect(db))
+    assert "Interrupted" in stderr and "run the same command again" in stderr and "Traceback" not in stderr
+    index = open_index(Store(db))
     complete = index.complete_videos()
     assert 0 < len(complete) < N_VIDEOS
     counts = index.video_frame_counts()

@@ -63,7 +63,7 @@ def test_the_app_through_a_server(chroma: ChromaProcess, tmp_path: Path, video_r
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
     at.session_state["db"], at.session_state["output"] = str(tmp_path / "db"), str(tmp_path / "out")
     at.session_state["roots"] = [str(tmp_path)]
-    at.session_state["server"] = server
+    at.session_state["servers"] = (server,)
     at.run()
     at.text_input(key="query").input("a video of a person juggling fire.")
     at.form_submit_button[0].click().run()

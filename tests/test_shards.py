@@ -207,3 +207,21 @@ def test_a_sharded_index_travels_as_one_bundle(sharded_build: dict, built_index:
     assert not isinstance(imported, ShardedIndex) and "shard_of" not in imported.metadata
     a, b = imported.contents(), plain.contents()
     assert a.ids == b.ids and np.allclose(a.embeddings, b.embeddings, atol=1e-6)
+
+
+def test_a_process_searches_what_its_own_sharded_build_just_added(video_root: Path, tiny_model, tmp_path: Path):
+    """The shard writers are other processes: this one must not keep answering from the vectors it read before."""
+    videos = tmp_path / "videos"
+    labels = sorted(p for p in video_root.iterdir() if p.is_dir())
+    for label in labels[:3]:
+        shutil.copytree(label, videos / label.name)
+    db, store = tmp_path / "db", Store(tmp_path / "db")
+    build_into(videos, db, tmp_path / "out", frames="middle", model=tiny_model, batch_size=8, shards=2)
+    before = open_index(store)
+    vector = tiny_model.encode_texts(["a video of a person juggling fire."])[0]
+    assert len(before.query(vector, 100)) == 6
+    for label in labels[3:]:
+        shutil.copytree(label, videos / label.name)
+    build_into(videos, db, tmp_path / "out", frames="middle", model=tiny_model, batch_size=8)
+    after = open_index(store)  # the same store object, as the app's process cache keeps it
+    assert after.count() == 12 and len(after.query(vector, 100)) == 12

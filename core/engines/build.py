@@ -31,11 +31,10 @@ from core.media.sources import SkippedItem, SourceScan, VideoRecord, scan_source
 from core.media.thumbnails import remove_stale_temporaries
 from core.model.embed import ClipModel, check_weights_available, load_model, resolve_device, resolve_precision
 from core.requests import BuildRequest
-from core.store.build_target import PendingShardedIndex, open_build_index
+from core.store.build_target import BuildIndex, open_build_index
 from core.store.catalog import Store
-from core.store.index import FrameIndex
 from core.store.locking import StoreLock
-from core.store.writer import IndexWriter, ShardedWriter, writer_failure, writer_for
+from core.store.writer import Writer, writer_failure, writer_for
 
 __all__ = [
     "BuildConfig",
@@ -115,9 +114,6 @@ def read_source(request: BuildRequest, progress: Progress = None) -> SourceScan:
 # -- start up --------------------------------------------------------------------------------------------
 
 
-BuildIndex = FrameIndex | PendingShardedIndex
-
-
 def start_up(
     request: BuildRequest,
     config: BuildConfig,
@@ -166,7 +162,7 @@ class ProgressCounter:
     """A build's counts while it indexes, and the one progress and ETA formula every engine shows."""
 
     def __init__(self, videos: Sequence[VideoRecord], todo: Sequence[VideoRecord], skipped: Sequence[SkippedItem],
-                 writer: IndexWriter | ShardedWriter, progress: Progress) -> None:  # fmt: skip
+                 writer: Writer, progress: Progress) -> None:  # fmt: skip
         self.found, self.todo, self.writer, self.progress = len(videos), len(todo), writer, progress
         self.skipped = list(skipped)
         self.notes: list[SkippedItem] = []
@@ -301,8 +297,8 @@ def run_build(
             return index_videos(scan.videos, clip, index, engine, config, progress, cancel, scan.skipped)
         finally:
             engine.close()  # also when start-up or the index's first reads fail (idempotent)
-            if isinstance(index, PendingShardedIndex):
-                index.close()  # its shards' writers
+            if index is not None:
+                index.close()  # a sharded index's writers
 
 
 def build_index(

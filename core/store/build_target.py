@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import pickle
+import signal
 import threading
 import traceback
 from collections.abc import Sequence
@@ -158,6 +159,9 @@ def serve_shard(conn: Connection, folder: str, owner: str, name: str, setup: Sha
                 extra: dict[str, Any]) -> None:  # fmt: skip
     """The shard writer process: open the shard under the folder's lock, then answer requests until asked to
     stop or until the build's end of the pipe closes."""
+    # A terminal's Ctrl-C reaches the build's whole process group: the build decides what to stop, and this
+    # process still writes what the build hands it before it closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     lock = BuildLock(folder, owner)
     try:
         lock.acquire(wait_s=ORPHAN_WAIT_S)
@@ -248,6 +252,9 @@ class PendingShardedIndex:
                 forget_embedded(folder)
 
 
+BuildIndex = FrameIndex | PendingShardedIndex  # what a build writes to (`close` it when the build ends)
+
+
 def resolve_shards(store: Store, name: str, shards: int | None) -> tuple[int, FrameIndex | None]:
     """How many shards the build of index `name` writes (`shards` None: the index's own, 1 for a new one), and
     the index as it exists; one sentence when the request contradicts it."""
@@ -273,7 +280,7 @@ def open_build_index(
     source: dict[str, str] | None = None,
     shards: int | None = None,
     owner: str = "",
-) -> PendingIndex | PendingShardedIndex:
+) -> BuildIndex:
     """The index a build writes to: one collection (made with its first records), or the shards of a sharded
     index (`shards` > 1, or an existing sharded index), each with a writer of its own."""
     name = collection_name(spec, frames)

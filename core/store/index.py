@@ -235,6 +235,9 @@ class FrameIndex:
         meta["built_at"] = when or now_iso()
         self.collection.modify(metadata=meta)
 
+    def close(self) -> None:
+        """What a build's index releases when the build ends (a sharded one's writers); a collection holds none."""
+
     @store_call
     def upsert(self, ids: list[str], embeddings: np.ndarray, metadatas: list[dict[str, Any]]) -> None:
         limit = max(1, int(self.client.get_max_batch_size()))

@@ -161,6 +161,9 @@ class ShardedWriter:
             writer.join()
 
 
-def writer_for(index: FrameIndex | PendingShardedIndex) -> IndexWriter | ShardedWriter:
+Writer = IndexWriter | ShardedWriter
+
+
+def writer_for(index: FrameIndex | PendingShardedIndex) -> Writer:
     """The writer of a build's index (made here: the engines never see the index)."""
     return ShardedWriter(index) if isinstance(index, PendingShardedIndex) else IndexWriter(index)
