@@ -122,6 +122,7 @@ def offline_demo() -> None:
 
 
 STRATEGIES = ["middle", "uniform", "fps", "scenes"]
+SHARD_CHOICES = [0, 1, 2, 4, 8, 16, 32, 64]  # 0: the index's own count (1 for a new index)
 
 
 def seed_form_from_index() -> None:
@@ -273,7 +274,7 @@ with st.container(border=True):
         )
         frames = "middle" if strategy == "middle" else f"uniform:{count}"
     batch = bound(c3.number_input, "Batch size", "form_batch", 32, min_value=1, max_value=512)
-    e1, e2 = st.columns([1, 2])
+    e1, e2, e3 = st.columns([1, 2, 1])
     engine = bound(
         e1.radio,
         "Engine",
@@ -291,6 +292,17 @@ with st.container(border=True):
         "",
         placeholder="empty: a local Ray instance for this build; auto or host:port: join a cluster",
         disabled=engine != "ray",
+    )
+    shards = bound(
+        e3.selectbox,
+        "Shards",
+        "form_shards",
+        0,
+        options=SHARD_CHOICES,
+        format_func=lambda n: "the index's own" if n == 0 else str(n),
+        help="Write the index as this many collections, a writer each (in sub-folders of the index folder, or "
+        "spread over the sidebar's Chroma servers, comma-separated): faster writes for large builds. An existing "
+        "index keeps its own count (1 for a new one).",
     )
 
 job = build_job()
@@ -338,6 +350,7 @@ if st.button("Start the build", type="primary", disabled=running):
             device=st.session_state.device,
             engine=engine,
             ray_address=((ray_address or "").strip() or None) if engine == "ray" else None,
+            shards=int(shards) or None,
         )
         conflict = explorer().source_conflict(request)
         if conflict:  # another source into an existing collection: said, and asked, first

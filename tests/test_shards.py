@@ -113,7 +113,7 @@ def test_a_sharded_index_is_rebuilt_in_place_and_refuses_another_shard_count(
     shutil.copytree(sharded_build["db"], db)
     again = build_into(video_root, db, tmp_path / "out", frames=FRAMES, model=tiny_model, batch_size=8)
     assert again.videos_indexed == 0 and again.videos_already_indexed == 12  # --shards left out: the index's own
-    with pytest.raises(UserError, match=r"has 4 shards, not 2: build it with --shards 4"):
+    with pytest.raises(UserError, match=r"has 4 shards, not 2: build it with 4 \(--shards 4, or leave it out\)"):
         build_into(video_root, db, tmp_path / "out", frames=FRAMES, model=tiny_model, shards=2)
     with pytest.raises(UserError, match="--shards"):
         build_into(video_root, db, tmp_path / "out", frames=FRAMES, model=tiny_model, shards=0)
@@ -225,3 +225,27 @@ def test_a_process_searches_what_its_own_sharded_build_just_added(video_root: Pa
     build_into(videos, db, tmp_path / "out", frames="middle", model=tiny_model, batch_size=8)
     after = open_index(store)  # the same store object, as the app's process cache keeps it
     assert after.count() == 12 and len(after.query(vector, 100)) == 12
+
+
+def test_the_build_page_writes_shards_and_the_app_searches_them_at_once(built_index: dict, tmp_path: Path,
+                                                                         video_root: Path) -> None:  # fmt: skip
+    from core.resources import get_build_manager
+    from tests.test_app import _private_copy, make_app, run_page
+
+    db = _private_copy(built_index, tmp_path)
+    at = run_page(make_app(db, tmp_path / "out", roots=[tmp_path, video_root]), "pages/build.py")
+    at.radio(key="form_strategy_input").set_value("middle").run()  # a new collection beside the index's
+    at.selectbox(key="form_shards_input").set_value(2).run()
+    next(b for b in at.button if b.label == "Start the build").click().run()
+    job = get_build_manager().job(str(db))
+    assert job is not None and job.thread is not None
+    job.thread.join(timeout=120)
+    assert job.state == "done", job.error
+    sharded = [ix for ix in list_indexes(Store(db)) if isinstance(ix, ShardedIndex)]
+    assert len(sharded) == 1 and len(sharded[0].shards) == 2 and sharded[0].count() == 12  # middle: 1 a video
+    # The app, in the process that just built it, finds every record at once.
+    at.session_state["collection"] = sharded[0].name
+    at.switch_page("pages/search.py").run()
+    at.text_input(key="query").input("a video of a person juggling fire.")
+    at.form_submit_button[0].click().run()
+    assert not at.exception and len(at.image) >= 2, [e.value for e in (*at.error, *at.warning, *at.info)]

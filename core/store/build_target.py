@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from core.ground import IndexUnavailableError, UserError, now_iso
+from core.ground import IndexUnavailableError, UserError, now_iso, plural
 from core.limits import check_setting
 from core.requests import ModelSpec
 from core.runtime import main_module_hidden
@@ -266,8 +266,8 @@ def resolve_shards(store: Store, name: str, shards: int | None) -> tuple[int, Fr
     have = len(existing.shards) if isinstance(existing, ShardedIndex) else 1
     if shards is not None and int(shards) != have:
         raise UserError(
-            f"The index {name} in {store.describe()} has {have} shard{'s' if have > 1 else ''}, not {shards}: build "
-            f"it with --shards {have} (or leave --shards out), or into another index folder or server."
+            f"The index {name} in {store.describe()} has {plural(have, 'shard')}, not {shards}: build it with "
+            f"{have} (--shards {have}, or leave it out), or into another index folder or server."
         )
     return have, existing
 
