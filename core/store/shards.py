@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from core.ground import IndexUnavailableError, now_iso, plural
+from core.ground import IndexUnavailableError, now_iso
 from core.limits import MAX_SHARDS
 from core.store.chroma import place_of
 from core.store.index import (
@@ -222,9 +222,6 @@ class ShardedIndex(FrameIndex):
 
     def labels(self) -> list[str]:
         return sorted({label for labels in self._each(lambda shard: shard.labels()) for label in labels})
-
-    def describe_shards(self) -> str:
-        return f"{plural(len(self.shards), 'shard')} in {', '.join(sorted(set(self._places())))}"
 
 
 def _flatten(lists: Iterable[list[Hit]]) -> list[Hit]:
