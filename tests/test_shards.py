@@ -158,7 +158,7 @@ def test_four_shards_over_two_servers_answer_as_one_embedded_index(
     built = _json("build", *common, *plain, "--output", str(tmp_path / "out-a"))
     built_sharded = _json("build", *common, *sharded, "--shards", "4", "--output", str(tmp_path / "out-b"))
     assert isinstance(built, dict) and isinstance(built_sharded, dict)
-    assert built["frames"] == built_sharded["frames"] == 36
+    assert built["frames"] == built_sharded["frames"] == 36 and (built["shards"], built_sharded["shards"]) == (1, 4)
     (info,) = _json("info", *sharded)  # type: ignore[misc]
     assert [s["where"] for s in info["shards"]] == [f"http://127.0.0.1:{two_servers[i % 2].port}" for i in range(4)]
     assert sum(s["count"] for s in info["shards"]) == info["count"] == 36

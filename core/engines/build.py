@@ -256,6 +256,7 @@ def index_videos(
         skipped=counter.skipped,
         notes=counter.notes,
         cancelled=cancelled,
+        shards=index.shard_count,
     )
     counter.report(stage=BuildStage.FINISHED)
     return engine.finish(summary)

@@ -74,6 +74,7 @@ class BuildSummary:
     skipped: list[SkippedItem] = field(default_factory=list)
     notes: list[SkippedItem] = field(default_factory=list)
     cancelled: bool = False
+    shards: int = 1  # collections the index is written as
 
     @property
     def frames_per_s(self) -> float:

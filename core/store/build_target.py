@@ -223,11 +223,11 @@ class PendingShardedIndex:
         self.created = False
 
     @property
-    def shards(self) -> int:
+    def shard_count(self) -> int:
         return len(self.targets)
 
     def shard_of(self, video_id: str) -> int:
-        return shard_for(video_id, self.shards)
+        return shard_for(video_id, self.shard_count)
 
     def complete_videos(self) -> set[str]:
         return set().union(*fan_out([target.complete_videos for target in self.targets]))
@@ -263,7 +263,7 @@ def resolve_shards(store: Store, name: str, shards: int | None) -> tuple[int, Fr
     existing = next((ix for ix in list_indexes(store) if ix.name == name), None)
     if existing is None:
         return int(shards or 1), None
-    have = len(existing.shards) if isinstance(existing, ShardedIndex) else 1
+    have = existing.shard_count
     if shards is not None and int(shards) != have:
         raise UserError(
             f"The index {name} in {store.describe()} has {plural(have, 'shard')}, not {shards}: build it with "

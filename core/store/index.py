@@ -235,6 +235,11 @@ class FrameIndex:
         meta["built_at"] = when or now_iso()
         self.collection.modify(metadata=meta)
 
+    @property
+    def shard_count(self) -> int:
+        """How many collections the index is (a sharded one: its shards)."""
+        return 1
+
     def close(self) -> None:
         """What a build's index releases when the build ends (a sharded one's writers); a collection holds none."""
 

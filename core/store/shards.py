@@ -126,6 +126,10 @@ class ShardedIndex(FrameIndex):
         return self._name
 
     @property
+    def shard_count(self) -> int:
+        return len(self.shards)
+
+    @property
     def present(self) -> list[FrameIndex]:
         return [shard for shard in self.shards if shard is not None]
 
