@@ -71,3 +71,36 @@ def test_benchmark_quick_mode_reports_every_target(tmp_path: Path) -> None:
             assert run["workers_alone_ratio"] == run["workers_alone_frames_per_s"] / run["floor_frames_per_s"] > 0
     assert "the workers' own work alone:" in result.stdout
     assert "absolute:" in result.stdout and "results:" in result.stdout
+
+
+STORE_CONFIGS = [
+    ("one server, 1 shard", 1, 1),
+    ("one server, 2 shards", 1, 2),
+    ("one server, 4 shards", 1, 4),
+    ("two servers, 2 shards", 2, 2),
+    ("two servers, 4 shards", 2, 4),
+    ("embedded, 1 shard", 0, 1),
+    ("embedded, 2 shards", 0, 2),
+    ("embedded, 4 shards", 0, 4),
+]
+
+
+def test_store_benchmark_quick_mode_runs_every_configuration(tmp_path: Path) -> None:
+    """The sharded index's benchmark runs end to end on tiny sizes; its figures are reported, not judged here."""
+    target = tmp_path / "store.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.store_bench", "--quick", "--json", str(target)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(target.read_text())
+    assert [(row["name"], row["servers"], row["shards"]) for row in data["writes"]] == STORE_CONFIGS
+    for row in data["writes"]:
+        assert row["records"] == data["sizes"]["write_records"] and row["records_per_s"] > 0, row
+    search = data["search"]
+    for shards in ("1_shard", "4_shard"):
+        assert 0.0 <= search[shards]["recall_at_10"] <= 1.0 and search[shards]["p50_ms"] > 0, search
+    assert data["targets"] and all(set(row) == {"figure", "value", "target", "met"} for row in data["targets"])
+    figures = [row["figure"] for row in data["targets"]]
+    assert "search p50, 4 shards ÷ 1 shard" in figures and sum("recall@10" in f for f in figures) == 2, figures
+    assert {"cpu", "cpu_count", "usable_cores", "load_average_at_start"} <= set(data["machine"])
