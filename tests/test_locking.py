@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from core.ground import IndexLockedError, safe_name
-from core.store.locking import LOCK_FILENAME, BuildLock
+from core.store.locking import LOCK_FILENAME, BuildLock, StoreLock
 from tests.helpers import ROOT
 
 WAIT_S = 120
@@ -77,3 +77,20 @@ def test_asking_whether_a_build_runs_creates_nothing(tmp_path: Path) -> None:
     BuildLock(tmp_path / "db").refuse_if_held()
     BuildLock.for_store(tmp_path / "db", tmp_path / "out", "http://chroma:8000").refuse_if_held()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_build_over_several_servers_holds_each_servers_lock_or_none(tmp_path: Path) -> None:
+    db, out = tmp_path / "db", tmp_path / "out"
+    a, b, c = "http://a:8000", "http://b:8001", "http://c:8002"
+    with StoreLock.for_store(db, out, [a, b], owner="a sharded build"):
+        # Any build that shares one of its servers is refused; one on other servers, or embedded, is not.
+        with pytest.raises(IndexLockedError, match="Another build is already running"):
+            StoreLock.for_store(db, out, [b, c]).refuse_if_held()
+        first = "http://0.example:8000"  # taken before the held one, in the locks' (sorted) order
+        with pytest.raises(IndexLockedError):
+            StoreLock.for_store(db, out, [b, first]).acquire()
+        assert BuildLock.for_store(db, out, first).path.exists()  # it was taken ...
+        assert not BuildLock.for_store(db, out, first).holder()  # ... and let go with the refusal
+        with StoreLock.for_store(db, out, [c]), StoreLock.for_store(db, out) as embedded:
+            assert all(lock.held for lock in embedded.locks)
+    StoreLock.for_store(db, out, [b, c]).refuse_if_held()  # free again

@@ -249,3 +249,16 @@ def test_the_build_page_writes_shards_and_the_app_searches_them_at_once(built_in
     at.text_input(key="query").input("a video of a person juggling fire.")
     at.form_submit_button[0].click().run()
     assert not at.exception and len(at.image) >= 2, [e.value for e in (*at.error, *at.warning, *at.info)]
+
+
+def test_each_shard_is_checked_and_shards_that_disagree_are_not_one_index(tmp_path: Path) -> None:
+    base = {"model_name": "m", "pretrained": "p", "frames": FRAMES, "embed_dim": 4, "schema_version": 1}
+    shards = [_collection(tmp_path / f"shard-0{s}", shard_name("frames-y", s),
+                          {**base, "shard_of": "frames-y", "shard": s, "shards": 2}) for s in range(2)]  # fmt: skip
+    assert not ShardedIndex("frames-y", shards, ["here"]).schema_problem()
+    shards[1].collection.modify(metadata={**shards[1].metadata, "schema_version": 99})
+    with pytest.raises(IndexUnavailableError, match=r"frames-y-s01 was written by a newer version"):
+        open_index(Store(tmp_path))
+    shards[1].collection.modify(metadata={**shards[1].metadata, "schema_version": 1, "model_name": "other"})
+    with pytest.raises(IndexUnavailableError, match=r"frames-y-s01 of frames-y differs from .* in model_name"):
+        open_index(Store(tmp_path))
