@@ -121,7 +121,7 @@ def test_a_sharded_index_is_rebuilt_in_place_and_refuses_another_shard_count(
     shutil.move(db / "shard-02", tmp_path / "elsewhere")
     (listed,) = list_indexes(Store(db))
     assert "-s02" in listed.schema_problem() and "\n" not in listed.schema_problem()
-    with pytest.raises(IndexUnavailableError, match=r"-s02 is in none of"):
+    with pytest.raises(IndexUnavailableError, match=r"-s02 is in none of .*: put its shard folder back"):
         open_index(Store(db))
     with pytest.raises(IndexUnavailableError, match=r"-s02 is in none of"):
         build_into(video_root, db, tmp_path / "out", frames=FRAMES, model=tiny_model, batch_size=8)
@@ -172,6 +172,10 @@ def test_four_shards_over_two_servers_answer_as_one_embedded_index(
     settings = want_eval.pop("settings"), got_eval.pop("settings")
     assert want_eval == got_eval and want_eval["n_videos"] == 12  # every figure, exactly
     assert settings[0].get("index") == settings[1].get("index")
+    # Half the servers: the shards that are not there are named, never half the answer.
+    partial = run_cli("search", "fire", "--chroma-host", f"127.0.0.1:{two_servers[0].port}")
+    assert partial.returncode != 0 and "-s01, " in partial.stderr and "-s03 are in none of" in partial.stderr
+    assert "give every server it was built on" in partial.stderr and len(partial.stderr.strip().splitlines()) == 1
     # A stopped server is one sentence naming it, not the half of the index the other one holds.
     two_servers[1].stop()
     result = run_cli("search", "fire", *sharded)

@@ -151,10 +151,15 @@ class ShardedIndex(FrameIndex):
     def schema_problem(self) -> str:
         missing = self.missing()
         if missing:
+            on_servers = any(place.startswith(("http://", "https://")) for place in self.searched)
+            remedy = (
+                "give every server it was built on (--chroma-host a,b), or build it again"
+                if on_servers
+                else "put its shard folder back into the index folder, or build it again into a new one"
+            )
             return (
                 f"The index {self.name} has {len(self.shards)} shards, but {', '.join(missing)} "
-                f"{'is' if len(missing) == 1 else 'are'} in none of {', '.join(self.searched)}: give every "
-                "server it was built on (--chroma-host a,b), or build it again."
+                f"{'is' if len(missing) == 1 else 'are'} in none of {', '.join(self.searched)}: {remedy}."
             )
         for shard in self.present:
             problem = shard.schema_problem()
