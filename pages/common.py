@@ -300,6 +300,10 @@ def sidebar() -> None:
                 f"**Frames** {info.frames} · **{plural(info.count, 'frame')}** indexed  \n"
                 f"**Built** {info.built_at or 'not finished yet'}"
             )
+            if info.shards:
+                with st.expander(f"{plural(len(info.shards), 'shard')}"):
+                    st.markdown("  \n".join(f"`{md(s.name[-3:])}` {plural(s.count, 'frame')} · {md(s.where)}"
+                                            for s in info.shards))  # fmt: skip
         job = build_job()
         if job is not None and job.active:
             # Its own fragment, refreshed as often as the Build page's progress, so the two agree.

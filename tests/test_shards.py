@@ -253,6 +253,7 @@ def test_the_build_page_writes_shards_and_the_app_searches_them_at_once(built_in
     at.text_input(key="query").input("a video of a person juggling fire.")
     at.form_submit_button[0].click().run()
     assert not at.exception and len(at.image) >= 2, [e.value for e in (*at.error, *at.warning, *at.info)]
+    assert "2 shards" in [e.label for e in at.sidebar.expander]  # the sidebar says where the index lives
 
 
 def test_each_shard_is_checked_and_shards_that_disagree_are_not_one_index(tmp_path: Path) -> None:
