@@ -320,11 +320,9 @@ def targets(rows: list[dict[str, Any]], found: dict[str, Any], cores: int) -> li
 def machine() -> dict[str, Any]:
     import chromadb
 
-    from core.runtime import usable_cores
+    from core.runtime import cpu_model, usable_cores
 
-    cpu = platform.processor() or ""
-    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as fh:
-        cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    cpu = cpu_model()
     return {
         "cpu": cpu,
         "cpu_count": os.cpu_count(),

@@ -3,7 +3,6 @@ and the GPU synchronisation every timing ends with."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 from dataclasses import dataclass
@@ -56,9 +55,9 @@ QUICK = Sizes(
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as fh:
-        cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    from core.runtime import cpu_model
+
+    cpu = cpu_model()
     import chromadb
     import open_clip
 

@@ -37,6 +37,15 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def cpu_model() -> str:
+    """The processor's model name (Linux's /proc/cpuinfo; else what `platform` says), for benchmark records."""
+    import platform
+
+    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as cpuinfo:
+        return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    return platform.processor() or ""
+
+
 def torch_threads_for(workers: int, cores: int | None = None) -> int:
     """Intra-op threads for the process that runs the model while `workers` processes decode.
 
