@@ -10,6 +10,7 @@ import contextlib
 import multiprocessing
 import os
 import sys
+import threading
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -106,9 +107,13 @@ def main_module_hidden() -> Iterator[None]:
     a user's script), imported again in every worker for nothing. A worker needs only its task's module
     (so does a shard writer of the index).
     """
-    saved = sys.modules["__main__"]
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        sys.modules["__main__"] = saved
+    with _MAIN_SWAP:  # two threads starting processes at once would restore each other's empty module
+        saved = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            sys.modules["__main__"] = saved
+
+
+_MAIN_SWAP = threading.RLock()

@@ -267,3 +267,23 @@ def test_each_shard_is_checked_and_shards_that_disagree_are_not_one_index(tmp_pa
     shards[1].collection.modify(metadata={**shards[1].metadata, "schema_version": 1, "model_name": "other"})
     with pytest.raises(IndexUnavailableError, match=r"frames-y-s01 of frames-y differs from .* in model_name"):
         open_index(Store(tmp_path))
+
+
+def test_writers_started_ahead_end_with_a_build_whose_model_fails(video_root: Path, tmp_path: Path, tiny_spec) -> None:
+    import multiprocessing
+
+    from core.engines.build import run_build
+    from core.requests import BuildRequest
+    from core.store.locking import BuildLock
+
+    def no_model():  # the model fails while the shard writers start beside it
+        raise UserError("The model cannot be loaded here.")
+
+    request = BuildRequest(videos=str(video_root), db=str(tmp_path / "db"), output=str(tmp_path / "out"), shards=3,
+                           workers=1, spec=tiny_spec)  # fmt: skip
+    with pytest.raises(UserError, match="cannot be loaded"):
+        run_build(request, model=no_model)
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("shard-writer")]
+    for i in range(3):  # each had taken its folder's lock, and let it go
+        assert (tmp_path / "db" / f"shard-0{i}").is_dir()
+        BuildLock(tmp_path / "db" / f"shard-0{i}").refuse_if_held()

@@ -31,7 +31,7 @@ from core.media.sources import SkippedItem, SourceScan, VideoRecord, scan_source
 from core.media.thumbnails import remove_stale_temporaries
 from core.model.embed import ClipModel, check_weights_available, load_model, resolve_device, resolve_precision
 from core.requests import BuildRequest
-from core.store.build_target import BuildIndex, open_build_index
+from core.store.build_target import BuildIndex, ShardProcess, open_build_index, start_shard_writers
 from core.store.catalog import Store
 from core.store.locking import StoreLock
 from core.store.writer import Writer, writer_failure, writer_for
@@ -127,21 +127,34 @@ def start_up(
     (its collections made with its first records; a sharded one's writers started)."""
     if not isinstance(model, ClipModel):
         _say(progress, BuildProgress(stage=BuildStage.STARTING, model=request.spec.describe()))
-    with ThreadPoolExecutor(2, thread_name_prefix="build-start-up") as side:
+    failure: BaseException | None = None
+    with ThreadPoolExecutor(2, thread_name_prefix="build-start-up") as side:  # left when both have ended
         loading = side.submit(load_build_model, request, config, engine, model)
-        opening = side.submit(_open_store, request)
-        engine.start(config)  # here: a process pool is best started from the caller's thread
-        clip, store = loading.result(), opening.result()
-    index = open_build_index(store, clip.spec, clip.embed_dim, str(config.strategy), request.source(),
-                             request.shards, lock_owner)  # fmt: skip
+        opening = side.submit(_open_store, request, lock_owner)
+        try:
+            engine.start(config)  # here: a process pool is best started from the caller's thread
+        except BaseException as exc:
+            failure = exc
+    started = opening.result()[1] if opening.exception() is None else []
+    try:
+        if failure is not None:
+            raise failure
+        clip, (store, _) = loading.result(), opening.result()
+        index = open_build_index(store, clip.spec, clip.embed_dim, str(config.strategy), request.source(),
+                                 request.shards, lock_owner, started)  # fmt: skip
+    except BaseException:
+        for process in started:  # whatever failed (the engine, the model, the index): no writer outlives it
+            process.close()
+        raise
     return clip, index
 
 
-def _open_store(request: BuildRequest) -> Store:
-    """The request's store, its places opened (a folder's database, the servers' connections)."""
+def _open_store(request: BuildRequest, lock_owner: str) -> tuple[Store, list[ShardProcess]]:
+    """The request's store, its places opened (a folder's database, the servers' connections), and an embedded
+    sharded build's writer processes started."""
     store = Store(request.db, request.servers)
     store.places()
-    return store
+    return store, start_shard_writers(store, request.shards, lock_owner)
 
 
 def load_build_model(request: BuildRequest, config: BuildConfig, engine: Engine, model: ModelSource) -> ClipModel:

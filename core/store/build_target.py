@@ -9,6 +9,7 @@ build in which every video fails leaves nothing behind and a finished one leaves
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
 import pickle
@@ -92,22 +93,31 @@ class ShardProcess:
     Requests go over a pipe, one at a time; the process answers each with its result or its exception. It
     ends when asked, or when the pipe's other end closes (this process ended, however)."""
 
-    def __init__(self, folder: Path, owner: str, name: str, setup: ShardSetup, extra: dict[str, Any]) -> None:
-        self.name, self.where, self.folder = name, str(folder), folder
+    def __init__(self, folder: Path, owner: str) -> None:
+        self.name, self.where, self.folder = folder.name, str(folder), folder
         context = multiprocessing.get_context("spawn")  # the engine's fork server is left to the engine
         self._conn, theirs = context.Pipe()
-        self._process = context.Process(target=serve_shard, args=(theirs, str(folder), owner, name, setup, extra),
-                                        name=f"shard-writer-{name[-3:]}", daemon=True)  # fmt: skip
+        self._process = context.Process(target=serve_shard, args=(theirs, str(folder), owner),
+                                        name=f"shard-writer-{folder.name}", daemon=True)  # fmt: skip
         with main_module_hidden():
             self._process.start()
         theirs.close()  # only the child holds its end: our end then reads EOF when it ends
         self._lock = threading.Lock()
         self._open = True
+        self._ready = False
 
     def ready(self) -> None:
-        """Wait until the process has opened its shard (or say why it could not)."""
+        """Wait until the process holds its folder (or say why it could not)."""
         with self._lock:
-            self._receive()
+            if not self._ready:
+                self._receive()
+                self._ready = True
+
+    def open(self, name: str, setup: ShardSetup, extra: dict[str, Any]) -> None:
+        """Open (or make, with the first records) the shard's collection in the folder."""
+        self.ready()
+        self.name = name
+        self._call("open", name, setup, extra)
 
     def _call(self, op: str, *args: Any) -> Any:
         with self._lock:
@@ -144,8 +154,10 @@ class ShardProcess:
         self._open = False
         try:
             if self._process.is_alive():
+                with contextlib.suppress(Exception):  # its first answer, whatever it was, comes before "close"'s
+                    self.ready()
                 self._call("close")
-        except RuntimeError:
+        except Exception:
             pass  # it ended already; its error, if any, was raised where it happened
         finally:
             self._conn.close()
@@ -155,22 +167,22 @@ class ShardProcess:
                 self._process.join()
 
 
-def serve_shard(conn: Connection, folder: str, owner: str, name: str, setup: ShardSetup,
-                extra: dict[str, Any]) -> None:  # fmt: skip
-    """The shard writer process: open the shard under the folder's lock, then answer requests until asked to
-    stop or until the build's end of the pipe closes."""
+def serve_shard(conn: Connection, folder: str, owner: str) -> None:
+    """The shard writer process: take the folder's lock and open its store, then answer requests (the first
+    opens the shard's collection) until asked to stop or until the build's end of the pipe closes."""
     # A terminal's Ctrl-C reaches the build's whole process group: the build decides what to stop, and this
     # process still writes what the build hands it before it closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     lock = BuildLock(folder, owner)
     try:
         lock.acquire(wait_s=ORPHAN_WAIT_S)
-        index = setup.pending(connect(folder), name, extra)
+        client = connect(folder)
         conn.send(("ok", None))
     except BaseException as exc:
         conn.send(("error", _portable(exc)))
         lock.release()
         return
+    index: PendingIndex | None = None
     try:
         while True:
             try:
@@ -179,7 +191,14 @@ def serve_shard(conn: Connection, folder: str, owner: str, name: str, setup: Sha
                 return
             try:
                 result: Any = None
-                if op == "complete_videos":
+                if op == "open":
+                    name, setup, extra = args
+                    index = setup.pending(client, name, extra)
+                elif op == "close":
+                    pass
+                elif index is None:
+                    raise RuntimeError(f"shard request {op!r} before the shard was opened")
+                elif op == "complete_videos":
                     result = sorted(index.complete_videos())
                 elif op == "create":
                     index.collection  # noqa: B018 (made on first use)
@@ -187,7 +206,7 @@ def serve_shard(conn: Connection, folder: str, owner: str, name: str, setup: Sha
                     index.upsert(*args)
                 elif op == "mark_built":
                     index.mark_built(*args)
-                elif op != "close":
+                else:
                     raise ValueError(f"unknown shard request {op!r}")
                 conn.send(("ok", result))
             except BaseException as exc:
@@ -255,6 +274,23 @@ class PendingShardedIndex:
 BuildIndex = FrameIndex | PendingShardedIndex  # what a build writes to (`close` it when the build ends)
 
 
+def start_shard_writers(store: Store, shards: int | None, owner: str = "") -> list[ShardProcess]:
+    """The writer processes of an embedded sharded build, started before its model is loaded (each takes a
+    second or two to start): one per shard the request asks for, none otherwise."""
+    if not store.embedded or not shards or shards <= 1:
+        return []
+    check_setting("shards", shards)
+    started: list[ShardProcess] = []
+    try:
+        for i in range(int(shards)):
+            started.append(ShardProcess(store.shard_folder(i), owner))
+    except BaseException:
+        for process in started:
+            process.close()
+        raise
+    return started
+
+
 def resolve_shards(store: Store, name: str, shards: int | None) -> tuple[int, FrameIndex | None]:
     """How many shards the build of index `name` writes (`shards` None: the index's own, 1 for a new one), and
     the index as it exists; one sentence when the request contradicts it."""
@@ -280,9 +316,12 @@ def open_build_index(
     source: dict[str, str] | None = None,
     shards: int | None = None,
     owner: str = "",
+    started: Sequence[ShardProcess] = (),
 ) -> BuildIndex:
     """The index a build writes to: one collection (made with its first records), or the shards of a sharded
-    index (`shards` > 1, or an existing sharded index), each with a writer of its own."""
+    index (`shards` > 1, or an existing sharded index), each with a writer of its own. `started`: writer
+    processes of an embedded folder's shards 0, 1, … started ahead (`start_shard_writers`); used here, or
+    closed when the index turns out to need fewer (or none)."""
     name = collection_name(spec, frames)
     count, existing = resolve_shards(store, name, shards)
     if count == 1:
@@ -297,6 +336,7 @@ def open_build_index(
     setup = ShardSetup(spec, int(embed_dim), frames, source)
     targets: list[ShardTarget] = []
     folders: list[Path] = []
+    spare = list(started)
     try:
         for i in range(count):
             shard = shard_name(name, i)
@@ -304,13 +344,17 @@ def open_build_index(
             if store.embedded:
                 folder = store.shard_folder(i)
                 folders.append(folder)
-                targets.append(ShardProcess(folder, owner, shard, setup, extra))
+                process = spare.pop(0) if spare and spare[0].folder == folder else ShardProcess(folder, owner)
+                targets.append(process)
             else:
                 client = found.get(shard) or store.server_client(store.servers[i % len(store.servers)])
                 targets.append(ServerShard(setup.pending(client, shard, extra), place_of(client)))
-        fan_out([target.ready for target in targets if isinstance(target, ShardProcess)])
+        fan_out([functools.partial(target.open, shard_name(name, i), setup, shard_metadata(name, i, count))
+                 for i, target in enumerate(targets) if isinstance(target, ShardProcess)])  # fmt: skip
     except BaseException:
-        for target in targets:
+        for target in [*targets, *spare]:
             target.close()
         raise
+    for process in spare:  # started for shards the index does not have
+        process.close()
     return PendingShardedIndex(name, targets, folders)
