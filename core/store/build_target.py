@@ -277,9 +277,8 @@ BuildIndex = FrameIndex | PendingShardedIndex  # what a build writes to (`close`
 def start_shard_writers(store: Store, shards: int | None, owner: str = "") -> list[ShardProcess]:
     """The writer processes of an embedded sharded build, started before its model is loaded (each takes a
     second or two to start): one per shard the request asks for, none otherwise."""
-    if not store.embedded or not shards or shards <= 1:
+    if not store.embedded or not shards or shards <= 1:  # `shards` checked by the build (`check_build`)
         return []
-    check_setting("shards", shards)
     started: list[ShardProcess] = []
     try:
         for i in range(int(shards)):

@@ -13,7 +13,7 @@ from core.ground import IndexUnavailableError
 from core.limits import MAX_SHARDS
 from core.requests import ChromaServer, ModelSpec, describe_servers
 from core.store.chroma import connect, embedded_generation, forget_embedded, place_of, store_call
-from core.store.index import FrameIndex, _is_frame_collection
+from core.store.index import FrameIndex, is_frame_collection
 from core.store.shards import SHARD, SHARD_OF, SHARDS, ShardedIndex, shard_folder_name
 
 DATABASE_FILE = "chroma.sqlite3"
@@ -122,7 +122,7 @@ def list_indexes(target: Store | chromadb.ClientAPI) -> list[FrameIndex]:
     for client in store.places():
         for collection in _collections(client):
             meta = collection.metadata
-            if not _is_frame_collection(meta):
+            if not is_frame_collection(meta):
                 continue
             if meta.get(SHARD_OF):
                 index = str(meta[SHARD_OF])

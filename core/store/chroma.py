@@ -111,11 +111,8 @@ def forget_embedded(path: Path | str) -> None:
     Dropping the cached system (see `_reset_stale_embedded` for the private attributes) makes the next
     client read the folder again; clients made before keep the old system until they are let go, so a
     search in flight is not cut off."""
-    from chromadb.api.shared_system_client import SharedSystemClient
-
     key = str(Path(path).expanduser().resolve())
-    getattr(SharedSystemClient, "_identifier_to_system", {}).pop(key, None)
-    getattr(SharedSystemClient, "_identifier_to_refcount", {}).pop(key, None)
+    _drop_cached_system(key)
     _FORGOTTEN[key] = _FORGOTTEN.get(key, 0) + 1
 
 
@@ -138,15 +135,19 @@ def _reset_stale_embedded(path: Path) -> None:
     """
     if (path / "chroma.sqlite3").exists():
         return
-    from chromadb.api.shared_system_client import SharedSystemClient
-
-    systems = getattr(SharedSystemClient, "_identifier_to_system", {})
-    refcounts = getattr(SharedSystemClient, "_identifier_to_refcount", {})
-    stale = systems.pop(str(path), None)
-    refcounts.pop(str(path), None)
+    stale = _drop_cached_system(str(path))
     if stale is not None:
         with contextlib.suppress(Exception):
             stale.stop()
+
+
+def _drop_cached_system(key: str) -> Any:
+    """Take the folder `key`'s system out of Chroma's per-process cache (the private attributes that
+    `_reset_stale_embedded` describes); the system, or None when there was none."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    getattr(SharedSystemClient, "_identifier_to_refcount", {}).pop(key, None)
+    return getattr(SharedSystemClient, "_identifier_to_system", {}).pop(key, None)
 
 
 def connect(db: Path | str, server: ChromaServer | None = None) -> chromadb.ClientAPI:

@@ -149,7 +149,37 @@ def complete_video_ids(counts: Mapping[str, tuple[int, int]]) -> set[str]:
     return {vid for vid, (have, want) in counts.items() if have >= want}
 
 
-def _is_frame_collection(meta: Mapping[str, Any] | None) -> bool:
+def index_contents(
+    ids: list[str], matrix: np.ndarray, metas: list[dict[str, Any]], complete_only: bool = True
+) -> IndexContents:
+    """Records (of one collection, or of every shard of an index) as `IndexContents`: sorted by (video_id,
+    frame_index), with only complete videos' frames when `complete_only`."""
+    if complete_only and metas:
+        complete = complete_video_ids(frame_counts(metas))
+        keep = [i for i, m in enumerate(metas) if str(m["video_id"]) in complete]
+        ids, matrix, metas = [ids[i] for i in keep], matrix[keep], [metas[i] for i in keep]
+    order = sorted(range(len(ids)), key=lambda i: (str(metas[i]["video_id"]), int(metas[i]["frame_index"])))
+    metas = [metas[i] for i in order]
+
+    def column(key: str, dtype: Any, default: Any) -> np.ndarray:
+        return np.array([m.get(key, default) for m in metas], dtype=dtype)
+
+    return IndexContents(
+        ids=[ids[i] for i in order],
+        embeddings=matrix[order] if len(order) else matrix,
+        video_ids=column("video_id", object, ""),
+        labels=column("label", object, ""),
+        frame_index=column("frame_index", np.int64, 0),
+        timestamp_s=column("timestamp_s", np.float64, 0.0),
+        frame_paths=column("frame_path", object, ""),
+        video_paths=column("video_path", object, ""),
+        frames_in_video=column("frames_in_video", np.int64, 1),
+        video_frames=column("video_frames", np.int64, 0),
+        extra=metas,
+    )
+
+
+def is_frame_collection(meta: Mapping[str, Any] | None) -> bool:
     return meta is not None and "model_name" in meta and "frames" in meta
 
 
@@ -177,6 +207,9 @@ class FrameIndex:
         return str(self.metadata.get("frames", "middle"))
 
     def info(self) -> IndexInfo:
+        return self._info(self.count())
+
+    def _info(self, count: int) -> IndexInfo:
         meta = self.metadata
         return IndexInfo(
             name=self.name,
@@ -185,7 +218,7 @@ class FrameIndex:
             embed_dim=int(meta.get("embed_dim", 0)),
             created_at=str(meta.get("created_at", "")),
             built_at=str(meta.get("built_at", "")),
-            count=self.count(),
+            count=count,
             schema_version=self.schema_version,
             source_videos=str(meta.get(SOURCE_VIDEOS, "")),
             source_annotations=str(meta.get(SOURCE_ANNOTATIONS, "")),
@@ -273,8 +306,8 @@ class FrameIndex:
         return complete_video_ids(self.video_frame_counts())
 
     @store_call
-    def contents(self, complete_only: bool = True) -> IndexContents:
-        """All records with their embeddings, sorted by (video_id, frame_index)."""
+    def records(self) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
+        """Every record as Chroma keeps it: ids, embeddings (float32) and metadata, in Chroma's order."""
         ids: list[str] = []
         embeddings: list[np.ndarray] = []
         metas: list[dict[str, Any]] = []
@@ -283,30 +316,12 @@ class FrameIndex:
             embeddings.append(np.asarray(page["embeddings"], dtype=np.float32))
             metas.extend(page["metadatas"])
         dim = int(self.metadata.get("embed_dim", 0))
-        matrix = np.concatenate(embeddings) if embeddings else np.zeros((0, dim), np.float32)
-        if complete_only and metas:
-            complete = complete_video_ids(frame_counts(metas))
-            keep = [i for i, m in enumerate(metas) if str(m["video_id"]) in complete]
-            ids, matrix, metas = [ids[i] for i in keep], matrix[keep], [metas[i] for i in keep]
-        order = sorted(range(len(ids)), key=lambda i: (str(metas[i]["video_id"]), int(metas[i]["frame_index"])))
-        metas = [metas[i] for i in order]
+        return ids, np.concatenate(embeddings) if embeddings else np.zeros((0, dim), np.float32), metas
 
-        def column(key: str, dtype: Any, default: Any) -> np.ndarray:
-            return np.array([m.get(key, default) for m in metas], dtype=dtype)
-
-        return IndexContents(
-            ids=[ids[i] for i in order],
-            embeddings=matrix[order] if len(order) else matrix,
-            video_ids=column("video_id", object, ""),
-            labels=column("label", object, ""),
-            frame_index=column("frame_index", np.int64, 0),
-            timestamp_s=column("timestamp_s", np.float64, 0.0),
-            frame_paths=column("frame_path", object, ""),
-            video_paths=column("video_path", object, ""),
-            frames_in_video=column("frames_in_video", np.int64, 1),
-            video_frames=column("video_frames", np.int64, 0),
-            extra=metas,
-        )
+    def contents(self, complete_only: bool = True) -> IndexContents:
+        """All records with their embeddings, sorted by (video_id, frame_index)."""
+        ids, matrix, metas = self.records()
+        return index_contents(ids, matrix, metas, complete_only)
 
     @store_call
     def query(

@@ -28,6 +28,7 @@ from core.store.index import (
     IndexInfo,
     ShardInfo,
     complete_video_ids,
+    index_contents,
     rank_hits,
     version_key,
 )
@@ -81,29 +82,6 @@ def fan_out(calls: Sequence[Callable[[], T]]) -> list[T]:
         pool = _FAN_OUT
     futures = [pool.submit(call) for call in calls]
     return [future.result() for future in futures]
-
-
-def merge_contents(parts: Sequence[IndexContents], dim: int) -> IndexContents:
-    """The records of several collections as one `IndexContents`, sorted by (video_id, frame_index) as one
-    collection's are."""
-    ids = [rid for part in parts for rid in part.ids]
-    extra = [meta for part in parts for meta in part.extra]
-    nonempty = [part.embeddings for part in parts if len(part)]
-    embeddings = np.concatenate(nonempty) if nonempty else np.zeros((0, dim), np.float32)
-
-    def column(name: str) -> np.ndarray:
-        arrays = [getattr(part, name) for part in parts]
-        return np.concatenate(arrays) if arrays else np.array([])
-
-    columns = {name: column(name) for name in ("video_ids", "labels", "frame_index", "timestamp_s", "frame_paths",
-                                               "video_paths", "frames_in_video", "video_frames")}  # fmt: skip
-    order = sorted(range(len(ids)), key=lambda i: (str(columns["video_ids"][i]), int(columns["frame_index"][i])))
-    return IndexContents(
-        ids=[ids[i] for i in order],
-        embeddings=embeddings[order] if order else embeddings,
-        extra=[extra[i] for i in order] if len(extra) == len(ids) else extra,
-        **{name: values[order] if order else values for name, values in columns.items()},
-    )
 
 
 class ShardedIndex(FrameIndex):
@@ -180,14 +158,10 @@ class ShardedIndex(FrameIndex):
 
     def info(self) -> IndexInfo:
         counts = self._each(lambda shard: shard.count())
-        where = dict(zip(self.present, self._places(), strict=True))
-        info = super().info()  # the logical index's metadata, through the properties above
-        info.count = sum(counts)
-        info.shards = [ShardInfo(shard.name, where[shard], n) for shard, n in zip(self.present, counts, strict=True)]
+        info = self._info(sum(counts))  # the logical index's metadata, through the properties above
+        info.shards = [ShardInfo(shard.name, place_of(shard.client), n)
+                       for shard, n in zip(self.present, counts, strict=True)]  # fmt: skip
         return info
-
-    def _places(self) -> list[str]:
-        return [place_of(shard.client) for shard in self.present]
 
     def count(self) -> int:
         return sum(self._each(lambda shard: shard.count()))
@@ -220,8 +194,11 @@ class ShardedIndex(FrameIndex):
         return complete_video_ids(self.video_frame_counts())
 
     def contents(self, complete_only: bool = True) -> IndexContents:
-        parts = self._each(lambda shard: shard.contents(complete_only))
-        return merge_contents(parts, int(self.metadata.get("embed_dim", 0)))
+        """Every shard's records as one collection's (a video's frames are all in one shard)."""
+        parts = self._each(lambda shard: shard.records())
+        matrices = [matrix for _, matrix, _ in parts]
+        return index_contents([rid for ids, _, _ in parts for rid in ids], np.concatenate(matrices),
+                              [meta for _, _, metas in parts for meta in metas], complete_only)  # fmt: skip
 
     def query(self, embedding: np.ndarray, k: int, where: dict | None = None) -> list[Hit]:
         """The top `k` of every shard's top `k`: exactly the top `k` of all records (see `rank_hits`)."""
