@@ -94,33 +94,32 @@ def kinetics_like(sizes: Sizes, work: Path) -> dict[str, Path]:
     }
 
 
-def pipeline_overhead(sizes: Sizes, work: Path, device: str, model: ClipModel | None = None) -> dict[str, Any]:
-    """Build frames/s ÷ decode-floor frames/s, interleaved (floor, build, floor), on Kinetics-like clips.
+def spread(values: list[float]) -> list[float]:
+    """[lowest, highest] of a figure's runs: how far apart the runs behind its median are."""
+    return [min(values), max(values)]
 
-    Without `model`, the near-free tiny model at 224-pixel input (the build's own overhead); with one (on
-    CUDA, ViT-B/32 in fp16), the floor uses every core, as the issue's GPU target asks. Beside each, the
-    workers' own work alone in the same pool (`workers_alone_ratio`): the part of the gap that is the
-    workers' per-frame work (model input, thumbnails), not the encoding, writing or ordering around them.
+
+def overhead_runs(
+    clip: ClipModel, folders: dict[str, Path], work: Path, workers: int, floor_processes: int, sizes: Sizes, tag: str
+) -> dict[str, Any]:
+    """Build frames/s with `workers` frame workers ÷ the decode floor of `floor_processes` processes, per
+    strategy, `sizes.repeats` times interleaved (floor, build, floor); the median and the spread of the runs.
+
+    Beside each run, the workers' own work alone in the floor's pool (`workers_alone_ratio`): the part of the
+    gap that is the workers' per-frame work (model input, thumbnails), not the encoding, writing or ordering.
     """
-    tiny = model is None
-    clip = model or load_model(ModelSpec.resolve(None, RANDOM_WEIGHTS, TINY_224_CONFIG), device)
-    workers = resolve_workers("auto")
-    floor_processes = workers if tiny else usable_cores()
     batch = sizes.batch_size or default_batch_size(clip)
-    folders = kinetics_like(sizes, work)
     out: dict[str, Any] = {"workers": workers, "floor_processes": floor_processes, "batch_size": batch}
     with warm_pool(floor_processes) as pool:
-        build_rate(clip, folders["uniform:8"], work, "middle", batch, f"pipe-warm-{tiny}")
+        build_rate(clip, folders["uniform:8"], work, "middle", batch, f"{tag}-warm", workers=workers)
         for strategy, folder in folders.items():
             records = scan_source(folder).videos
             jobs = [(record, strategy) for record in records]
-            # The workers' own work alone (decode, model input, thumbnails, the result sent back), in the
-            # floor's pool: how far the build could go if encoding, writing and ordering cost nothing.
-            worker_jobs = [(record, strategy, clip.geometry, str(work / "pipe-workers-out")) for record in records]
+            worker_jobs = [(record, strategy, clip.geometry, str(work / f"{tag}-alone-out")) for record in records]
             runs: list[dict[str, Any]] = []
             for r in range(sizes.repeats):
                 before = pool_rate(pool, decode_planned, jobs, count=int)
-                build = build_rate(clip, folder, work, strategy, batch, f"pipe-{tiny}-{strategy[:3]}-{r}")
+                build = build_rate(clip, folder, work, strategy, batch, f"{tag}-{strategy[:3]}-{r}", workers=workers)
                 after = pool_rate(pool, decode_planned, jobs, count=int)
                 workers_alone = pool_rate(pool, prepare_planned, worker_jobs) if clip.geometry else None
                 floor = (before + after) / 2
@@ -128,14 +127,40 @@ def pipeline_overhead(sizes: Sizes, work: Path, device: str, model: ClipModel | 
                              "ratio": build["frames_per_s"] / floor, "workers_alone_frames_per_s": workers_alone,
                              "workers_alone_ratio": workers_alone / floor if workers_alone else None})  # fmt: skip
             alone = [r["workers_alone_ratio"] for r in runs if r["workers_alone_ratio"] is not None]
+            ratios = [r["ratio"] for r in runs]
             out[strategy] = {
                 "runs": runs,
                 "videos": len(jobs),
-                "ratio": statistics.median(r["ratio"] for r in runs),
+                "ratio": statistics.median(ratios),
+                "spread": spread(ratios),
                 "floor_frames_per_s": statistics.median(r["floor_frames_per_s"] for r in runs),
                 "build_frames_per_s": statistics.median(r["build_frames_per_s"] for r in runs),
                 "workers_alone_ratio": statistics.median(alone) if alone else None,
             }
+    return out
+
+
+def pipeline_overhead(sizes: Sizes, work: Path, device: str, model: ClipModel | None = None) -> dict[str, Any]:
+    """Build frames/s ÷ decode-floor frames/s on Kinetics-like clips, against two floors.
+
+    `all_cores`: a build with one frame worker per core against the same planned frames decoded by one
+    process per core (the machine's floor: what every core decoding and nothing else gives). `auto_workers`:
+    a build with the default workers (`auto`: one per core less one) against a floor of as many processes.
+    Without `model`, the near-free tiny model at 224-pixel input (the build's own overhead); with one (on
+    CUDA, ViT-B/32 in fp16), only the all-core figure, as the GPU target asks.
+    """
+    tiny = model is None
+    clip = model or load_model(ModelSpec.resolve(None, RANDOM_WEIGHTS, TINY_224_CONFIG), device)
+    cores = usable_cores()
+    root = work / "kinetics-like"
+    every = {s: kinetics_like_folder(root, sizes.allcore_videos, sizes.kinetics_unique, sizes.kinetics_seconds)
+             for s in ("middle", "uniform:8")}  # fmt: skip
+    out: dict[str, Any] = {"cores": cores}
+    out["all_cores"] = overhead_runs(clip, every, work, cores, cores, sizes, f"pipe-all-{tiny}")
+    if tiny:
+        workers = resolve_workers("auto")
+        folders = kinetics_like(sizes, work)
+        out["auto_workers"] = overhead_runs(clip, folders, work, workers, workers, sizes, "pipe-auto")
     return out
 
 
@@ -180,7 +205,7 @@ def gpu_figures(model: ClipModel, sizes: Sizes, work: Path) -> dict[str, Any]:
     encode = encode_rate(fp16, sizes.encode_seconds, batch)
     sampler = _UtilisationSampler(fp16.device)
     with sampler:
-        builds = pipeline_overhead(sizes, work, str(fp16.device), model=fp16)
+        builds = pipeline_overhead(sizes, work, str(fp16.device), model=fp16)["all_cores"]
     out: dict[str, Any] = {"fp16_encode_frames_per_s": encode, "batch_size": batch, "builds": builds,
                            "gpu_utilisation_nvml": sampler.mean()}  # fmt: skip
     for strategy in ("middle", "uniform:8"):

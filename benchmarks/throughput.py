@@ -3,6 +3,7 @@ model start-up (9), a whole build process ÷ a whole encode process (10), and th
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
@@ -239,12 +240,16 @@ def whole_process(sizes: Sizes, work: Path, device: torch.device) -> dict[str, A
             raise RuntimeError(f"{' '.join(command[:4])} failed: {result.stderr[-2000:]}")
         return time.perf_counter() - started
 
-    builds, encodes = [], []
-    for r in range(sizes.repeats):
+    builds, encodes, timings = [], [], []  # timings: each build's milestones (`build --json`)
+    for r in range(sizes.repeats):  # interleaved pairs, so that the machine's drift hits both alike
         encodes.append(timed([sys.executable, "-m", "benchmarks.encode_only", *common,
                               "--images", str(sizes.whole_videos)]))  # fmt: skip
+        summary = work / f"whole-{r}.json"
         builds.append(timed([sys.executable, "-m", "core", "build", "--videos", str(videos), "--db",
                              str(work / f"whole-db-{r}"), "--output", str(work / f"whole-out-{r}"),
-                             "--frames", "middle", "--quiet", *common]))  # fmt: skip
-    return {"videos": sizes.whole_videos, "build_s": builds, "encode_s": encodes,
-            "ratio": statistics.median(e / b for e, b in zip(encodes, builds, strict=True))}  # fmt: skip
+                             "--frames", "middle", "--quiet", "--json", str(summary), *common]))  # fmt: skip
+        timings.append(json.loads(summary.read_text(encoding="utf-8"))["timings"])
+    ratios = [e / b for e, b in zip(encodes, builds, strict=True)]
+    return {"videos": sizes.whole_videos, "build_s": builds, "encode_s": encodes, "ratios": ratios,
+            "ratio": statistics.median(ratios), "spread": [min(ratios), max(ratios)],
+            "timings": timings}  # fmt: skip

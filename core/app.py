@@ -36,7 +36,7 @@ from core.analysis.query import save_query_image
 from core.analysis.reports import write_reports, write_search_report
 from core.analysis.search import SearchHit, SearchResult, check_query, run_query
 from core.analysis.sweep import SWEEP_KEYS, SweepRow, SweepStore, parse_strategies
-from core.engines.build import BuildProgress, BuildSummary, run_build
+from core.engines.build import BuildProgress, BuildSummary, BuildTimeline, run_build
 from core.ground import IndexLockedError, SourceError, UserError, kinetics_classes
 from core.kinetics.download import Candidate
 from core.kinetics.download import download_subset as download
@@ -140,9 +140,10 @@ class Explorer(IndexReader):
         cancel: threading.Event | None = None,
         lock_owner: str = "",
         on_stage: Callable[[str], None] | None = None,
+        timeline: BuildTimeline | None = None,
     ) -> BuildSummary:
         """Index the request's videos. A source with no usable video is refused with the reasons,
-        before any collection is made."""
+        before any collection is made. `timeline`: see `run_build`."""
         request = self.confined_request(request)
         self.refuse_if_building(request.target, request.output)
 
@@ -166,7 +167,7 @@ class Explorer(IndexReader):
                 progress(event)
 
         summary = run_build(request, model=load, progress=report, cancel=cancel, lock_owner=lock_owner,
-                            check_source=refuse_empty)  # fmt: skip
+                            check_source=refuse_empty, timeline=timeline)  # fmt: skip
         if summary.videos_indexed == 0 and summary.videos_already_indexed == 0 and not summary.cancelled:
             raise NoUsableVideoError(no_usable_video(request.videos, summary), summary)
         return summary

@@ -47,6 +47,17 @@ def cpu_model() -> str:
     return platform.processor() or ""
 
 
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux's /proc, to the clock tick); None where that is unknown."""
+    try:
+        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+            fields = stat.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+            since_boot = float(uptime.read().split()[0])
+        return max(0.0, since_boot - int(fields[19]) / os.sysconf("SC_CLK_TCK"))  # field 22: starttime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def torch_threads_for(workers: int, cores: int | None = None) -> int:
     """Intra-op threads for the process that runs the model while `workers` processes decode.
 

@@ -24,8 +24,10 @@ FIGURES = [
     "4. HNSW recall@10 (text- and frame-like queries)",
     "5. peak RSS growth, 1k → 10k videos",
     "6. metrics ÷ (E @ T.T + argsort)",
-    "7. pipeline overhead: build ÷ decode floor, middle",
-    "7. pipeline overhead: build ÷ decode floor, uniform:8",
+    "7. pipeline: build ÷ all-core decode floor, middle",
+    "7. pipeline: build ÷ all-core decode floor, uniform:8",
+    "7b. auto workers ({workers}) ÷ their floor, middle",
+    "7b. auto workers ({workers}) ÷ their floor, uniform:8",
     "8. core scaling: {cores} workers ÷ 1",
     "9. load_model ÷ create_model_and_transforms",
     "10. whole-process build ÷ encode, {videos} videos",
@@ -52,8 +54,9 @@ def test_benchmark_quick_mode_reports_every_target(tmp_path: Path) -> None:
         assert key in data, key
     assert data["device"] == "cpu" and "gpu" not in data  # the CUDA figures only on CUDA
     cores, videos = data["scaling"]["cores"], data["whole_process"]["videos"]
+    workers = data["pipeline"]["auto_workers"]["workers"]
     rows = data["targets"]
-    assert [row["figure"] for row in rows] == [f.format(cores=cores, videos=videos) for f in FIGURES]
+    assert [row["figure"] for row in rows] == [f.format(cores=cores, videos=videos, workers=workers) for f in FIGURES]
     # The printed table: one line per figure, its value and verdict as in the JSON, and the verdict
     # is the value against the stated target.
     lines = {line[:56].strip(): line for line in result.stdout.splitlines() if re.match(r"^\d+[ab]?\. ", line)}
@@ -63,12 +66,26 @@ def test_benchmark_quick_mode_reports_every_target(tmp_path: Path) -> None:
         assert verdict == _met(value, row["target"]), row
         line = lines[row["figure"]]
         assert f"{value:9.3f}" in line and row["target"] in line
+        if row["spread"] is not None:  # a repeated figure: its runs' range beside the median
+            assert f"{row['spread'][0]:.3f}–{row['spread'][1]:.3f}" in line
         assert line.rstrip().endswith(" met") and line.rstrip().endswith("NOT met") == (not verdict), line
-    pipeline = data["pipeline"]
-    assert pipeline["middle"]["floor_frames_per_s"] > 0 and pipeline["uniform:8"]["build_frames_per_s"] > 0
-    for strategy in ("middle", "uniform:8"):  # the workers' own ceiling, measured in the floor's pool
-        for run in pipeline[strategy]["runs"]:
-            assert run["workers_alone_ratio"] == run["workers_alone_frames_per_s"] / run["floor_frames_per_s"] > 0
+    all_cores, auto = data["pipeline"]["all_cores"], data["pipeline"]["auto_workers"]
+    assert all_cores["workers"] == all_cores["floor_processes"] == cores  # the machine's floor: every core decodes
+    assert auto["workers"] == auto["floor_processes"]
+    for pipeline in (all_cores, auto):
+        assert pipeline["middle"]["floor_frames_per_s"] > 0 and pipeline["uniform:8"]["build_frames_per_s"] > 0
+        for strategy in ("middle", "uniform:8"):  # the workers' own ceiling, measured in the floor's pool
+            figure = pipeline[strategy]
+            ratios = [run["ratio"] for run in figure["runs"]]
+            assert figure["spread"] == [min(ratios), max(ratios)] and min(ratios) <= figure["ratio"] <= max(ratios)
+            for run in figure["runs"]:
+                assert run["workers_alone_ratio"] == run["workers_alone_frames_per_s"] / run["floor_frames_per_s"] > 0
+    whole = data["whole_process"]
+    assert whole["spread"] == [min(whole["ratios"]), max(whole["ratios"])]
+    # Each whole-process build says where its time went (`build --json`'s timings), in milestone order.
+    for timings in whole["timings"]:
+        assert timings["imports"] < 0 < timings["start_up"] <= timings["first_frame"] <= timings["last_frame_encoded"]
+        assert timings["last_frame_encoded"] <= timings["writer_flush"] <= timings["index_close"]
     assert "the workers' own work alone:" in result.stdout
     assert "absolute:" in result.stdout and "results:" in result.stdout
 

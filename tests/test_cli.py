@@ -14,6 +14,7 @@ import pytest
 
 from core.app import Explorer
 from core.cli import main
+from core.engines.records import MILESTONES
 from core.ground import IndexLockedError
 from core.reader import ProcessCache
 from core.requests import BuildRequest, ModelSpec
@@ -57,6 +58,17 @@ def test_build_prints_a_summary(cli_index: dict) -> None:
     assert line.endswith(" frames/s")
     summary = json.loads((cli_index["work"] / "build.json").read_text())
     assert summary["videos_indexed"] == 12 and summary["frames"] == 24
+    # Where the time went: every milestone, in seconds since the build began; before it, the process's own
+    # start (interpreter and imports: negative). Start-up runs side by side, then frames, flush and close.
+    timings = summary["timings"]
+    assert list(timings) == list(MILESTONES), timings
+    assert timings["imports"] < 0 < timings["workers_started"] <= timings["start_up"]
+    assert timings["model_load"] <= timings["index_open"] <= timings["start_up"]  # the index needs the model's size
+    assert timings["first_worker_ready"] > 0  # whenever the pool's thread saw it: not ordered against the rest
+    assert timings["start_up"] <= timings["first_frame"] <= timings["last_frame_encoded"] <= timings["writer_flush"]
+    assert timings["writer_flush"] <= timings["index_close"]
+    # Both in seconds: the summary's own indexing time lies within the milestones.
+    assert summary["seconds"] <= timings["index_close"]
     # The progress bar's time left is in the app's format (core.ground.format_duration), not tqdm's own clock.
     stderr = cli_index["build"].stderr
     assert re.search(r"ETA=(–|\d+ s|\d+ min \d\d s)", stderr) and not re.search(r"\d\d:\d\d<", stderr), stderr

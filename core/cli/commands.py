@@ -91,7 +91,8 @@ class _ProgressBar:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from core.app import BuildProgress, BuildRequest, ModelSpec, NoUsableVideoError
+    from core.app import BuildProgress, BuildRequest, BuildTimeline, ModelSpec, NoUsableVideoError
+    from core.runtime import process_age_s
 
     explorer = _explorer(args)
     explorer.refuse_if_building(_ref(args), args.output)  # before the model library is even imported
@@ -126,8 +127,11 @@ def cmd_build(args: argparse.Namespace) -> int:
         servers=_servers(args),
         shards=args.shards,
     )
+    timeline = BuildTimeline()
+    timeline.process_started(process_age_s())  # "imports" in --json's timings: the time before the build
     try:
-        summary = explorer.build(request, progress=progress, lock_owner="python -m core build", on_stage=stage)
+        summary = explorer.build(request, progress=progress, lock_owner="python -m core build", on_stage=stage,
+                                 timeline=timeline)  # fmt: skip
     except NoUsableVideoError as exc:
         bar.close()
         if exc.summary is not None:

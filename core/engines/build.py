@@ -23,7 +23,7 @@ from pathlib import Path
 
 from core.engines.config import BuildConfig, Engine, default_batch_size, resolve_workers
 from core.engines.local import FramePool, LocalEngine
-from core.engines.records import BuildProgress, BuildStage, BuildSummary, VideoResult
+from core.engines.records import BuildProgress, BuildStage, BuildSummary, BuildTimeline, VideoResult
 from core.ground import UserError
 from core.limits import check_setting
 from core.media.frames import FrameStrategy
@@ -41,6 +41,7 @@ __all__ = [
     "BuildProgress",
     "BuildStage",
     "BuildSummary",
+    "BuildTimeline",
     "build_index",
     "check_build",
     "check_engine",
@@ -121,18 +122,21 @@ def start_up(
     model: ModelSource,
     progress: Progress = None,
     lock_owner: str = "",
+    timeline: BuildTimeline | None = None,
 ) -> tuple[ClipModel, BuildIndex]:
     """The engine's start (worker processes, a cluster), the store's opening and the model's loading, side
     by side: the model (`model` None: the request's; a function: called here) and the index to write to
     (its collections made with its first records; a sharded one's writers started)."""
+    timeline = timeline or BuildTimeline()
     if not isinstance(model, ClipModel):
         _say(progress, BuildProgress(stage=BuildStage.STARTING, model=request.spec.describe()))
     failure: BaseException | None = None
     with ThreadPoolExecutor(2, thread_name_prefix="build-start-up") as side:  # left when both have ended
-        loading = side.submit(load_build_model, request, config, engine, model)
+        loading = side.submit(_marked, timeline, "model_load", load_build_model, request, config, engine, model)
         opening = side.submit(_open_store, request, lock_owner)
         try:
-            engine.start(config)  # here: a process pool is best started from the caller's thread
+            engine.start(config, timeline)  # here: a process pool is best started from the caller's thread
+            timeline.mark("workers_started")
         except BaseException as exc:
             failure = exc
     started = opening.result()[1] if opening.exception() is None else []
@@ -142,11 +146,20 @@ def start_up(
         clip, (store, _) = loading.result(), opening.result()
         index = open_build_index(store, clip.spec, clip.embed_dim, str(config.strategy), request.source(),
                                  request.shards, lock_owner, started)  # fmt: skip
+        timeline.mark("index_open")
     except BaseException:
         for process in started:  # whatever failed (the engine, the model, the index): no writer outlives it
             process.close()
         raise
+    timeline.mark("start_up")
     return clip, index
+
+
+def _marked(timeline: BuildTimeline, milestone: str, fn: Callable[..., ClipModel], *args: object) -> ClipModel:
+    """`fn(*args)`, then `milestone` marked on `timeline`."""
+    result = fn(*args)
+    timeline.mark(milestone)
+    return result
 
 
 def _open_store(request: BuildRequest, lock_owner: str) -> tuple[Store, list[ShardProcess]]:
@@ -225,6 +238,7 @@ def index_videos(
     progress: Progress = None,
     cancel: threading.Event | None = None,
     skipped: Sequence[SkippedItem] = (),
+    timeline: BuildTimeline | None = None,
 ) -> BuildSummary:
     """Index every video of `videos` not yet complete in `index` with `engine`; returns what was done.
 
@@ -258,6 +272,8 @@ def index_videos(
         raise writer_failure(writer.error)
     if writer.frames_written:
         index.mark_built()
+    if timeline is not None:
+        timeline.mark("writer_flush")
     summary = BuildSummary(
         index_name=index.name,
         frames_strategy=str(config.strategy),
@@ -287,6 +303,7 @@ def run_build(
     scan: SourceScan | None = None,
     engine: Engine | None = None,
     check_source: Callable[[SourceScan], None] | None = None,
+    timeline: BuildTimeline | None = None,
 ) -> BuildSummary:
     """Everything `python -m core build` does: check, read the source, lock the index, start up, index.
 
@@ -295,7 +312,9 @@ def run_build(
     called while the engine's workers start and the index opens. With a Chroma server, the lock lives in
     the output folder (one build per server from this machine). `scan`: the source as the caller read it
     (read here otherwise); `check_source` may refuse it before anything loads. `engine`: the request's
-    (`request.engine`) unless given (the benchmark's tuned Ray engine)."""
+    (`request.engine`) unless given (the benchmark's tuned Ray engine). `timeline`: where the build marks its
+    milestones (a front door's, which may know when its process started), returned in `summary.timings`."""
+    timeline = timeline or BuildTimeline()
     config = check_build(request)
     engine = engine or engine_for(request)
     scan = scan or read_source(request, progress)
@@ -307,12 +326,16 @@ def run_build(
     with StoreLock.for_store(request.db, config.output_dir, servers, owner=lock_owner):
         index: BuildIndex | None = None
         try:
-            clip, index = start_up(request, config, engine, model, progress, lock_owner)
-            return index_videos(scan.videos, clip, index, engine, config, progress, cancel, scan.skipped)
+            clip, index = start_up(request, config, engine, model, progress, lock_owner, timeline)
+            summary = index_videos(scan.videos, clip, index, engine, config, progress, cancel, scan.skipped,
+                                   timeline)  # fmt: skip
         finally:
             engine.close()  # also when start-up or the index's first reads fail (idempotent)
             if index is not None:
                 index.close()  # a sharded index's writers
+    timeline.mark("index_close")
+    summary.timings = timeline.to_json()
+    return summary
 
 
 def build_index(

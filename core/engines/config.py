@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from core.engines.records import BuildSummary, VideoResult
+from core.engines.records import BuildSummary, BuildTimeline, VideoResult
 from core.limits import check_setting
 from core.media.frames import FrameStrategy
 from core.media.sources import VideoRecord
@@ -44,9 +44,10 @@ class Engine(Protocol):
 
     encodes_here: bool  # whether this process encodes (else the engine's workers load their own model)
 
-    def start(self, config: BuildConfig) -> None:
+    def start(self, config: BuildConfig, timeline: BuildTimeline | None = None) -> None:
         """Start what needs no model (worker processes, a cluster connection), so that it starts while the
-        model loads."""
+        model loads. The engine marks on `timeline` when its first worker is ready, and in `run` when the
+        first frames reach the encoder and when the last batch is encoded."""
         ...
 
     def run(

@@ -30,7 +30,7 @@ import numpy as np
 
 from core.engines.config import BuildConfig
 from core.engines.prepare import PreparedVideo, init_worker, ping, prepare_video
-from core.engines.records import BuildSummary, VideoResult
+from core.engines.records import BuildSummary, BuildTimeline, VideoResult
 from core.media.frames import FrameStrategy, VideoReadError
 from core.media.geometry import InputGeometry
 from core.media.sources import VideoRecord
@@ -64,11 +64,13 @@ class FramePool:
         self.helper_threads = prepare_threads_for(self.workers)
         self._executor: ProcessPoolExecutor | None = None
 
-    def start(self) -> FramePool:
-        """Start the worker processes now, so that they start while the caller loads the model."""
+    def start(self, on_ready: Callable[[], None] | None = None) -> FramePool:
+        """Start the worker processes now, so that they start while the caller loads the model; `on_ready`
+        is called (from the pool's own thread) once the first of them runs."""
         executor = self._pool()
-        for _ in range(self.workers):  # a process starts per submission, up to `workers`
-            executor.submit(ping)
+        pings = [executor.submit(ping) for _ in range(self.workers)]  # a process starts per submission
+        if on_ready is not None:
+            pings[0].add_done_callback(lambda _: on_ready())
         return self
 
     def _pool(self) -> ProcessPoolExecutor:
@@ -313,11 +315,14 @@ class LocalEngine:
 
     def __init__(self, pool: FramePool | None = None) -> None:
         self.pool = pool
+        self.timeline = BuildTimeline()
 
-    def start(self, config: BuildConfig) -> None:
+    def start(self, config: BuildConfig, timeline: BuildTimeline | None = None) -> None:
+        if timeline is not None:
+            self.timeline = timeline
         if self.pool is None:
             self.pool = FramePool(config.workers, config.strategy, config.output_dir)
-        self.pool.start()
+        self.pool.start(on_ready=lambda: self.timeline.mark("first_worker_ready"))
 
     def run(
         self, todo: Sequence[VideoRecord], model: ClipModel, config: BuildConfig, cancel: threading.Event
@@ -335,6 +340,7 @@ class LocalEngine:
                 # Gather a full batch (or what is left), then encode it; a video is handed back once whole.
                 waiting_since = time.perf_counter()
                 for record, outcome in results:
+                    self.timeline.mark("first_frame")
                     if isinstance(outcome, str):
                         yield VideoResult(record, reason=outcome)
                     else:
@@ -347,6 +353,7 @@ class LocalEngine:
                 encoding_since = time.perf_counter()
                 spans = _next_batch(ready, batch_size)
                 vectors = encoder.encode([inputs for _, _, inputs in spans])
+                self.timeline.mark("last_frame_encoded", again=True)
                 threads.observe(encoding_since - waiting_since, time.perf_counter() - encoding_since)
                 offset = 0
                 for video, start, inputs in spans:

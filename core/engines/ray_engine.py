@@ -40,7 +40,7 @@ import numpy as np
 
 from core.engines.config import BuildConfig, batch_size_for
 from core.engines.prepare import PreparedVideo, prepare_video
-from core.engines.records import BuildSummary, VideoResult
+from core.engines.records import BuildSummary, BuildTimeline, VideoResult
 from core.ground import UserError
 from core.media.frames import FrameStrategy, VideoReadError
 from core.media.geometry import InputGeometry
@@ -490,14 +490,18 @@ class RayEngine:
         self.plan: EncoderPlan | None = None
         self.assembler: VideoAssembler | None = None
         self._connection: contextlib.ExitStack | None = None
+        self.timeline = BuildTimeline()
 
-    def start(self, config: BuildConfig) -> None:
+    def start(self, config: BuildConfig, timeline: BuildTimeline | None = None) -> None:
         """Start the local Ray instance or join the cluster."""
+        if timeline is not None:
+            self.timeline = timeline
         self.ray = import_ray()
         stack = contextlib.ExitStack()
         self.ray_start_s = stack.enter_context(ray_connection(self.ray, self.request.ray_address))
         stack.enter_context(_quiet_data_context(self.ray))
         self._connection = stack
+        self.timeline.mark("first_worker_ready")  # connected: the cluster's workers take tasks from here
 
     def run(
         self, todo: Sequence[VideoRecord], model: ClipModel, config: BuildConfig, cancel: threading.Event
@@ -511,6 +515,9 @@ class RayEngine:
         batches = iter(dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2))
         try:
             for batch in batches:
+                # The actors encode: a batch's arrival here is its frames' first sight and their encoding's end.
+                self.timeline.mark("first_frame")
+                self.timeline.mark("last_frame_encoded", again=True)
                 complete, skipped = assembler.add(batch)
                 for video_id, reason in skipped:
                     yield VideoResult(records[video_id], reason=reason)

@@ -3,6 +3,8 @@ and `VideoResult`, what an engine hands back for each video."""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -21,6 +23,51 @@ class BuildStage(Enum):
     STARTING = "starting"  # worker start-up, the index opening and the model loading, side by side
     INDEXING = "indexing"  # frames prepared, encoded and written
     FINISHED = "finished"  # the writer is closed; the counts are final
+
+
+# A build's milestones, in the order they are reached (`BuildTimeline`, `BuildSummary.timings`).
+MILESTONES = (
+    "imports",  # the process had started and imported what the front door needs (the CLI: before the build)
+    "workers_started",  # the engine's start was asked for (worker processes, a cluster connection)
+    "first_worker_ready",  # the first worker process runs (the Ray engine: connected)
+    "model_load",  # the model is loaded
+    "index_open",  # the store is open and the index's collections are found or made
+    "start_up",  # all of the above: the build can index
+    "first_frame",  # the first prepared frames reached the encoder
+    "last_frame_encoded",  # the last batch was encoded
+    "writer_flush",  # every record is written and the writer has stopped
+    "index_close",  # the index is closed (a sharded one's writer processes ended): the build is done
+)
+
+
+class BuildTimeline:
+    """When a build reached each of its milestones (`MILESTONES`), in seconds since it began, so that a
+    build says where its time went (`build --json`'s "timings"). Marked from any thread; `imports` is
+    negative: how long before the build began the process started (a front door that knows it says so)."""
+
+    def __init__(self, started: float | None = None) -> None:
+        self.started = time.perf_counter() if started is None else started
+        self._at: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def mark(self, milestone: str, again: bool = False) -> None:
+        """Now, for `milestone`: its first time, or with `again` its latest."""
+        assert milestone in MILESTONES, milestone
+        now = time.perf_counter() - self.started
+        with self._lock:
+            if again or milestone not in self._at:
+                self._at[milestone] = now
+
+    def process_started(self, seconds_before: float | None) -> None:
+        """The process started `seconds_before` the build began (None: unknown, nothing is recorded)."""
+        if seconds_before is not None:
+            with self._lock:
+                self._at["imports"] = -seconds_before
+
+    def to_json(self) -> dict[str, float]:
+        """The milestones reached, in order, rounded to the millisecond."""
+        with self._lock:
+            return {name: round(self._at[name], 3) for name in MILESTONES if name in self._at}
 
 
 @dataclass
@@ -75,6 +122,7 @@ class BuildSummary:
     notes: list[SkippedItem] = field(default_factory=list)
     cancelled: bool = False
     shards: int = 1  # collections the index is written as
+    timings: dict[str, float] = field(default_factory=dict)  # `BuildTimeline.to_json`: milestone → seconds
 
     @property
     def frames_per_s(self) -> float:
