@@ -130,8 +130,8 @@ def test_the_app_loads_its_model_while_the_workers_start_and_reports_each_stage(
     workers_started = threading.Event()
     start = FramePool.start
 
-    def start_and_say_so(pool: FramePool) -> FramePool:
-        started = start(pool)
+    def start_and_say_so(pool: FramePool, on_ready: Any = None) -> FramePool:
+        started = start(pool, on_ready)
         workers_started.set()
         return started
 

@@ -129,7 +129,8 @@ def test_batched_normalisation_is_bit_identical_to_the_model_transform(vit_b32_r
 def test_worker_geometry_is_bit_identical_to_open_clips_transform(resize_mode: str) -> None:
     """Workers resize and crop with `InputGeometry` (Pillow only, no torch): the same pixels as the
     torchvision/open_clip transform, for every resize mode, both resamplings, square and non-square inputs,
-    enlarging, shrinking and padding."""
+    enlarging, shrinking and padding; and video frames (16:9, 4:3, portrait), whose dropped columns the
+    resize skips (`geometry._resize_for_crop`)."""
     from open_clip.transform import PreprocessCfg, image_transform_v2
     from PIL import Image
 
@@ -137,7 +138,25 @@ def test_worker_geometry_is_bit_identical_to_open_clips_transform(resize_mode: s
     from core.model.embed import _split_preprocess
 
     rng = np.random.default_rng(7)
-    shapes = [(256, 340), (480, 272), (31, 45), (224, 224), (100, 400), (400, 100), (1, 1), (223, 225), (17, 300)]
+    shapes = [
+        (256, 340),
+        (480, 272),
+        (31, 45),
+        (224, 224),
+        (100, 400),
+        (400, 100),
+        (1, 1),
+        (223, 225),
+        (17, 300),
+        (360, 640),
+        (240, 320),
+        (480, 854),
+        (720, 1280),
+        (1080, 1920),
+        (640, 360),
+        (226, 500),
+        (225, 224),
+    ]
     frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in shapes]
     for size in (224, (192, 256), (256, 192), (37, 41)):
         for interpolation in ("bicubic", "bilinear"):

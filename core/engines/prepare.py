@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from core.ground import printable
 from core.media.frames import DEFAULT_MAX_SIDE, Frame, FrameStrategy, VideoFrames, VideoReadError, read_video_frames
 from core.media.geometry import InputGeometry
 from core.media.sources import VideoRecord
-from core.media.thumbnails import THUMBNAIL_MAX_SIDE, thumbnail_jpeg, thumbnail_path, write_thumbnail
+from core.media.thumbnails import thumbnail_jpeg, thumbnail_path, write_thumbnail
 from core.runtime import configure_runtime
 
 # Index-contract keys; a source's own metadata with one of these names is kept as meta_<name>.
@@ -70,17 +69,6 @@ def frame_metadata(record: VideoRecord, frame: Frame, frame_path: Path, vf: Vide
     for key, value in record.meta.items():
         meta[key if key not in RESERVED_KEYS else f"meta_{key}"] = value
     return meta
-
-
-def shrink_for_thumbnail(rgb: np.ndarray, max_side: int = THUMBNAIL_MAX_SIDE) -> np.ndarray:
-    """The frame at thumbnail size, shrunk with OpenCV (far cheaper than Pillow's antialiased resize; see
-    benchmarks/README.md): bilinear below 2×, pixel-area averaging beyond, where bilinear sampling would alias."""
-    height, width = rgb.shape[:2]
-    if max(height, width) <= max_side:
-        return rgb
-    scale = max_side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR if scale > 0.5 else cv2.INTER_AREA)
 
 
 def prepare_video(
@@ -144,7 +132,7 @@ _Finished = tuple[bytes, np.ndarray | None]
 
 def _finish(rgb: np.ndarray, geometry: InputGeometry | None) -> _Finished:
     """The work on one decoded frame: its thumbnail's JPEG bytes and its model input."""
-    jpeg = thumbnail_jpeg(shrink_for_thumbnail(rgb))
+    jpeg = thumbnail_jpeg(rgb)
     return jpeg, geometry.apply(rgb).transpose(2, 0, 1) if geometry is not None else None
 
 
