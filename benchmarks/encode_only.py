@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from core.engines.build import default_batch_size
+from core.engines.config import default_batch_size  # not core.engines.build: that would import the store
 from core.model.embed import ModelSpec, load_model
 from core.runtime import configure_runtime
 

@@ -18,9 +18,8 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import chromadb
 import numpy as np
 
 import core
@@ -29,6 +28,9 @@ from core.media.thumbnails import thumbnail_path
 from core.store.index import HNSW_CONFIG, FrameIndex, IndexContents
 from core.store.jsonlines import JsonLinesStore, json_lines
 from core.store.runs import RUNS_FILENAME, SWEEPS_FILENAME, Run, RunStore, SweepRow, SweepStore
+
+if TYPE_CHECKING:  # imported where a store is opened (`core.store.chroma.connect`), not with this module
+    import chromadb
 
 BUNDLE_FORMAT = 1
 MANIFEST = "bundle.json"

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import chromadb
+from typing import TYPE_CHECKING, Any
 
 from core.ground import IndexUnavailableError
 from core.limits import MAX_SHARDS
@@ -15,6 +13,9 @@ from core.requests import ChromaServer, ModelSpec, describe_servers
 from core.store.chroma import connect, embedded_generation, forget_embedded, place_of, store_call
 from core.store.index import FrameIndex, is_frame_collection
 from core.store.shards import SHARD, SHARD_OF, SHARDS, ShardedIndex, shard_folder_name
+
+if TYPE_CHECKING:  # imported where a store is opened (`core.store.chroma.connect`), not with this module
+    import chromadb
 
 DATABASE_FILE = "chroma.sqlite3"
 

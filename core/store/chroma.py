@@ -10,14 +10,13 @@ import functools
 import shutil
 import threading
 from pathlib import Path
-from typing import Any
-
-import chromadb
-from chromadb.config import Settings
-from chromadb.errors import ChromaError
+from typing import TYPE_CHECKING, Any
 
 from core.ground import IndexUnavailableError, StoreError
 from core.requests import ChromaServer as ChromaServer
+
+if TYPE_CHECKING:  # chromadb is imported where a store is opened (half a second), not with this module
+    import chromadb
 
 
 def server_unavailable(exc: BaseException, where: str = "The Chroma server") -> IndexUnavailableError:
@@ -49,6 +48,8 @@ def store_error(exc: BaseException, where: str, folder: Path | None = None) -> S
 
     `where` names the store ("The index folder /x/db"); `folder` is that folder, for an embedded store.
     """
+    from chromadb.errors import ChromaError
+
     if not isinstance(exc, ChromaError) and not (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
         return None
     text = str(exc).lower()
@@ -82,6 +83,7 @@ def store_call(method: Any) -> Any:
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         import httpx
+        from chromadb.errors import ChromaError
 
         try:
             return method(*args, **kwargs)
@@ -155,6 +157,10 @@ def connect(db: Path | str, server: ChromaServer | None = None) -> chromadb.Clie
 
     Telemetry is off either way.
     """
+    import chromadb
+    from chromadb.config import Settings
+    from chromadb.errors import ChromaError
+
     settings = Settings(anonymized_telemetry=False)
     if server is not None:
         try:

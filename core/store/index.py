@@ -12,7 +12,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import chromadb
 import numpy as np
 
 from core.ground import IndexUnavailableError, now_iso, plural
@@ -23,7 +22,10 @@ from core.store.chroma import ChromaServer as ChromaServer
 from core.store.chroma import connect as connect
 from core.store.chroma import store_call
 
-if TYPE_CHECKING:  # the type of `configuration["hnsw"]`; chromadb does not export it at the top
+if TYPE_CHECKING:  # chromadb is imported where a store is opened (`core.store.chroma.connect`), not here
+    import chromadb
+
+    # the type of `configuration["hnsw"]`; chromadb does not export it at the top
     from chromadb.api.collection_configuration import CreateHNSWConfiguration
 
 COLLECTION_PREFIX = "frames"
