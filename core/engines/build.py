@@ -123,10 +123,14 @@ def start_up(
     progress: Progress = None,
     lock_owner: str = "",
     timeline: BuildTimeline | None = None,
+    videos: Sequence[VideoRecord] = (),
+    cancel: threading.Event | None = None,
 ) -> tuple[ClipModel, BuildIndex]:
     """The engine's start (worker processes, a cluster), the store's opening and the model's loading, side
     by side: the model (`model` None: the request's; a function: called here) and the index to write to
-    (its collections made with its first records; a sharded one's writers started)."""
+    (its collections made with its first records; a sharded one's writers started). Once the model is
+    loaded, the engine begins on the first of `videos` while the store is still opening (`Engine.prefetch`),
+    unless `cancel` is set by then."""
     timeline = timeline or BuildTimeline()
     if not isinstance(model, ClipModel):
         _say(progress, BuildProgress(stage=BuildStage.STARTING, model=request.spec.describe()))
@@ -137,6 +141,10 @@ def start_up(
         try:
             engine.start(config, timeline)  # here: a process pool is best started from the caller's thread
             timeline.mark("workers_started")
+            # The workers need the model's input geometry, not the index: they start on the first videos now
+            # (opening a store imports Chroma, half a second), and the build drops those the index has.
+            if videos and loading.exception() is None and not (cancel is not None and cancel.is_set()):
+                engine.prefetch(videos, loading.result(), config)
         except BaseException as exc:
             failure = exc
     started = opening.result()[1] if opening.exception() is None else []
@@ -326,7 +334,7 @@ def run_build(
     with StoreLock.for_store(request.db, config.output_dir, servers, owner=lock_owner):
         index: BuildIndex | None = None
         try:
-            clip, index = start_up(request, config, engine, model, progress, lock_owner, timeline)
+            clip, index = start_up(request, config, engine, model, progress, lock_owner, timeline, scan.videos, cancel)
             summary = index_videos(scan.videos, clip, index, engine, config, progress, cancel, scan.skipped,
                                    timeline)  # fmt: skip
         finally:

@@ -38,9 +38,9 @@ class BuildConfig:
 class Engine(Protocol):
     """How a build turns videos into frames and vectors: the local process pipeline, or Ray.
 
-    The skeleton calls `start` while the model loads and the index opens, then `run` once, then `close`
-    (always), then `finish` on the summary. Everything else (checks, lock, scan, index, writer, progress,
-    summary) is the skeleton's."""
+    The skeleton calls `start` while the model loads and the index opens, `prefetch` once the model is
+    loaded, then `run` once, then `close` (always), then `finish` on the summary. Everything else (checks,
+    lock, scan, index, writer, progress, summary) is the skeleton's."""
 
     encodes_here: bool  # whether this process encodes (else the engine's workers load their own model)
 
@@ -48,6 +48,11 @@ class Engine(Protocol):
         """Start what needs no model (worker processes, a cluster connection), so that it starts while the
         model loads. The engine marks on `timeline` when its first worker is ready, and in `run` when the
         first frames reach the encoder and when the last batch is encoded."""
+        ...
+
+    def prefetch(self, videos: Sequence[VideoRecord], model: ClipModel, config: BuildConfig) -> None:
+        """Begin on the first of `videos` once the model is known, while the index opens; `run` then drops
+        what the index already has."""
         ...
 
     def run(

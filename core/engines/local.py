@@ -63,6 +63,7 @@ class FramePool:
         self.decode_threads = decode_threads_for(self.workers)
         self.helper_threads = prepare_threads_for(self.workers)
         self._executor: ProcessPoolExecutor | None = None
+        self._early: dict[str, Future] = {}  # videos submitted by `prefetch`, by id, until `prepare` takes them
 
     def start(self, on_ready: Callable[[], None] | None = None) -> FramePool:
         """Start the worker processes now, so that they start while the caller loads the model; `on_ready`
@@ -72,6 +73,25 @@ class FramePool:
         if on_ready is not None:
             pings[0].add_done_callback(lambda _: on_ready())
         return self
+
+    def prefetch(self, records: Iterable[VideoRecord], geometry: InputGeometry | None, count: int) -> None:
+        """Submit the first `count` of `records` now, while the caller opens the index: `prepare` takes each
+        one's work over when it reaches that video, and `drop_early` cancels the rest (videos the index has)."""
+        for record in records:
+            if len(self._early) >= count:
+                return
+            self._early[record.video_id] = self._submit(record, geometry)
+
+    def drop_early(self, keep: set[str]) -> None:
+        """Cancel the prefetched videos whose ids are not in `keep` (one already running finishes unseen)."""
+        for video_id in [v for v in self._early if v not in keep]:
+            self._early.pop(video_id).cancel()
+
+    def _submit(self, record: VideoRecord, geometry: InputGeometry | None) -> Future:
+        return self._pool().submit(
+            self.task, record, self.strategy, geometry, self.output_dir, threads=self.decode_threads,
+            helpers=self.helper_threads,
+        )  # fmt: skip
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
@@ -88,10 +108,8 @@ class FramePool:
         window: deque[tuple[VideoRecord, Future]] = deque()
 
         def submit(record: VideoRecord) -> Future:
-            return self._pool().submit(
-                self.task, record, self.strategy, geometry, self.output_dir, threads=self.decode_threads,
-                helpers=self.helper_threads,
-            )  # fmt: skip
+            early = self._early.pop(record.video_id, None)
+            return early if early is not None else self._submit(record, geometry)
 
         def refill() -> None:
             while len(window) < max(1, in_flight):
@@ -130,6 +148,7 @@ class FramePool:
 
     def close(self) -> None:
         """Cancel what has not started, let the running videos finish (one video each), stop the workers."""
+        self._early.clear()  # futures of this executor: cancelled with it
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
@@ -324,10 +343,17 @@ class LocalEngine:
             self.pool = FramePool(config.workers, config.strategy, config.output_dir)
         self.pool.start(on_ready=lambda: self.timeline.mark("first_worker_ready"))
 
+    def prefetch(self, videos: Sequence[VideoRecord], model: ClipModel, config: BuildConfig) -> None:
+        """Start preparing the first videos (as many as `run` keeps in flight) while the index opens."""
+        assert self.pool is not None, "the skeleton starts the engine before it prefetches"
+        in_flight = videos_in_flight(self.pool.workers, config.strategy.count, config.batch_for(model))
+        self.pool.prefetch(videos, model.geometry, in_flight)
+
     def run(
         self, todo: Sequence[VideoRecord], model: ClipModel, config: BuildConfig, cancel: threading.Event
     ) -> Generator[VideoResult, None, None]:
         assert self.pool is not None, "the skeleton starts the engine before it runs it"
+        self.pool.drop_early({record.video_id for record in todo})  # prefetched, but the index has them
         batch_size = config.batch_for(model)
         encoder = BatchEncoder(model, batch_size)
         threads = ThreadGovernor(model.device, self.pool.workers)

@@ -503,6 +503,9 @@ class RayEngine:
         self._connection = stack
         self.timeline.mark("first_worker_ready")  # connected: the cluster's workers take tasks from here
 
+    def prefetch(self, videos: Sequence[VideoRecord], model: ClipModel, config: BuildConfig) -> None:
+        """Nothing ahead: the dataset, which plans the cluster's work, is made by `run` for the videos to do."""
+
     def run(
         self, todo: Sequence[VideoRecord], model: ClipModel, config: BuildConfig, cancel: threading.Event
     ) -> Generator[VideoResult, None, None]:
