@@ -37,9 +37,11 @@ def library_loaded() -> bool:
 
 def load_library() -> None:
     """Import the application layer and the libraries under it, once per process: a session that
-    comes while another imports them waits for that import (Python's import lock), not a second one."""
-    importlib.import_module("core.app")
-    importlib.import_module("core.jobs")
+    comes while another imports them waits for that import (Python's import lock), not a second one.
+    The application layer imports its libraries where they are first used (a CLI build imports Chroma beside
+    its model load); the dashboard imports them here, once, while its first page says so."""
+    for module in ("core.app", "core.jobs", "chromadb", "open_clip"):
+        importlib.import_module(module)
     _LIBRARY_LOADED.set()
 
 

@@ -121,3 +121,19 @@ def test_store_benchmark_quick_mode_runs_every_configuration(tmp_path: Path) -> 
     figures = [row["figure"] for row in data["targets"]]
     assert "search p50, 4 shards ÷ 1 shard" in figures and sum("recall@10" in f for f in figures) == 2, figures
     assert {"cpu", "cpu_count", "usable_cores", "load_average_at_start"} <= set(data["machine"])
+
+
+def test_frame_parts_quick_mode_reports_each_part(tmp_path: Path) -> None:
+    """The per-frame parts benchmark runs on tiny clips and reports every part; our JPEG is Pillow's, byte for byte."""
+    target = tmp_path / "parts.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.frame_parts", "--quick", "--json", str(target)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(target.read_text())
+    parts = data["ms_per_frame"]
+    assert len(parts) == 10 and all(ms > 0 for ms in parts.values()), parts
+    assert data["jpeg_same_bytes_as_pillow"] and data["jpeg_bytes"]["ours"] == data["jpeg_bytes"]["pillow"]
+    assert 0 < data["beyond_decoding_ms"] < sum(parts.values())
+    assert all(part in result.stdout for part in parts)
