@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,29 @@ def test_a_worker_that_dies_costs_only_its_own_video(tmp_path: Path, video_root:
     summary = build_index(scan.videos, tiny_model, index, strategy, tmp_path / "out", pool=pool)
     assert [(Path(s.item).name, s.reason) for s in summary.skipped] == [("crash_me.mp4", CRASH_REASON)]
     assert summary.videos_indexed == 2 and index.count() == 2
+
+
+def test_videos_prefetched_while_the_index_opens_are_prepared_once_and_those_indexed_are_dropped(
+    tmp_path: Path, video_root: Path, tiny_model
+) -> None:
+    """The build's workers begin on the first videos before the index says which it has (`prefetch`): a
+    prefetched video the build still needs is not prepared a second time, and one the index has is dropped:
+    not handed back, and prepared at most once (if it was already running)."""
+    videos = scan_source(video_root).videos
+    strategy = FrameStrategy.parse("middle")
+    out = tmp_path / "out"
+    pool = FramePool(1, strategy, out, task=worker_tasks.prepare_and_count).start()
+    try:
+        pool.prefetch(videos, tiny_model.geometry, 4)
+        todo = videos[2:]  # the first two are "already indexed"
+        pool.drop_early({video.video_id for video in todo})
+        handed_back = [record.video_id for record, _ in pool.prepare(todo, tiny_model.geometry, 3)]
+    finally:
+        pool.close()
+    assert handed_back == [video.video_id for video in todo]
+    calls = Counter(path.name.split("@")[0] for path in (out / "calls").iterdir())
+    assert all(calls[video.video_id.replace("/", "_")] == 1 for video in todo), calls
+    assert all(calls[video.video_id.replace("/", "_")] <= 1 for video in videos[:2]), calls
 
 
 def test_an_unwritable_output_folder_stops_the_build_with_one_sentence(

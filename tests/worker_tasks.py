@@ -38,3 +38,13 @@ def prepare_or_die(record: Any, strategy: Any, geometry: Any, output_dir: Any, t
     if "crash" in record.video_id:
         os._exit(3)
     return prepare_video(record, strategy, geometry, output_dir, threads=threads)
+
+
+def prepare_and_count(record: Any, strategy: Any, geometry: Any, output_dir: Any, threads: int = 1,
+                      helpers: int = 1) -> PreparedVideo:  # fmt: skip
+    """`prepare_video`, leaving one file per call under the output folder's ``calls/`` (named by the video
+    id, the process and the time), so that a test counts how many times each video was prepared."""
+    calls = Path(output_dir) / "calls"
+    calls.mkdir(parents=True, exist_ok=True)
+    (calls / f"{record.video_id.replace('/', '_')}@{os.getpid()}@{time.monotonic_ns()}").touch()
+    return prepare_video(record, strategy, geometry, output_dir, threads=threads)

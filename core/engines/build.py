@@ -253,7 +253,6 @@ def index_videos(
     Ctrl-C (KeyboardInterrupt) and `cancel` stop the build cleanly: what was fully encoded is written, and
     the summary says it was cancelled. The engine is closed here either way."""
     cancel = cancel or threading.Event()
-    remove_stale_temporaries(config.output_dir)
     complete = index.complete_videos()
     todo = [v for v in videos if v.video_id not in complete]
     writer = writer_for(index)  # made here: the engines never see the index
@@ -333,6 +332,8 @@ def run_build(
     servers = [server.describe() for server in request.servers]
     with StoreLock.for_store(request.db, config.output_dir, servers, owner=lock_owner):
         index: BuildIndex | None = None
+        # Before any worker writes (they begin during start-up): a killed build's half-written thumbnails.
+        remove_stale_temporaries(config.output_dir)
         try:
             clip, index = start_up(request, config, engine, model, progress, lock_owner, timeline, scan.videos, cancel)
             summary = index_videos(scan.videos, clip, index, engine, config, progress, cancel, scan.skipped,
@@ -364,6 +365,7 @@ def build_index(
     output = Path(output_dir).expanduser().resolve()
     config = BuildConfig(strategy, output, max(1, int(workers)), max(1, int(batch_size)))
     engine = LocalEngine(pool)
+    remove_stale_temporaries(output)
     engine.start(config)
     return index_videos(videos, model, index, engine, config, progress, cancel, skipped)
 
