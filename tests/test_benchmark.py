@@ -133,7 +133,7 @@ def test_frame_parts_quick_mode_reports_each_part(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(target.read_text())
     parts = data["ms_per_frame"]
-    assert len(parts) == 10 and all(ms > 0 for ms in parts.values()), parts
+    assert len(parts) == 11 and all(ms > 0 for ms in parts.values()), parts
     assert data["jpeg_same_bytes_as_pillow"] and data["jpeg_bytes"]["ours"] == data["jpeg_bytes"]["pillow"]
     assert 0 < data["beyond_decoding_ms"] < sum(parts.values())
     assert all(part in result.stdout for part in parts)
