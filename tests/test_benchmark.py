@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.helpers import ROOT
 
@@ -102,15 +103,19 @@ STORE_CONFIGS = [
 ]
 
 
-def test_store_benchmark_quick_mode_runs_every_configuration(tmp_path: Path) -> None:
-    """The sharded index's benchmark runs end to end on tiny sizes; its figures are reported, not judged here."""
-    target = tmp_path / "store.json"
+def _quick_mode(module: str, target: Path) -> tuple[dict[str, Any], str]:
+    """Run a benchmark module's `--quick` mode; its JSON and what it printed."""
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.store_bench", "--quick", "--json", str(target)],
+        [sys.executable, "-m", module, "--quick", "--json", str(target)],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    data = json.loads(target.read_text())
+    return json.loads(target.read_text()), result.stdout
+
+
+def test_store_benchmark_quick_mode_runs_every_configuration(tmp_path: Path) -> None:
+    """The sharded index's benchmark runs end to end on tiny sizes; its figures are reported, not judged here."""
+    data, _ = _quick_mode("benchmarks.store_bench", tmp_path / "store.json")
     assert [(row["name"], row["servers"], row["shards"]) for row in data["writes"]] == STORE_CONFIGS
     for row in data["writes"]:
         assert row["records"] == data["sizes"]["write_records"] and row["records_per_s"] > 0, row
@@ -125,15 +130,9 @@ def test_store_benchmark_quick_mode_runs_every_configuration(tmp_path: Path) -> 
 
 def test_frame_parts_quick_mode_reports_each_part(tmp_path: Path) -> None:
     """The per-frame parts benchmark runs on tiny clips and reports every part; our JPEG is Pillow's, byte for byte."""
-    target = tmp_path / "parts.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.frame_parts", "--quick", "--json", str(target)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    data = json.loads(target.read_text())
+    data, printed = _quick_mode("benchmarks.frame_parts", tmp_path / "parts.json")
     parts = data["ms_per_frame"]
     assert len(parts) == 11 and all(ms > 0 for ms in parts.values()), parts
     assert data["jpeg_same_bytes_as_pillow"] and data["jpeg_bytes"]["ours"] == data["jpeg_bytes"]["pillow"]
     assert 0 < data["beyond_decoding_ms"] < sum(parts.values())
-    assert all(part in result.stdout for part in parts)
+    assert all(part in printed for part in parts)
