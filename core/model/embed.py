@@ -174,7 +174,7 @@ class ClipModel:
             return batch
         # torchvision's to_tensor converts to float and divides by 255, Normalize subtracts and divides: the
         # same operations in place. (uint8 divided by 255 in one promoting pass gives the same numbers but is
-        # not vectorised: up to 2.6× slower on a CPU.)
+        # not vectorised: 1.5–2.3× slower on a CPU, one thread.)
         mean, std = self._mean.to(batch.device), self._std.to(batch.device)
         return batch.to(torch.float32).div_(255).sub_(mean).div_(std)
 
