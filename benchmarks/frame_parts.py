@@ -106,7 +106,7 @@ def measure(videos: int, strategy: str, rounds: int, work: Path) -> dict[str, An
         "model input: resize + crop (ours)": best_ms(geometry.apply, frames, rounds),
         "model input: plain resize, then crop": best_ms(lambda f: plain_resize_then_crop(f, geometry), frames, rounds),
         "thumbnail shrink (OpenCV)": best_ms(shrink_for_thumbnail, frames, rounds),
-        "thumbnail JPEG, OpenCV (ours)": best_ms(lambda s: thumbnail_jpeg(s), smalls, rounds),
+        "thumbnail JPEG, OpenCV (ours)": best_ms(thumbnail_jpeg, smalls, rounds),
         "thumbnail JPEG, Pillow": best_ms(pillow_jpeg, smalls, rounds),
         "thumbnail write (atomic)": best_ms(lambda j: write_thumbnail(out, "parts", next(counter), j), jpegs, rounds),
         "pickling a prepared video": best_ms(lambda p: pickle.dumps(p, protocol=5), prepared, rounds) / per_video,

@@ -92,7 +92,8 @@ def _resize_for_crop(image: Image.Image, size: tuple[int, int], resample: Image.
     Pillow resizes in two passes, horizontal then vertical, each rounded to 8 bits, and a vertical pass
     works on each column alone. So the horizontal pass is made on its own, the columns the crop drops are
     cut, and the vertical pass runs on the rest only (on a 16:9 frame to a square input, 44 % of it). The
-    result has the crop's width; its rows are cropped or padded as before (`tests/test_geometry.py`).
+    result has the crop's width; its rows are cropped or padded as before (`tests/test_embed.py` compares
+    the whole transform with open_clip's).
     """
     height, width = size
     src_w, src_h = image.size

@@ -39,8 +39,6 @@ def thumbnail_jpeg(rgb: np.ndarray, max_side: int = THUMBNAIL_MAX_SIDE) -> bytes
     what a Ray worker sends to the machine that writes the files. Encoded by OpenCV's libjpeg-turbo: the
     same bytes as Pillow's at the same quality, in three quarters of its time (benchmarks/README.md)."""
     small = shrink_for_thumbnail(rgb, max_side)
-    if small.ndim == 2:
-        small = cv2.cvtColor(small, cv2.COLOR_GRAY2RGB)
     ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:  # OpenCV reports a failed encode only by its flag; a uint8 RGB array always encodes
         raise RuntimeError(f"OpenCV could not encode a {small.shape} thumbnail as JPEG")
